@@ -1,0 +1,238 @@
+"""Model-name grammar and the registry of network families.
+
+A model name is ``<net>_<R|NR>_<g|G><n>`` (SPEC section 1), for example
+``wrn22x10_NR_G4``, ``resnet18_R_g8`` or ``mobilenetv2_NR_G16``:
+
+* ``net``: a registered network (``wrn22x2``, ``wrn22x10``, ``wrn28x2``,
+  ``wrn40x2``, ``resnet18``, ``mobilenetv2``) or any ``wrn<d>x<k>`` with
+  ``(d - 4) % 6 == 0``.
+* ``R`` keeps every residual connection, ``NR`` removes them all (projection
+  shortcuts go with them).
+* ``g<n>``: every grouped 3x3 convolution has ``n`` groups; ``G<n>``: every
+  grouped 3x3 convolution has ``n`` channels per group (``G1`` is depthwise).
+  ``g1`` is a standard convolution.
+
+This module owns the parser (:func:`parse_model_name`) and its inverse
+(:meth:`ModelSpec.name`), the registry of network entry points
+(:func:`register_net`) and :func:`build_model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+from typing import Callable
+
+@dataclasses.dataclass(frozen=True)
+class _NetEntry:
+    builder: Callable  # builder(spec=, num_classes=, input_shape=, name=, **options)
+    grouped_channels: Callable[[], list[int]]
+
+
+_NETS: dict[str, _NetEntry] = {}
+
+#: The groupings of the paper's Tables 1-9, in the paper's column order.
+PAPER_GROUPINGS = ("g2", "g4", "g8", "g16", "G1", "G2", "G4", "G8", "G16")
+#: The networks of the paper, in the row order of Tables 8 and 9.
+PAPER_NETS = ("wrn22x2", "wrn22x10", "wrn28x2", "wrn40x2", "resnet18", "mobilenetv2")
+
+_WRN_RE = re.compile(r"^wrn(\d+)x(\d+)$")
+_GROUPING_RE = re.compile(r"^([gG])(\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model name.
+
+    Attributes:
+        net: network name, e.g. ``"wrn22x10"`` or ``"resnet18"``.
+        residual: ``True`` for ``R``, ``False`` for ``NR``.
+        group_mode: ``"g"`` (fixed number of groups) or ``"G"`` (fixed
+            channels per group).
+        group_value: the ``n`` of ``g<n>`` / ``G<n>``.
+    """
+
+    net: str
+    residual: bool
+    group_mode: str
+    group_value: int
+
+    @property
+    def grouping(self) -> str:
+        """The grouping token, e.g. ``"g4"`` or ``"G16"``."""
+        return f"{self.group_mode}{self.group_value}"
+
+    @property
+    def name(self) -> str:
+        """The canonical model name (inverse of :func:`parse_model_name`)."""
+        return f"{self.net}_{'R' if self.residual else 'NR'}_{self.grouping}"
+
+    def groups_for(self, channels: int) -> int:
+        """Number of groups of a grouped 3x3 conv over ``channels`` channels.
+
+        Raises:
+            ValueError: if the grouping does not divide ``channels``.
+        """
+        if channels % self.group_value:
+            what = "groups" if self.group_mode == "g" else "channels per group"
+            raise ValueError(
+                f"Grouping '{self.grouping}' ({self.group_value} {what}) does not "
+                f"divide a grouped convolution with {channels} channels in "
+                f"'{self.name}'. Valid groupings for {self.net} divide every "
+                f"grouped layer's channels: {', '.join(valid_groupings(self.net))}."
+            )
+        if self.group_mode == "g":
+            return self.group_value
+        return channels // self.group_value
+
+
+def register_net(grouped_channels: Callable[[], list[int]], name: str | None = None):
+    """Decorator registering a network entry point under ``name`` (default: its name).
+
+    Args:
+        grouped_channels: returns the channel count of every grouped 3x3
+            convolution of the network, so a grouping can be validated before
+            anything is built.
+        name: registry key; defaults to the function's name.
+
+    The entry point is called as ``fn(spec=, num_classes=, input_shape=,
+    name=, **options)`` and returns a ``keras.Model``. Registering a name
+    twice warns and replaces the earlier entry.
+    """
+
+    def decorator(f):
+        key = name or f.__name__
+        if key in _NETS:
+            warnings.warn(f"Network '{key}' is registered twice; the later one wins.")
+        _NETS[key] = _NetEntry(f, grouped_channels)
+        return f
+
+    return decorator
+
+
+def _ensure_registered():
+    # Importing the family modules runs their @register_net decorators.
+    from kdkeras.models import mobilenet_v2, resnet, wrn  # noqa: F401
+
+
+def list_nets() -> list[str]:
+    """Registered network names (the ``<net>`` part of a model name)."""
+    _ensure_registered()
+    return list(_NETS)
+
+
+def list_models(include_standard: bool = False) -> list[str]:
+    """Every registered model name: each net x R/NR x the paper's groupings.
+
+    Args:
+        include_standard: also list the ``g1`` (standard convolution) variants.
+    """
+    groupings = PAPER_GROUPINGS + (("g1",) if include_standard else ())
+    return [
+        f"{net}_{res}_{grouping}"
+        for net in list_nets()
+        for res in ("R", "NR")
+        for grouping in groupings
+    ]
+
+
+def _net_entry(net: str):
+    _ensure_registered()
+    if net in _NETS:
+        return _NETS[net]
+    match = _WRN_RE.match(net)
+    if match:
+        depth, width = int(match.group(1)), int(match.group(2))
+        if (depth - 4) % 6 or depth < 10 or width < 1:
+            raise ValueError(
+                f"Unknown WRN depth/width in '{net}': depth d must satisfy "
+                f"(d - 4) % 6 == 0 and d >= 10 (10, 16, 22, 28, 34, 40, ...) and "
+                f"width k >= 1. Received: depth={depth}, width={width}."
+            )
+        from kdkeras.models import wrn
+
+        return wrn.entry(depth, width)
+    raise ValueError(
+        f"Unknown network '{net}'. Valid networks: {', '.join(list_nets())}, "
+        f"or any wrn<d>x<k> with (d - 4) % 6 == 0."
+    )
+
+
+def parse_model_name(name: str) -> ModelSpec:
+    """Parses ``<net>_<R|NR>_<g|G><n>`` into a :class:`ModelSpec`.
+
+    Raises:
+        ValueError: naming the part that does not parse and the valid choices.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Model name must be a non-empty string. Received: {name!r}.")
+    parts = name.split("_")
+    if len(parts) != 3:
+        raise ValueError(
+            f"Model name '{name}' must have three parts '<net>_<R|NR>_<g|G><n>', "
+            f"e.g. 'wrn22x10_NR_G4' or 'resnet18_R_g8'."
+        )
+    net, res, grouping = parts
+    _net_entry(net)  # validates the net part
+    if res not in ("R", "NR"):
+        raise ValueError(
+            f"Bad residual token '{res}' in model name '{name}'. Valid choices: "
+            f"R (residual), NR (no residual connections)."
+        )
+    match = _GROUPING_RE.match(grouping)
+    if not match or int(match.group(2)) < 1:
+        raise ValueError(
+            f"Bad grouping '{grouping}' in model name '{name}'. Valid choices: "
+            f"g<n> (n groups) or G<n> (n channels per group) with n >= 1, "
+            f"e.g. {', '.join(PAPER_GROUPINGS)}."
+        )
+    spec = ModelSpec(net, res == "R", match.group(1), int(match.group(2)))
+    for channels in grouped_channels(net):
+        spec.groups_for(channels)  # raises if the grouping does not divide
+    return spec
+
+
+def grouped_channels(net: str) -> list[int]:
+    """Input channel counts of every grouped 3x3 convolution of ``net``."""
+    return list(_net_entry(net).grouped_channels())
+
+
+def valid_groupings(net: str, max_value: int = 64) -> list[str]:
+    """Groupings (``g<n>``, ``G<n>``, n <= max_value) that fit every layer of ``net``."""
+    channels = grouped_channels(net)
+    values = [n for n in range(1, max_value + 1) if all(c % n == 0 for c in channels)]
+    return [f"g{n}" for n in values] + [f"G{n}" for n in values]
+
+
+def build_model(
+    name: str,
+    num_classes: int = 100,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    **kwargs,
+):
+    """Builds a registered network from its name.
+
+    Args:
+        name: model name ``<net>_<R|NR>_<g|G><n>``, e.g. ``"wrn22x10_NR_G4"``.
+        num_classes: number of output logits.
+        input_shape: ``(H, W, C)`` of one image.
+        **kwargs: family-specific options (e.g. ``dropout`` for WRN);
+            ``None`` values are dropped so the family defaults survive.
+
+    Returns:
+        A functional ``keras.Model`` named after ``name``, mapping images
+        ``(batch, H, W, C)`` to logits ``(batch, num_classes)``.
+    """
+    spec = parse_model_name(name)
+    entry = _net_entry(spec.net)
+    options = {k: v for k, v in kwargs.items() if v is not None}
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer. Received: {num_classes!r}.")
+    return entry.builder(
+        spec=spec,
+        num_classes=num_classes,
+        input_shape=tuple(input_shape),
+        name=spec.name,
+        **options,
+    )
