@@ -1,3 +1,43 @@
-"""kdkeras: knowledge-distillation research toolkit for Keras 3 / TensorFlow."""
+"""kdkeras: knowledge-distillation research toolkit for Keras 3 / TensorFlow.
+
+Reproduces "On the Demystification of Knowledge Distillation: A Residual
+Network Perspective": the paper's model zoo (WRN, ResNet-18, MobileNetV2 with
+grouped convolutions, residual or not), Hinton knowledge distillation and the
+paper's experiment grid.
+
+Public names are imported lazily so that ``import kdkeras`` stays cheap until
+a model or a training function is used.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "build_model": "kdkeras.models.registry",
+    "parse_model_name": "kdkeras.models.registry",
+    "list_models": "kdkeras.models.registry",
+    "list_nets": "kdkeras.models.registry",
+    "register_net": "kdkeras.models.registry",
+    "ModelSpec": "kdkeras.models.registry",
+    "GroupedConv2D": "kdkeras.layers",
+    "profile": "kdkeras.profiling",
+    "count_params": "kdkeras.profiling",
+    "count_macs": "kdkeras.profiling",
+    "Profile": "kdkeras.profiling",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module = importlib.import_module(_EXPORTS[name])
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kdkeras' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,104 @@
+"""Parameter and FLOP (multiply-accumulate) counts of the model zoo.
+
+Examples:
+    python scripts/profile.py --model=wrn22x10_NR_G4      # one model: summary + counts
+    python scripts/profile.py --all --csv                 # model,params,macs for the paper's 108 variants
+    python scripts/profile.py --table                     # Tables 8 and 9 beside the paper's values
+"""
+
+import os
+import sys
+
+# This file's name shadows the standard library's `profile` module (which
+# cProfile imports) while scripts/ is first on sys.path: take it off.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+from kdkeras import cli  # noqa: E402  (quiets TensorFlow's start-up logging)
+
+from absl import flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Profile one model, e.g. wrn22x10_NR_G4 (prints its summary).")
+flags.DEFINE_bool("all", False, "Profile all 108 variants of the paper.")
+flags.DEFINE_bool("csv", False, "With --all: print CSV 'model,params,macs' (absolute integers).")
+flags.DEFINE_bool("table", False, "Print Tables 8 (MFLOPs) and 9 (M params) next to the paper's values.")
+flags.DEFINE_integer("num_classes", 100, "Number of classes of the classifier head.")
+
+
+def _progress(done, total, name):
+    if sys.stderr.isatty():
+        print(f"\r[{done}/{total}] {name:<24}", end="", file=sys.stderr, flush=True)
+
+
+def _profile_all():
+    import keras
+
+    from kdkeras.models.registry import build_model, list_models
+    from kdkeras.profiling import profile
+
+    names = list_models()
+    results = {}
+    for i, name in enumerate(names, start=1):
+        _progress(i, len(names), name)
+        results[name] = profile(build_model(name, num_classes=FLAGS.num_classes))
+        keras.backend.clear_session()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    return results
+
+
+def _print_tables(results):
+    from kdkeras.models.registry import PAPER_GROUPINGS, PAPER_NETS
+    from kdkeras.paper import TABLE8_MFLOPS, TABLE9_MPARAMS, agrees_with_printed
+
+    specs = [
+        ("Table 8: FLOPs (multiply-accumulates) in millions", TABLE8_MFLOPS, "macs", 4, 1),
+        ("Table 9: parameters in millions", TABLE9_MPARAMS, "params", 3, 0),
+    ]
+    mismatches = 0
+    for title, table, field, digits, tol in specs:
+        print(f"\n{title}  (ours / paper; '*' = differs beyond the printed precision)")
+        print(f"{'Network':<12}{'':<4}" + "".join(f"{g:>17}" for g in PAPER_GROUPINGS))
+        for net in PAPER_NETS:
+            for res in ("R", "NR"):
+                cells = []
+                for col, grouping in enumerate(PAPER_GROUPINGS):
+                    value = getattr(results[f"{net}_{res}_{grouping}"], field) / 1e6
+                    printed = table[net][res][col]
+                    ok = agrees_with_printed(value, printed, digits, tol)
+                    mismatches += not ok
+                    ours = f"{value:.{digits}g}"
+                    cells.append(f"{ours + ' / ' + printed + ('' if ok else '*'):>17}")
+                print(f"{net if res == 'R' else '':<12}{res:<4}" + "".join(cells))
+    print(f"\n{mismatches} of 216 cells differ from the paper beyond its printed precision.")
+
+
+def main(argv):
+    del argv
+    if not (FLAGS.model or FLAGS.all or FLAGS.table):
+        cli.fail("nothing to do: pass --model=NAME, --all [--csv] or --table.")
+    if FLAGS.csv and not FLAGS.all:
+        cli.fail("--csv needs --all.")
+    if FLAGS.model:
+        from kdkeras.models.registry import build_model
+        from kdkeras.profiling import profile
+
+        model = build_model(FLAGS.model, num_classes=FLAGS.num_classes)
+        model.summary()
+        p = profile(model)
+        print(f"{p.name}: {p.params:,} trainable parameters ({p.params / 1e6:.3g} M), "
+              f"{p.macs:,} multiply-accumulates per 32x32 image ({p.macs / 1e6:.4g} M)")
+    if FLAGS.all or FLAGS.table:
+        results = _profile_all()
+        if FLAGS.all:
+            if FLAGS.csv:
+                print("model,params,macs")
+            for name, p in results.items():
+                print(f"{name},{p.params},{p.macs}" if FLAGS.csv else
+                      f"{name:<24}{p.params:>12,}{p.macs:>16,}")
+        if FLAGS.table:
+            _print_tables(results)
+
+
+if __name__ == "__main__":
+    cli.run(main)

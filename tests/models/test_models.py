@@ -1,0 +1,110 @@
+"""Registry-driven checks over every registered model name."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kdkeras.layers import GroupedConv2D
+from kdkeras.models.registry import build_model, list_models, parse_model_name
+
+IMAGES = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session():
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_registered_model(name, tmp_path):
+    model = build_model(name, num_classes=100, input_shape=(32, 32, 3))
+    assert model.name == name
+
+    # Forward: shape and finite values (inference and training mode).
+    logits = model(IMAGES, training=False)
+    assert logits.shape == (2, 100)
+    assert np.isfinite(logits).all()
+
+    # Backward: every trainable variable gets a gradient.
+    labels = tf.constant([3, 7])
+    with tf.GradientTape() as tape:
+        train_logits = model(IMAGES, training=True)
+        loss = keras.losses.sparse_categorical_crossentropy(labels, train_logits, from_logits=True)
+        loss = tf.reduce_mean(loss)
+    assert np.isfinite(loss.numpy())
+    grads = tape.gradient(loss, model.trainable_variables)
+    missing = [v.path for v, g in zip(model.trainable_variables, grads) if g is None]
+    assert not missing
+
+    # The training-mode pass moved the BN statistics: take fresh reference logits.
+    logits = model(IMAGES, training=False)
+
+    # get_config round trip: same architecture, same outputs with the same weights.
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
+    np.testing.assert_allclose(clone(IMAGES, training=False), logits, rtol=1e-5, atol=1e-5)
+
+    # .keras save / load (safe mode) gives identical outputs.
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(restored(IMAGES, training=False), logits)
+
+
+@pytest.mark.parametrize(
+    "name, residual_adds",
+    [
+        ("wrn22x2_R_g2", 9), ("wrn22x2_NR_g2", 0), ("wrn40x2_R_G4", 18),
+        ("resnet18_R_g4", 8), ("resnet18_NR_g4", 0),
+        ("mobilenetv2_R_g2", 10), ("mobilenetv2_NR_g2", 0),
+    ],
+)
+def test_residual_connections(name, residual_adds):
+    model = build_model(name)
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert len(adds) == residual_adds
+    shortcuts = [layer for layer in model.layers if "shortcut" in layer.name]
+    if not parse_model_name(name).residual:
+        assert not shortcuts
+
+
+@pytest.mark.parametrize(
+    "name, expected_groups",
+    [
+        # WRN-22x2 grouped convs see 16, 32, 64, 128 channels.
+        ("wrn22x2_R_g4", {16: 4, 32: 4, 64: 4, 128: 4}),
+        ("wrn22x2_R_G4", {16: 4, 32: 8, 64: 16, 128: 32}),
+        ("wrn22x2_NR_G1", {16: 16, 32: 32, 64: 64, 128: 128}),  # depthwise
+        ("resnet18_R_G16", {64: 4, 128: 8, 256: 16, 512: 32}),
+    ],
+)
+def test_grouping_per_layer(name, expected_groups):
+    model = build_model(name)
+    for layer in model.layers:
+        if isinstance(layer, GroupedConv2D):
+            channels = layer.kernel.shape[2] * layer.groups
+            assert layer.groups == expected_groups[channels], layer.name
+
+
+def test_mobilenet_spatial_sizes():
+    model = build_model("mobilenetv2_R_g2")
+    sizes = [model.get_layer(f"stage{s}_block1_gconv").output.shape[1] for s in range(1, 8)]
+    assert model.get_layer("stem_conv").output.shape[1] == 34
+    assert sizes == [34, 17, 9, 5, 5, 5, 5]
+
+
+def test_wrn_dropout_option():
+    model = build_model("wrn22x2_R_g2", dropout=0.0)
+    assert not [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert len([layer for layer in build_model("wrn22x2_R_g2").layers
+                if isinstance(layer, keras.layers.Dropout)]) == 9
+    with pytest.raises(ValueError, match="dropout"):
+        build_model("wrn22x2_R_g2", dropout=1.5)
+
+
+def test_other_input_shapes_and_classes():
+    model = build_model("wrn16x1_NR_g2", num_classes=10, input_shape=(24, 24, 1))
+    assert model(np.zeros((3, 24, 24, 1), "float32")).shape == (3, 10)

@@ -1,0 +1,106 @@
+"""Parameter and FLOP counts against the paper's Tables 8 and 9, every cell."""
+
+import keras
+import pytest
+
+from kdkeras.models.registry import PAPER_GROUPINGS, build_model, list_models
+from kdkeras.paper import (
+    TABLE8_MFLOPS,
+    TABLE9_MPARAMS,
+    agrees_with_printed,
+    printed_cell,
+    round_sig,
+)
+from kdkeras.profiling import count_macs, count_params, profile
+
+
+@pytest.fixture(scope="module")
+def zoo_profiles():
+    results = {}
+    for name in list_models():
+        results[name] = profile(build_model(name))
+        keras.backend.clear_session()
+    return results
+
+
+def test_every_table9_parameter_cell(zoo_profiles):
+    bad = {
+        name: (p.params / 1e6, printed_cell(TABLE9_MPARAMS, name))
+        for name, p in zoo_profiles.items()
+        if not agrees_with_printed(p.params / 1e6, printed_cell(TABLE9_MPARAMS, name), 3)
+    }
+    assert len(zoo_profiles) == 108
+    assert not bad
+
+
+def test_every_table8_flop_cell(zoo_profiles):
+    exact, bad = 0, {}
+    for name, p in zoo_profiles.items():
+        printed = printed_cell(TABLE8_MFLOPS, name)
+        exact += agrees_with_printed(p.macs / 1e6, printed, 4)
+        if not agrees_with_printed(p.macs / 1e6, printed, 4, tolerance_units=1):
+            bad[name] = (p.macs / 1e6, printed)
+    assert not bad
+    assert exact >= 105  # SPEC: 105 of 108 exact, 3 differ by one printed unit
+
+
+def test_spec_example():
+    p = profile(build_model("wrn22x2_R_g2"))
+    assert (p.params, p.macs) == (655_572, 93_647_360)
+
+
+def _wrn_closed_form(depth, width, groups_of, residual, num_classes=100):
+    """Closed-form params / MACs of WRN-d x k, derived from SPEC section 2.
+
+    Unit U(cin->cout) at spatial size s: grouped 3x3 (9*cin*cin/g params),
+    BN (2*cin), 1x1 (cin*cout); MACs multiply the conv params by s*s.
+    Block: BN(cin) + U(cin->cout) + BN(cout) + U(cout->cout) [+ 1x1 shortcut cin*cout].
+    """
+    n = (depth - 4) // 6
+    params, macs = 27 * 16, 27 * 16 * 32 * 32  # stem 3x3 conv 3->16
+    cin, size = 16, 32
+    for stage, cout in enumerate((16 * width, 32 * width, 64 * width)):
+        for block in range(n):
+            if block == 0 and stage > 0:
+                size //= 2
+            for c_in in (cin, cout):
+                conv = 9 * c_in * c_in // groups_of(c_in) + c_in * cout
+                params += conv + 2 * c_in
+                macs += conv * size * size
+            params += 2 * cin + 2 * cout  # pre-activation BN, middle BN
+            if residual and block == 0:
+                params += cin * cout
+                macs += cin * cout * size * size
+            cin = cout
+    params += 2 * cin + cin * num_classes + num_classes  # head BN + dense
+    macs += cin * num_classes
+    return params, macs
+
+
+@pytest.mark.parametrize("name", ["wrn22x2_R_g2", "wrn28x2_NR_G1", "wrn40x2_R_G16", "wrn16x4_NR_g4"])
+def test_wrn_counts_equal_closed_form(name):
+    from kdkeras.models.registry import parse_model_name
+
+    spec = parse_model_name(name)
+    depth, width = (int(v) for v in spec.net[3:].split("x"))
+    model = build_model(name)
+    assert (count_params(model), count_macs(model)) == _wrn_closed_form(
+        depth, width, spec.groups_for, spec.residual
+    )
+
+
+def test_count_params_excludes_bn_moving_statistics():
+    model = build_model("resnet18_R_G16")
+    bn_channels = sum(layer.gamma.shape[0] for layer in model.layers
+                      if isinstance(layer, keras.layers.BatchNormalization))
+    assert model.count_params() - count_params(model) == 2 * bn_channels
+
+
+def test_round_sig_and_agreement():
+    assert round_sig(15_968_468 / 1e6, 3) == 16.0
+    assert agrees_with_printed(15.968468, "16", 3)
+    assert agrees_with_printed(0.1999, "0.2", 3)
+    assert not agrees_with_printed(0.2011, "0.2", 3)
+    assert agrees_with_printed(40.4641, "40.47", 4, tolerance_units=1)
+    assert not agrees_with_printed(40.4641, "40.47", 4)
+    assert len(PAPER_GROUPINGS) == len(TABLE8_MFLOPS["wrn22x2"]["R"]) == 9
