@@ -13,16 +13,24 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# scripts/profile.py shadows the standard library's `profile` module (which
+# cProfile, and through it Keras, imports) while scripts/ is first on
+# sys.path, as it is for any script run from there. The scripts never import
+# each other, so take their folder off the path.
+_script_dir = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else None
+if _script_dir and os.path.exists(os.path.join(_script_dir, "profile.py")):
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _script_dir]
+
 #: Exit code of a user mistake (as argparse / absl use for bad flags).
 USAGE_EXIT_CODE = 2
 
 
-def fail(message: str) -> None:
-    """Prints ``<script>: error: <message>`` on one line and exits with code 2."""
+def fail(message: str, exit_code: int = USAGE_EXIT_CODE) -> None:
+    """Prints ``<script>: error: <message>`` on one line and exits (code 2 by default)."""
     prog = os.path.basename(sys.argv[0]) if sys.argv else "kdkeras"
     first_line = " ".join(str(message).split("\n")).strip()
     print(f"{prog}: error: {first_line}", file=sys.stderr)
-    sys.exit(USAGE_EXIT_CODE)
+    sys.exit(exit_code)
 
 
 def run(main) -> None:
@@ -38,5 +46,69 @@ def run(main) -> None:
             if os.environ.get("KDKERAS_DEBUG"):
                 raise
             fail(str(err))
+        except FloatingPointError as err:  # a diverged run: not a usage error
+            if os.environ.get("KDKERAS_DEBUG"):
+                raise
+            fail(str(err), exit_code=1)
 
     app.run(guarded)
+
+
+def define_run_flags(distill: bool) -> None:
+    """Defines the flags shared by ``train.py`` and ``distill.py`` (all default to None).
+
+    ``None`` means "not set": the paper's recipe (or ``--config``) decides.
+    """
+    from absl import flags
+
+    if distill:
+        flags.DEFINE_string("student", None, "Student model name, e.g. wrn22x10_NR_G4.")
+        flags.DEFINE_string("teacher", None, "Teacher: a model name (its finished run in --logdir is "
+                            "used, or trained first) or a path to a .keras file.")
+        flags.DEFINE_float("temperature", None, "KD temperature T (paper: 4).")
+        flags.DEFINE_float("alpha", None, "Weight of the KD term (paper: 0.9).")
+    else:
+        flags.DEFINE_string("model", None, "Model name, e.g. wrn22x2_R_g2.")
+    flags.DEFINE_string("config", None, "YAML file of settings (flags override it).")
+    flags.DEFINE_string("dataset", None, "cifar100 (default), cifar10 or synthetic.")
+    flags.DEFINE_string("data_dir", None, "Prepared TFDS data folder.")
+    flags.DEFINE_string("archive", None, "Original cifar-100-python.tar.gz / cifar-10-python.tar.gz or its folder.")
+    flags.DEFINE_integer("epochs", None, "Training epochs (paper: 120; MobileNetV2 KD students 300).")
+    flags.DEFINE_integer("batch_size", None, "Global batch size (paper: 128).")
+    flags.DEFINE_float("lr", None, "Initial learning rate (paper: 0.1).")
+    flags.DEFINE_float("momentum", None, "SGD momentum (paper: 0.9).")
+    flags.DEFINE_float("weight_decay", None, "Coupled (PyTorch-style) weight decay (paper: 4e-4).")
+    flags.DEFINE_string("lr_schedule", None, "step, exponential or constant (paper: per family).")
+    flags.DEFINE_list("lr_milestones", None, "Epochs at which a step schedule multiplies lr by lr_gamma.")
+    flags.DEFINE_float("lr_gamma", None, "Learning-rate factor (WRN 0.2, ResNet-18 0.1, MobileNetV2 0.98/epoch).")
+    flags.DEFINE_float("dropout", None, "WRN dropout rate (paper: 0.3).")
+    flags.DEFINE_integer("seed", None, "Random seed (default 0).")
+    flags.DEFINE_integer("train_size", None, "Use this many training images (a seeded class-balanced subset).")
+    flags.DEFINE_integer("test_size", None, "Use this many test images.")
+    flags.DEFINE_string("strategy", None, "auto, mirrored, multiworker or none (default auto).")
+    flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call (default 1).")
+    flags.DEFINE_string("logdir", "logs", "Root folder of all runs.")
+
+
+def run_config_from_flags(distill: bool):
+    """Resolves the :class:`kdkeras.config.RunConfig` of the defined flags."""
+    from absl import flags
+
+    from kdkeras import config as config_lib
+
+    values = flags.FLAGS
+    settings = config_lib.load_yaml(values.config) if values.config else {}
+    for name in config_lib.FIELDS:
+        flag = "student" if (distill and name == "model") else name
+        if flag in values and values[flag].value is not None:
+            settings[name] = values[flag].value
+    if settings.get("lr_milestones") is not None:
+        try:
+            settings["lr_milestones"] = [int(m) for m in settings["lr_milestones"]]
+        except (TypeError, ValueError):
+            fail(f"lr_milestones must be integers (epochs). Received: {settings['lr_milestones']!r}.")
+    if distill and not settings.get("teacher"):
+        fail("No teacher given: pass --teacher=NAME (e.g. wrn22x10_R_g2) or --teacher=PATH.keras.")
+    if not settings.get("model"):
+        fail(f"No model given: pass --{'student' if distill else 'model'}=NAME, e.g. wrn22x2_NR_g16.")
+    return config_lib.resolve(settings)

@@ -6,14 +6,9 @@ Examples:
     python scripts/profile.py --table                     # Tables 8 and 9 beside the paper's values
 """
 
-import os
-import sys
+from kdkeras import cli  # first: quiets TensorFlow, keeps this file from shadowing `profile`
 
-# This file's name shadows the standard library's `profile` module (which
-# cProfile imports) while scripts/ is first on sys.path: take it off.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-from kdkeras import cli  # noqa: E402  (quiets TensorFlow's start-up logging)
+import sys  # noqa: E402
 
 from absl import flags  # noqa: E402
 
@@ -75,10 +70,10 @@ def _print_tables(results):
 
 def main(argv):
     del argv
-    if not (FLAGS.model or FLAGS.all or FLAGS.table):
-        cli.fail("nothing to do: pass --model=NAME, --all [--csv] or --table.")
     if FLAGS.csv and not FLAGS.all:
         cli.fail("--csv needs --all.")
+    if not (FLAGS.model or FLAGS.all or FLAGS.table):
+        cli.fail("nothing to do: pass --model=NAME, --all [--csv] or --table.")
     if FLAGS.model:
         from kdkeras.models.registry import build_model
         from kdkeras.profiling import profile

@@ -1,0 +1,244 @@
+"""Run configuration: one dataclass, resolved from the recipe, a YAML file and flags.
+
+Resolution order (later wins): the paper's recipe for the model
+(:func:`kdkeras.recipes.recipe_for`) -> a YAML config file -> command-line
+flags. ``None`` means "not set" at every level, so recipe defaults survive.
+
+Every run lives in ``<logdir>/<dataset>/<run name>``, where the run name is
+``<model>`` (baseline) or ``<student>_from_<teacher>`` (KD), then ``-s<seed>``,
+then ``-<hash>`` when any result-affecting setting differs from the paper's
+recipe (the hash covers exactly those settings). Repeating a command therefore
+finds its run again, and a teacher trained by ``train.py`` is the same run a
+KD command asks for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import yaml
+
+from kdkeras import recipes
+
+STRATEGIES = ("auto", "mirrored", "multiworker", "none")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Every setting of one training run (baseline or KD).
+
+    Attributes:
+        model: model name (the student for KD), e.g. ``"wrn22x10_NR_G4"``.
+        teacher: teacher model name or path to a ``.keras`` file; ``None``
+            for a hard-target baseline.
+        dataset: ``cifar100``, ``cifar10`` or ``synthetic``.
+        data_dir: prepared TFDS folder.
+        archive: original CIFAR ``*-python.tar.gz`` archive or its folder.
+        epochs, batch_size, lr, momentum, weight_decay: SGD recipe.
+        lr_schedule, lr_milestones, lr_gamma: learning-rate schedule.
+        temperature, alpha: KD loss settings.
+        seed: random seed (weights, data order, augmentation).
+        train_size, test_size: use a subset of the data.
+        dropout: WRN dropout rate (``None``: the family default, 0.3).
+        strategy: ``auto|mirrored|multiworker|none``.
+        steps_per_execution: training steps per compiled call.
+    """
+
+    model: str
+    teacher: str | None = None
+    dataset: str = "cifar100"
+    data_dir: str | None = None
+    archive: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    lr_schedule: str | None = None
+    lr_milestones: tuple[int, ...] | None = None
+    lr_gamma: float | None = None
+    temperature: float | None = None
+    alpha: float | None = None
+    seed: int = 0
+    train_size: int | None = None
+    test_size: int | None = None
+    dropout: float | None = None
+    strategy: str = "auto"
+    steps_per_execution: int = 1
+
+    @property
+    def distill(self) -> bool:
+        return self.teacher is not None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if d["lr_milestones"] is not None:
+            d["lr_milestones"] = list(d["lr_milestones"])
+        return d
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+#: Settings that do not change what a run computes (where data comes from,
+#: how it is spread over devices): left out of the run name's hash.
+NON_IDENTITY_FIELDS = ("data_dir", "archive", "strategy", "steps_per_execution")
+#: KD-only settings, which a teacher does not inherit from its student's command.
+KD_FIELDS = ("teacher", "temperature", "alpha")
+#: Settings that a teacher trained on the way inherits from the student's command.
+INHERITED_FIELDS = tuple(f for f in FIELDS if f not in KD_FIELDS + ("model",))
+
+
+def load_yaml(path: str) -> dict:
+    """Reads a YAML config file into a dict of :class:`RunConfig` settings."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Config file '{path}' does not exist.")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"Config file '{path}' is not valid YAML: {' '.join(str(err).split())}")
+    if not isinstance(data, dict):
+        raise ValueError(f"Config file '{path}' must hold a mapping of settings.")
+    data.pop("run", None)  # informational key of a run folder's config.yaml
+    unknown = sorted(set(data) - set(FIELDS) - {"student"})
+    if unknown:
+        raise ValueError(
+            f"Unknown setting(s) {', '.join(unknown)} in '{path}'. Valid settings: {', '.join(FIELDS)}."
+        )
+    if "student" in data:
+        data["model"] = data.pop("student")
+    return data
+
+
+def resolve(overrides: dict) -> RunConfig:
+    """Builds a validated :class:`RunConfig` from explicit settings + the recipe.
+
+    Args:
+        overrides: settings given explicitly (YAML and flags); ``None`` values
+            are ignored. Must contain ``model``.
+
+    Raises:
+        ValueError: one line naming the bad setting and the valid choices.
+    """
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(explicit) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown setting(s): {', '.join(unknown)}. Valid settings: {', '.join(FIELDS)}.")
+    if not explicit.get("model"):
+        raise ValueError("No model given: pass --model=NAME (train.py) or --student=NAME (distill.py).")
+    recipe = recipes.recipe_for(explicit["model"], distill=explicit.get("teacher") is not None)
+    settings = {**recipe, **explicit}
+    if settings.get("lr_milestones") is not None:
+        settings["lr_milestones"] = tuple(int(m) for m in settings["lr_milestones"])
+    config = RunConfig(**settings)
+    validate(config)
+    return config
+
+
+def _check(condition, message):
+    if not condition:
+        raise ValueError(message)
+
+
+def validate(config: RunConfig) -> None:
+    """Checks every setting; raises ``ValueError`` naming the first bad one."""
+    from kdkeras.data import DATASETS
+    from kdkeras.models.registry import parse_model_name
+
+    parse_model_name(config.model)
+    if config.teacher is not None and not _is_model_file(config.teacher):
+        parse_model_name(config.teacher)
+    _check(config.dataset in DATASETS,
+           f"Unknown dataset '{config.dataset}'. Valid choices: {', '.join(DATASETS)}.")
+    for name in ("epochs", "batch_size", "steps_per_execution"):
+        value = getattr(config, name)
+        _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+               f"{name} must be a positive integer. Received: {name}={value!r}.")
+    for name in ("train_size", "test_size"):
+        value = getattr(config, name)
+        _check(value is None or (isinstance(value, int) and value > 0),
+               f"{name} must be a positive integer. Received: {name}={value!r}.")
+    _check(isinstance(config.seed, int) and config.seed >= 0,
+           f"seed must be a non-negative integer. Received: seed={config.seed!r}.")
+    _check(config.lr > 0, f"lr must be > 0. Received: lr={config.lr!r}.")
+    _check(0 <= config.momentum < 1, f"momentum must be in [0, 1). Received: momentum={config.momentum!r}.")
+    _check(config.weight_decay >= 0, f"weight_decay must be >= 0. Received: weight_decay={config.weight_decay!r}.")
+    _check(config.lr_schedule in recipes.LR_SCHEDULES,
+           f"Unknown lr_schedule '{config.lr_schedule}'. Valid choices: {', '.join(recipes.LR_SCHEDULES)}.")
+    _check(config.lr_gamma > 0, f"lr_gamma must be > 0. Received: lr_gamma={config.lr_gamma!r}.")
+    _check(config.temperature > 0, f"temperature must be > 0. Received: temperature={config.temperature!r}.")
+    _check(0 <= config.alpha <= 1, f"alpha must be in [0, 1]. Received: alpha={config.alpha!r}.")
+    _check(config.dropout is None or 0 <= config.dropout < 1,
+           f"dropout must be in [0, 1). Received: dropout={config.dropout!r}.")
+    _check(config.strategy in STRATEGIES,
+           f"Unknown strategy '{config.strategy}'. Valid choices: {', '.join(STRATEGIES)}.")
+
+
+def _is_model_file(teacher: str) -> bool:
+    return teacher.endswith(".keras") or os.path.sep in teacher
+
+
+def _recipe_defaults(model: str, distill: bool) -> dict:
+    """What :func:`resolve` gives ``model`` when nothing is set explicitly."""
+    defaults = RunConfig(model=model, **recipes.recipe_for(model, distill=distill)).to_dict()
+    defaults["lr_milestones"] = list(defaults["lr_milestones"])
+    return defaults
+
+
+def teacher_config(config: RunConfig) -> RunConfig:
+    """The baseline run of ``config.teacher``, with the KD run's recipe overrides.
+
+    The teacher inherits the dataset, seed, data source, strategy and every
+    shared setting that the KD run sets differently from the paper's recipe
+    (e.g. ``--epochs=2``), so a smoke KD run trains a matching smoke teacher.
+    """
+    defaults = _recipe_defaults(config.model, distill=True)
+    current = config.to_dict()
+    always = set(NON_IDENTITY_FIELDS) | {"seed", "dataset"}
+    inherited = {
+        k: current[k] for k in INHERITED_FIELDS if k in always or current[k] != defaults[k]
+    }
+    return resolve({**inherited, "model": config.teacher})
+
+
+def _identity(config: RunConfig) -> dict:
+    """Result-affecting settings that differ from the paper's recipe."""
+    defaults = _recipe_defaults(config.model, distill=config.distill)
+    current = config.to_dict()
+    skip = set(NON_IDENTITY_FIELDS) | {"model", "teacher", "seed", "dataset"}
+    if not config.distill:
+        skip |= set(KD_FIELDS)  # temperature/alpha do not affect a baseline
+    return {k: current[k] for k in FIELDS if k not in skip and current[k] != defaults[k]}
+
+
+def run_name(config: RunConfig) -> str:
+    """``<model>[_from_<teacher>]-s<seed>[-<hash of non-recipe settings>]``."""
+    name = config.model
+    if config.distill:
+        teacher = config.teacher
+        if _is_model_file(teacher):
+            stem = os.path.splitext(os.path.basename(teacher))[0]
+            digest = hashlib.sha1(os.path.abspath(teacher).encode()).hexdigest()[:6]
+            teacher = f"{stem}.{digest}"
+        name += f"_from_{teacher}"
+    name += f"-s{config.seed}"
+    identity = _identity(config)
+    if identity:
+        digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+        name += f"-{digest}"
+    return name
+
+
+def run_dir(config: RunConfig, logdir: str) -> str:
+    """``<logdir>/<dataset>/<run name>``."""
+    return os.path.join(logdir, config.dataset, run_name(config))
+
+
+def to_yaml(config: RunConfig, extra: dict | None = None) -> str:
+    """YAML text of the resolved config (plus ``extra`` keys, e.g. the run name)."""
+    data = config.to_dict()
+    if extra:
+        data = {**extra, **data}
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,314 @@
+"""Training and distillation runs: ``train_and_evaluate(config, logdir)``.
+
+One function runs a baseline (hard targets) or a KD run, end to end, into its
+own run folder (see :mod:`kdkeras.config` for the name)::
+
+    <logdir>/<dataset>/<run name>/
+        config.yaml        resolved settings
+        history.csv        one row per finished epoch (atomic rewrite)
+        results.json       final record (written last, atomically)
+        model.keras        the trained model (the student for KD)
+        tensorboard/       TensorBoard event files (train/, validation/)
+        backup/            resume state while the run is unfinished
+
+Repeating a finished run returns its stored results without training;
+repeating an interrupted run resumes from its last finished epoch
+(``keras.callbacks.BackupAndRestore``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import shutil
+
+from kdkeras import config as config_lib
+
+RESULTS_FILE = "results.json"
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.csv"
+CONFIG_FILE = "config.yaml"
+BACKUP_DIR = "backup"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def _print(message):
+    print(message, flush=True)
+
+
+def is_finished(run_directory: str) -> bool:
+    """Whether ``run_directory`` holds a finished run (its ``results.json``)."""
+    return os.path.exists(os.path.join(run_directory, RESULTS_FILE))
+
+
+def load_results(run_directory: str) -> dict:
+    """The ``results.json`` of a finished run."""
+    with open(os.path.join(run_directory, RESULTS_FILE)) as f:
+        return json.load(f)
+
+
+def make_strategy(name: str):
+    """The ``tf.distribute`` strategy for ``auto|mirrored|multiworker|none``.
+
+    ``auto``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names several
+    workers, ``MirroredStrategy`` when several GPUs are visible, else the
+    default (single-device) strategy.
+    """
+    import tensorflow as tf
+
+    if name not in config_lib.STRATEGIES:
+        raise ValueError(f"Unknown strategy '{name}'. Valid choices: {', '.join(config_lib.STRATEGIES)}.")
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "multiworker" or (name == "auto" and _tf_config_workers() > 1):
+        if _tf_config_workers() < 1:
+            raise ValueError(
+                "strategy=multiworker needs the TF_CONFIG environment variable describing "
+                "the cluster (see README, 'Several machines')."
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored" or len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _tf_config_workers() -> int:
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except json.JSONDecodeError as err:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {err}")
+    return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+
+
+def _is_chief() -> bool:
+    """Whether this process writes the run's files (always, except MWMS non-chiefs)."""
+    if _tf_config_workers() <= 1:
+        return True
+    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+    cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
+    if "chief" in cluster:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def check_logdir(logdir: str) -> None:
+    """Fails early (one line) when ``logdir`` cannot be created or written."""
+    try:
+        os.makedirs(logdir, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(f"Cannot create --logdir '{logdir}': {err.strerror}.")
+    probe = os.path.join(logdir, f".write-test-{os.getpid()}")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as err:
+        raise PermissionError(f"--logdir '{logdir}' is not writable: {err.strerror}.")
+
+
+def load_model_file(path: str, what: str = "model"):
+    """Loads a ``.keras`` file in safe mode, with a one-line error when it cannot."""
+    import keras
+
+    import kdkeras.layers  # noqa: F401  (registers the custom layers)
+    import kdkeras.optimizers  # noqa: F401
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} file '{path}' does not exist.")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # corrupt zip, wrong format, unknown layer ...
+        detail = " ".join(str(err).split())[:200]
+        raise ValueError(f"Cannot load {what} file '{path}': {type(err).__name__}: {detail}")
+
+
+def resolve_teacher(config, logdir: str, log=_print, verbose="auto"):
+    """The teacher model of a KD run: a ``.keras`` file or a finished baseline run.
+
+    A teacher given by name whose run (same recipe overrides as the student's
+    command) is not finished in ``logdir`` is trained first.
+
+    Returns:
+        ``(teacher_model, teacher_run_dir_or_path)``.
+    """
+    if config_lib._is_model_file(config.teacher):
+        return load_model_file(config.teacher, "teacher"), config.teacher
+    teacher_cfg = config_lib.teacher_config(config)
+    teacher_dir = config_lib.run_dir(teacher_cfg, logdir)
+    if not is_finished(teacher_dir):
+        log(f"Teacher {teacher_cfg.model} has no finished run at {teacher_dir}: "
+            f"training it first with the same recipe.")
+        train_and_evaluate(teacher_cfg, logdir, log=log, verbose=verbose)
+    return load_model_file(os.path.join(teacher_dir, MODEL_FILE), "teacher"), teacher_dir
+
+
+def _backup_epoch(backup_dir: str) -> int:
+    """The epoch a ``BackupAndRestore`` folder will resume from (0 if none)."""
+    for name in ("training_metadata.json", "training_metadata.json.bkp"):
+        path = os.path.join(backup_dir, name)
+        if os.path.exists(path):
+            try:
+                with open(path) as f:
+                    return int(json.load(f)["epoch"])
+            except (ValueError, KeyError, OSError):
+                continue
+    return 0
+
+
+def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print, verbose="auto") -> dict:
+    """Trains (or resumes, or just reports) one run and returns its results.
+
+    Args:
+        config: a resolved :class:`kdkeras.config.RunConfig`.
+        logdir: root folder of all runs.
+        callbacks: extra Keras callbacks for ``fit``.
+        log: function printing progress messages.
+        verbose: ``fit`` verbosity (``"auto"``: progress bar on a terminal).
+
+    Returns:
+        The run's ``results.json`` as a dict (with ``run_dir`` added).
+    """
+    config_lib.validate(config)
+    directory = config_lib.run_dir(config, logdir)
+    if is_finished(directory):
+        results = load_results(directory)
+        log(f"{config_lib.run_name(config)} already finished: test_accuracy="
+            f"{results['test_accuracy']:.4f} (best {results['best_test_accuracy']:.4f}); "
+            f"stored result in {directory}")
+        return {**results, "run_dir": directory}
+    check_logdir(logdir)
+
+    import keras
+
+    from kdkeras import data as data_lib
+    from kdkeras.callbacks import EpochStats, HistoryCSV, StopOnNonFiniteLoss, read_history
+    from kdkeras.io_utils import atomic_write_json, atomic_write_text
+    from kdkeras.models.registry import build_model
+    from kdkeras.optimizers import PyTorchSGD
+    from kdkeras.profiling import profile
+    from kdkeras.recipes import make_lr_schedule
+
+    strategy = make_strategy(config.strategy)
+    chief = _is_chief()
+    teacher, teacher_source = (None, None)
+    if config.distill:
+        teacher, teacher_source = resolve_teacher(config, logdir, log=log, verbose=verbose)
+
+    keras.utils.set_random_seed(config.seed)
+    train_ds, test_ds, info = data_lib.make_datasets(
+        config.dataset,
+        batch_size=config.batch_size,
+        data_dir=config.data_dir,
+        archive=config.archive,
+        train_size=config.train_size,
+        test_size=config.test_size,
+        seed=config.seed,
+    )
+    steps_per_epoch = math.ceil(info.train_examples / config.batch_size)
+
+    work_dir = directory if chief else os.path.join(directory, ".workers", str(os.getpid()))
+    os.makedirs(work_dir, exist_ok=True)
+    name = config_lib.run_name(config)
+    if chief:
+        atomic_write_text(os.path.join(directory, CONFIG_FILE),
+                          config_lib.to_yaml(config, {"run": name}))
+
+    with strategy.scope():
+        options = {"dropout": config.dropout} if config.model.startswith("wrn") else {}
+        student = build_model(config.model, num_classes=info.num_classes,
+                              input_shape=info.image_shape, **options)
+        optimizer = PyTorchSGD(
+            learning_rate=make_lr_schedule(config.lr, config.lr_schedule, config.lr_milestones or (),
+                                           config.lr_gamma, steps_per_epoch),
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        if config.distill:
+            from kdkeras.distiller import Distiller
+
+            if tuple(teacher.input_shape[1:]) != tuple(info.image_shape):
+                raise ValueError(
+                    f"Teacher '{config.teacher}' takes inputs of shape {tuple(teacher.input_shape[1:])}, "
+                    f"but dataset {config.dataset} has images of shape {tuple(info.image_shape)}."
+                )
+            if teacher.output_shape[-1] != info.num_classes:
+                raise ValueError(
+                    f"Teacher '{config.teacher}' has {teacher.output_shape[-1]} outputs, but dataset "
+                    f"{config.dataset} has {info.num_classes} classes."
+                )
+            model = Distiller(student, teacher, temperature=config.temperature, alpha=config.alpha)
+            model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution)
+        else:
+            model = student
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                steps_per_execution=config.steps_per_execution,
+            )
+
+    counts = profile(student)
+    backup_dir = os.path.join(work_dir, BACKUP_DIR)
+    initial_epoch = _backup_epoch(backup_dir)
+    history_path = os.path.join(work_dir, HISTORY_FILE)
+    what = (f"{config.model} from teacher {config.teacher}" if config.distill
+            else f"{config.model} on hard targets")
+    if initial_epoch:
+        log(f"Resuming {name} at epoch {initial_epoch + 1}/{config.epochs} from {backup_dir}")
+    else:
+        log(f"Training {what}: {config.epochs} epochs on {config.dataset} "
+            f"({info.train_examples} train / {info.test_examples} test images), "
+            f"{counts.params:,} params -> {directory}")
+
+    all_callbacks = [
+        StopOnNonFiniteLoss(),  # before the backup: a broken epoch is never saved
+        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False),
+        EpochStats(),
+        HistoryCSV(history_path, initial_epoch=initial_epoch),
+        keras.callbacks.TensorBoard(os.path.join(work_dir, TENSORBOARD_DIR)),
+        *callbacks,
+    ]
+    model.fit(train_ds, epochs=config.epochs, validation_data=test_ds, shuffle=False,
+              callbacks=all_callbacks, verbose=verbose)
+
+    history = read_history(history_path)
+    if not chief:
+        return {"run_dir": directory}
+    if len(history) < config.epochs:
+        raise RuntimeError(f"{name} stopped after {len(history)} of {config.epochs} epochs; "
+                           f"repeat the command to resume from {backup_dir}.")
+    accuracies = [row["val_accuracy"] for row in history]
+    best_epoch = max(range(len(accuracies)), key=accuracies.__getitem__)
+    model_path = os.path.join(directory, MODEL_FILE)
+    tmp_path = os.path.join(directory, f".{MODEL_FILE}.tmp.keras")
+    student.save(tmp_path)
+    os.replace(tmp_path, model_path)
+    results = {
+        "run": name,
+        "model": config.model,
+        "teacher": config.teacher,
+        "teacher_run": teacher_source,
+        "dataset": config.dataset,
+        "epochs": config.epochs,
+        "test_accuracy": accuracies[-1],
+        "best_test_accuracy": accuracies[best_epoch],
+        "best_epoch": best_epoch + 1,
+        "test_loss": history[-1].get("val_loss"),
+        "params": counts.params,
+        "macs": counts.macs,
+        "seed": config.seed,
+        "temperature": config.temperature if config.distill else None,
+        "alpha": config.alpha if config.distill else None,
+        "train_examples": info.train_examples,
+        "test_examples": info.test_examples,
+        "wall_time_s": round(sum(row.get("epoch_time_s") or 0.0 for row in history), 3),
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(os.path.join(directory, RESULTS_FILE), results)
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    log(f"Finished {name}: test_accuracy={results['test_accuracy']:.4f} "
+        f"(best {results['best_test_accuracy']:.4f} at epoch {results['best_epoch']}), "
+        f"{results['wall_time_s']:.0f} s -> {directory}")
+    return {**results, "run_dir": directory}

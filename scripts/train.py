@@ -1,0 +1,29 @@
+"""Trains a baseline on hard targets with the paper's recipe.
+
+Examples:
+    python scripts/train.py --model=wrn22x2_R_g2
+    python scripts/train.py --model=resnet18_NR_G4 --archive=~/data/cifar-100-python.tar.gz
+    python scripts/train.py --model=wrn16x1_R_g2 --dataset=synthetic --epochs=2   # smoke run
+
+The run folder is <logdir>/<dataset>/<model>-s<seed>[-<hash>]; repeating a
+finished command prints its stored result, an interrupted one resumes.
+"""
+
+from kdkeras import cli  # first: quiets TensorFlow's start-up logging
+
+from absl import flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+cli.define_run_flags(distill=False)
+
+
+def main(argv):
+    del argv
+    config = cli.run_config_from_flags(distill=False)
+    from kdkeras.training import train_and_evaluate
+
+    train_and_evaluate(config, FLAGS.logdir)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,90 @@
+import pytest
+
+from kdkeras import config as config_lib
+from kdkeras.config import RunConfig, resolve, run_name, teacher_config
+
+
+def test_resolve_fills_the_recipe():
+    c = resolve({"model": "mobilenetv2_NR_g2", "teacher": "mobilenetv2_R_G4"})
+    assert (c.epochs, c.lr_schedule, c.lr_gamma, c.temperature, c.alpha) == (300, "exponential", 0.98, 4.0, 0.9)
+    assert resolve({"model": "mobilenetv2_R_G4"}).epochs == 120
+    assert resolve({"model": "wrn22x2_R_g2", "epochs": None}).epochs == 120  # None = not set
+
+
+def test_run_names():
+    assert run_name(resolve({"model": "wrn22x2_R_g2"})) == "wrn22x2_R_g2-s0"
+    kd = resolve({"model": "wrn22x2_NR_g16", "teacher": "wrn22x2_R_G4", "seed": 3})
+    assert run_name(kd) == "wrn22x2_NR_g16_from_wrn22x2_R_G4-s3"
+    # Setting a value equal to the recipe does not change the name; any deviation adds a hash.
+    assert run_name(resolve({"model": "wrn22x2_R_g2", "epochs": 120, "lr": 0.1})) == "wrn22x2_R_g2-s0"
+    a = run_name(resolve({"model": "wrn22x2_R_g2", "epochs": 2}))
+    b = run_name(resolve({"model": "wrn22x2_R_g2", "epochs": 3}))
+    assert a.startswith("wrn22x2_R_g2-s0-") and a != b
+    assert a == run_name(resolve({"model": "wrn22x2_R_g2", "epochs": 2}))
+    # Where the data comes from and how it is spread do not change the run.
+    assert run_name(resolve({"model": "wrn22x2_R_g2", "archive": "/x.tar.gz", "strategy": "none"})) == "wrn22x2_R_g2-s0"
+    # KD settings matter for KD runs only.
+    assert run_name(resolve({"model": "wrn22x2_R_g2", "temperature": 2.0})) == "wrn22x2_R_g2-s0"
+    assert run_name(resolve({"model": "wrn22x2_NR_g2", "teacher": "wrn22x2_R_g4", "temperature": 2.0})).count("-") == 2
+
+
+def test_teacher_inherits_recipe_overrides_but_not_kd_settings():
+    kd = resolve({"model": "wrn16x1_NR_g2", "teacher": "wrn16x1_R_g2", "epochs": 2, "train_size": 64,
+                  "dataset": "synthetic", "temperature": 2.0, "seed": 5, "archive": None})
+    t = teacher_config(kd)
+    assert (t.model, t.teacher, t.epochs, t.train_size, t.dataset, t.seed) == (
+        "wrn16x1_R_g2", None, 2, 64, "synthetic", 5)
+    assert t.temperature == 4.0
+    # A teacher trained by train.py with the same flags is the same run.
+    assert run_name(t) == run_name(resolve({"model": "wrn16x1_R_g2", "epochs": 2, "train_size": 64,
+                                            "dataset": "synthetic", "seed": 5}))
+    # MobileNetV2 students train 300 epochs by recipe; their teachers keep 120.
+    mkd = resolve({"model": "mobilenetv2_NR_g2", "teacher": "mobilenetv2_R_G4"})
+    assert teacher_config(mkd).epochs == 120
+
+
+@pytest.mark.parametrize(
+    "settings, fragment",
+    [
+        ({"model": "wrn22x2_R_g2", "epochs": 0}, "epochs must be a positive integer"),
+        ({"model": "wrn22x2_R_g2", "batch_size": -1}, "batch_size must be a positive integer"),
+        ({"model": "wrn22x2_R_g2", "dataset": "mnist"}, "Valid choices: cifar100, cifar10, synthetic"),
+        ({"model": "wrn22x2_R_g2", "alpha": 1.5}, "alpha must be in [0, 1]"),
+        ({"model": "wrn22x2_R_g2", "temperature": 0}, "temperature must be > 0"),
+        ({"model": "wrn22x2_R_g2", "strategy": "tpu"}, "Valid choices: auto, mirrored, multiworker, none"),
+        ({"model": "wrn22x2_R_g2", "lr_schedule": "cosine"}, "Valid choices: step, exponential, constant"),
+        ({"model": "wrn23x2_R_g2"}, "(d - 4) % 6 == 0"),
+        ({"model": "wrn22x2_NR_g2", "teacher": "wrn22x2_X_g2"}, "Bad residual token 'X'"),
+        ({"model": "wrn22x2_R_g2", "colour": "red"}, "Unknown setting(s): colour"),
+        ({}, "No model given"),
+    ],
+)
+def test_bad_settings(settings, fragment):
+    with pytest.raises(ValueError) as err:
+        resolve(settings)
+    assert fragment in str(err.value)
+
+
+def test_yaml_round_trip(tmp_path):
+    c = resolve({"model": "wrn22x2_NR_g2", "teacher": "wrn22x2_R_G4", "epochs": 7})
+    path = tmp_path / "c.yaml"
+    path.write_text(config_lib.to_yaml(c, {"run": run_name(c)}))
+    data = config_lib.load_yaml(str(path))
+    data.pop("run", None)
+    assert resolve(data) == c
+
+
+def test_yaml_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: wrn22x2_R_g2\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="Unknown setting"):
+        config_lib.load_yaml(str(bad))
+    with pytest.raises(FileNotFoundError):
+        config_lib.load_yaml(str(tmp_path / "missing.yaml"))
+    student = tmp_path / "s.yaml"
+    student.write_text("student: wrn22x2_NR_g2\nteacher: wrn22x2_R_g2\n")
+    assert config_lib.load_yaml(str(student))["model"] == "wrn22x2_NR_g2"
+
+
+def test_dataclass_fields_cover_the_flags():
+    assert "model" in config_lib.FIELDS and isinstance(RunConfig(model="x").to_dict(), dict)

@@ -1,0 +1,73 @@
+"""The command-line scripts: one-line errors with exit code 2, and a smoke run."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(script, *args, cwd=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("KDKERAS_DEBUG", None)
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def error_lines(stderr):
+    return [line for line in stderr.splitlines() if ": error: " in line]
+
+
+@pytest.mark.parametrize(
+    "script, args, fragment",
+    [
+        ("train.py", ["--model=wrn23x2_R_g2"], "(d - 4) % 6 == 0"),
+        ("train.py", ["--model=wrn22x2_R_g3"], "Valid groupings"),
+        ("train.py", ["--model=wrn22x2_X_g2"], "Bad residual token 'X'"),
+        ("train.py", ["--model=vgg_R_g2"], "Unknown network 'vgg'"),
+        ("train.py", ["--model=wrn22x2_R_g2", "--epochs=0"], "epochs must be a positive integer"),
+        ("train.py", ["--model=wrn22x2_R_g2", "--batch_size=-4"], "batch_size must be a positive integer"),
+        ("train.py", ["--model=wrn22x2_R_g2", "--dataset=mnist"], "Valid choices: cifar100, cifar10, synthetic"),
+        ("train.py", [], "No model given"),
+        ("distill.py", ["--student=wrn22x2_NR_g2"], "No teacher given"),
+        ("distill.py", ["--student=wrn22x2_NR_g2", "--teacher=wrn22x2_R_g5"], "'g5'"),
+        ("profile.py", ["--model=resnet19_R_g2"], "Unknown network 'resnet19'"),
+        ("profile.py", ["--csv"], "--csv needs --all"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, script, args, fragment):
+    logdir = tmp_path / "logs"
+    result = run_script(script, *args, f"--logdir={logdir}" if script != "profile.py" else "--num_classes=100")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and fragment in errors[0], result.stderr
+    assert not logdir.exists()  # nothing written before the error
+
+
+def test_missing_dataset_is_a_fast_clear_error(tmp_path):
+    result = run_script("train.py", "--model=wrn10x1_R_g2", f"--data_dir={tmp_path}/tfds",
+                        f"--logdir={tmp_path}/logs")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "--archive" in line and "--dataset=synthetic" in line
+
+
+def test_distill_smoke_run_then_stored_result(tmp_path):
+    args = ["--student=wrn10x1_NR_g2", "--teacher=wrn10x1_R_g2", "--dataset=synthetic", "--epochs=1",
+            "--train_size=128", "--test_size=64", f"--logdir={tmp_path}"]
+    first = run_script("distill.py", *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "training it first" in first.stdout and first.stdout.count("Finished") == 2
+    second = run_script("distill.py", *args)
+    assert second.returncode == 0
+    assert "already finished" in second.stdout and "Finished" not in second.stdout
+
+
+def test_profile_one_model():
+    result = run_script("profile.py", "--model=wrn22x2_R_g2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "655,572 trainable parameters" in result.stdout
+    assert "93,647,360 multiply-accumulates" in result.stdout

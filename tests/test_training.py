@@ -1,0 +1,192 @@
+"""End-to-end runs of train_and_evaluate on tiny models and generated data."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from kdkeras import config as config_lib
+from kdkeras.callbacks import read_history
+from kdkeras.data import make_datasets
+from kdkeras.models.registry import build_model
+from kdkeras.profiling import profile
+from kdkeras.training import train_and_evaluate
+
+TINY = {"dataset": "synthetic", "epochs": 2, "train_size": 256, "test_size": 128, "batch_size": 64}
+RESULT_KEYS = {"model", "teacher", "dataset", "epochs", "test_accuracy", "best_test_accuracy",
+               "params", "macs", "seed", "wall_time_s"}
+
+
+class Log(list):
+    def __call__(self, message):
+        self.append(message)
+
+
+@pytest.fixture(scope="module")
+def kd_run(tmp_path_factory):
+    logdir = str(tmp_path_factory.mktemp("logs"))
+    config = config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": "wrn10x1_R_g2", **TINY})
+    log = Log()
+    results = train_and_evaluate(config, logdir, log=log, verbose=0)
+    return logdir, config, results, log
+
+
+def test_teacher_is_trained_first_and_reused(kd_run):
+    logdir, config, results, log = kd_run
+    teacher_dir = config_lib.run_dir(config_lib.teacher_config(config), logdir)
+    assert any("training it first" in m for m in log)
+    assert results["teacher_run"] == teacher_dir
+    teacher_results = json.load(open(os.path.join(teacher_dir, "results.json")))
+    assert teacher_results["model"] == "wrn10x1_R_g2" and teacher_results["teacher"] is None
+
+
+def test_run_folder_contents(kd_run):
+    logdir, config, results, _ = kd_run
+    run_dir = config_lib.run_dir(config, logdir)
+    assert results["run_dir"] == run_dir
+    assert sorted(os.listdir(run_dir)) == ["config.yaml", "history.csv", "model.keras",
+                                           "results.json", "tensorboard"]
+
+    saved = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
+    assert saved.pop("run") == os.path.basename(run_dir)
+    assert config_lib.resolve(saved) == config
+
+    history = read_history(os.path.join(run_dir, "history.csv"))
+    assert [row["epoch"] for row in history] == [0, 1]
+    for key in ("loss", "ce", "kd", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s"):
+        assert all(np.isfinite(row[key]) for row in history), key
+    assert history[0]["lr"] == pytest.approx(0.1)
+
+    stored = json.load(open(os.path.join(run_dir, "results.json")))
+    assert RESULT_KEYS <= set(stored)
+    assert stored["teacher"] == "wrn10x1_R_g2" and stored["epochs"] == 2 and stored["seed"] == 0
+    assert stored["test_accuracy"] == pytest.approx(history[-1]["val_accuracy"])
+    assert stored["best_test_accuracy"] == pytest.approx(max(r["val_accuracy"] for r in history))
+    expected = profile(build_model("wrn10x1_NR_g2", num_classes=100))
+    assert (stored["params"], stored["macs"]) == (expected.params, expected.macs)
+
+    events = [f for _, _, files in os.walk(os.path.join(run_dir, "tensorboard")) for f in files]
+    assert any(f.startswith("events.out.tfevents") for f in events)
+
+
+def test_saved_student_reproduces_the_reported_accuracy(kd_run):
+    logdir, config, results, _ = kd_run
+    student = keras.saving.load_model(os.path.join(results["run_dir"], "model.keras"), safe_mode=True)
+    assert student.name == "wrn10x1_NR_g2"
+    _, test_ds, _ = make_datasets("synthetic", batch_size=64, train_size=256, test_size=128, seed=0)
+    correct = total = 0
+    for images, labels in test_ds:
+        predictions = np.argmax(student(images, training=False), axis=-1)
+        correct += int((predictions == labels.numpy()).sum())
+        total += len(labels)
+    assert total == 128
+    assert correct / total == pytest.approx(results["test_accuracy"], abs=1e-6)
+
+
+def test_repeating_a_finished_run_trains_nothing(kd_run):
+    logdir, config, results, _ = kd_run
+    model_file = os.path.join(results["run_dir"], "model.keras")
+    before = os.stat(model_file).st_mtime_ns
+    log = Log()
+    again = train_and_evaluate(config, logdir, log=log, verbose=0)
+    assert again == results
+    assert len(log) == 1 and "already finished" in log[0]
+    assert os.stat(model_file).st_mtime_ns == before
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfter(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Interrupt()
+
+
+def test_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path):
+    config = config_lib.resolve({"model": "wrn10x1_R_g2", **TINY, "epochs": 3})
+    run_dir = config_lib.run_dir(config, str(tmp_path))
+    with pytest.raises(_Interrupt):
+        train_and_evaluate(config, str(tmp_path), callbacks=[_StopAfter(1)], verbose=0)
+    assert not os.path.exists(os.path.join(run_dir, "results.json"))
+    assert [r["epoch"] for r in read_history(os.path.join(run_dir, "history.csv"))] == [0, 1]
+    first_two = read_history(os.path.join(run_dir, "history.csv"))
+
+    log = Log()
+    results = train_and_evaluate(config, str(tmp_path), log=log, verbose=0)
+    assert any("Resuming" in m and "epoch 3/3" in m for m in log)
+    history = read_history(os.path.join(run_dir, "history.csv"))
+    assert [r["epoch"] for r in history] == [0, 1, 2]
+    assert history[:2] == first_two  # finished epochs are kept, not retrained
+    assert results["epochs"] == 3 and not os.path.exists(os.path.join(run_dir, "backup"))
+
+
+def test_tfds_path_offline_with_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    config = config_lib.resolve({"model": "wrn10x1_R_g2", "dataset": "cifar100", "epochs": 1,
+                                 "batch_size": 32})
+    with tfds.testing.mock_data(num_examples=64):
+        results = train_and_evaluate(config, str(tmp_path), verbose=0)
+    assert results["train_examples"] == 64 and results["dataset"] == "cifar100"
+
+
+def test_archive_path_and_teacher_file_checks(tmp_path, kd_run):
+    from cifar_archives import CIFAR10, write_cifar
+
+    archive, _, _ = write_cifar(str(tmp_path), CIFAR10, n_train=60, n_test=20)
+    base = {"dataset": "cifar10", "archive": archive, "epochs": 1, "batch_size": 32}
+    results = train_and_evaluate(config_lib.resolve({"model": "wrn10x1_R_g2", **base}),
+                                 str(tmp_path / "logs"), verbose=0)
+    assert (results["train_examples"], results["test_examples"]) == (60, 20)
+    ten_class_teacher = os.path.join(results["run_dir"], "model.keras")
+
+    # A teacher file works as teacher ...
+    kd = config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": ten_class_teacher, **base})
+    assert train_and_evaluate(kd, str(tmp_path / "logs"), verbose=0)["teacher_run"] == ten_class_teacher
+
+    # ... but one with 100 outputs does not fit a 10-class dataset.
+    hundred = os.path.join(kd_run[2]["teacher_run"], "model.keras")
+    with pytest.raises(ValueError, match="has 100 outputs, but dataset cifar10 has 10 classes"):
+        train_and_evaluate(config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": hundred, **base}),
+                           str(tmp_path / "logs"), verbose=0)
+
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="Cannot load teacher file"):
+        train_and_evaluate(config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": str(corrupt), **base}),
+                           str(tmp_path / "logs"), verbose=0)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train_and_evaluate(config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": str(tmp_path / "no.keras"),
+                                               **base}), str(tmp_path / "logs"), verbose=0)
+
+
+def test_unwritable_logdir_is_reported_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    config = config_lib.resolve({"model": "wrn10x1_R_g2", **TINY})
+    with pytest.raises(PermissionError, match="Cannot create --logdir"):
+        train_and_evaluate(config, str(blocker / "logs"), verbose=0)
+
+
+def test_diverging_run_stops_with_epoch_and_step_and_keeps_the_last_good_epoch(tmp_path):
+    # Two good epochs at a normal rate, then one at an absurd rate from a resumed run.
+    base = {"model": "wrn10x1_R_g2", **TINY, "epochs": 3, "lr_schedule": "step",
+            "lr_milestones": [2], "lr_gamma": 1e30}
+    config = config_lib.resolve(base)
+    with pytest.raises(FloatingPointError, match=r"at epoch 3, step \d+"):
+        train_and_evaluate(config, str(tmp_path), verbose=0)
+    run_dir = config_lib.run_dir(config, str(tmp_path))
+    history = read_history(os.path.join(run_dir, "history.csv"))
+    assert [r["epoch"] for r in history] == [0, 1]
+    meta = json.load(open(os.path.join(run_dir, "backup", "training_metadata.json")))
+    assert meta["epoch"] == 2  # the backup holds the end of the last good epoch
+    assert not os.path.exists(os.path.join(run_dir, "results.json"))
