@@ -87,6 +87,8 @@ def define_run_flags(distill: bool) -> None:
     flags.DEFINE_integer("test_size", None, "Use this many test images.")
     flags.DEFINE_string("strategy", None, "auto, mirrored, multiworker or none (default auto).")
     flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call (default 1).")
+    flags.DEFINE_bool("mixed_precision", None, "mixed_float16 compute, for GPUs (KD loss stays float32).")
+    flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (GPU; slow on CPU).")
     flags.DEFINE_string("logdir", "logs", "Root folder of all runs.")
 
 

@@ -45,6 +45,9 @@ class RunConfig:
         dropout: WRN dropout rate (``None``: the family default, 0.3).
         strategy: ``auto|mirrored|multiworker|none``.
         steps_per_execution: training steps per compiled call.
+        mixed_precision: ``mixed_float16`` compute (GPU); the KD loss stays float32.
+        jit_compile: compile the train step with XLA (helps on GPU; on CPU
+            XLA's grouped convolution is far slower).
     """
 
     model: str
@@ -68,6 +71,8 @@ class RunConfig:
     dropout: float | None = None
     strategy: str = "auto"
     steps_per_execution: int = 1
+    mixed_precision: bool = False
+    jit_compile: bool = False
 
     @property
     def distill(self) -> bool:
@@ -83,7 +88,7 @@ class RunConfig:
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 #: Settings that do not change what a run computes (where data comes from,
 #: how it is spread over devices): left out of the run name's hash.
-NON_IDENTITY_FIELDS = ("data_dir", "archive", "strategy", "steps_per_execution")
+NON_IDENTITY_FIELDS = ("data_dir", "archive", "strategy", "steps_per_execution", "jit_compile")
 #: KD-only settings, which a teacher does not inherit from its student's command.
 KD_FIELDS = ("teacher", "temperature", "alpha")
 #: Settings that a teacher trained on the way inherits from the student's command.
@@ -172,6 +177,9 @@ def validate(config: RunConfig) -> None:
     _check(0 <= config.alpha <= 1, f"alpha must be in [0, 1]. Received: alpha={config.alpha!r}.")
     _check(config.dropout is None or 0 <= config.dropout < 1,
            f"dropout must be in [0, 1). Received: dropout={config.dropout!r}.")
+    for name in ("mixed_precision", "jit_compile"):
+        _check(isinstance(getattr(config, name), bool),
+               f"{name} must be true or false. Received: {name}={getattr(config, name)!r}.")
     _check(config.strategy in STRATEGIES,
            f"Unknown strategy '{config.strategy}'. Valid choices: {', '.join(STRATEGIES)}.")
 

@@ -230,6 +230,10 @@ class Distiller(keras.Model):
     def save_student(self, filepath):
         """Saves the student alone as a plain `.keras` model.
 
+        kdkeras's fast layers are written as their Keras parents
+        (`kdkeras.models.convert.to_plain_keras`), so the file loads without
+        kdkeras.
+
         Args:
             filepath: path ending in `.keras`.
 
@@ -240,7 +244,9 @@ class Distiller(keras.Model):
             raise ValueError(
                 f"`filepath` must end in `.keras`. Received: filepath={filepath!r}"
             )
-        self.student.save(filepath)
+        from kdkeras.models.convert import save_model
+
+        save_model(self.student, filepath)
 
     def get_config(self):
         config = super().get_config()

@@ -17,6 +17,12 @@ import keras
 CONV_IMPLEMENTATIONS = ("auto", "tf", "depthwise", "keras")
 
 
+def _has_gpu():
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 @keras.saving.register_keras_serializable(package="kdkeras")
 class GroupedConv2D(keras.layers.Conv2D):
     """2D convolution with ``groups`` that runs fast on the TensorFlow backend.
@@ -27,7 +33,9 @@ class GroupedConv2D(keras.layers.Conv2D):
     Args:
         implementation: which kernel runs the convolution.
             ``"auto"`` (default): ``"depthwise"`` when every group has one
-            input and one output channel, else ``"tf"``.
+            input and one output channel, else ``"tf"``; ``"keras"`` for
+            float16/bfloat16 without a GPU (TensorFlow's CPU kernels have no
+            low-precision grouped-convolution gradient).
             ``"tf"``: ``tf.nn.conv2d`` with the grouped kernel (oneDNN on
             CPU, cuDNN on GPU handle groups natively).
             ``"depthwise"``: ``tf.nn.depthwise_conv2d`` (only for
@@ -55,6 +63,8 @@ class GroupedConv2D(keras.layers.Conv2D):
         if impl == "auto":
             depthwise = self.groups == in_channels == self.filters
             impl = "depthwise" if depthwise and self.groups > 1 else "tf"
+            if self.compute_dtype in ("float16", "bfloat16") and not _has_gpu():
+                impl = "keras"
         if keras.backend.backend() != "tensorflow":
             impl = "keras"
         return impl
@@ -86,3 +96,55 @@ class GroupedConv2D(keras.layers.Conv2D):
         config = super().get_config()
         config["implementation"] = self.implementation
         return config
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class FastBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` whose training pass is TensorFlow's fused kernel.
+
+    Keras 3 computes batch statistics and the normalisation as separate ops
+    (and their gradients op by op); TensorFlow's ``FusedBatchNormV3`` does the
+    forward and backward passes in one kernel each, about 3x faster on CPU for
+    CIFAR-sized maps. Same arguments, weights, config and moving-statistics
+    update as the parent (the fused kernel's Bessel-corrected batch variance
+    is converted back to the biased one Keras tracks). Inference, masks,
+    renorm, synchronized BN, other axes or ranks, and other backends use the
+    parent's path.
+    """
+
+    def _fused_applies(self, inputs, training, mask):
+        return (
+            training
+            and self.trainable
+            and mask is None
+            and keras.backend.backend() == "tensorflow"
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and self.scale
+            and self.center
+            and not self.renorm
+            and not getattr(self, "synchronized", False)
+            and inputs.dtype in ("float32", "float16")
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused_applies(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs,
+            tf.cast(self.gamma, "float32"),
+            tf.cast(self.beta, "float32"),
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=True,
+        )
+        # The kernel returns the unbiased batch variance; Keras's moving
+        # variance follows the biased one (n = batch * H * W values/channel).
+        n = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], variance.dtype)
+        variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
+        return tf.cast(outputs, self.compute_dtype)

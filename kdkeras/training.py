@@ -109,16 +109,13 @@ def check_logdir(logdir: str) -> None:
 
 
 def load_model_file(path: str, what: str = "model"):
-    """Loads a ``.keras`` file in safe mode, with a one-line error when it cannot."""
-    import keras
-
-    import kdkeras.layers  # noqa: F401  (registers the custom layers)
-    import kdkeras.optimizers  # noqa: F401
+    """Loads a ``.keras`` file in safe mode (with kdkeras's fast layers), or fails in one line."""
+    from kdkeras.models.convert import load_model
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"{what} file '{path}' does not exist.")
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return load_model(path)
     except Exception as err:  # corrupt zip, wrong format, unknown layer ...
         detail = " ".join(str(err).split())[:200]
         raise ValueError(f"Cannot load {what} file '{path}': {type(err).__name__}: {detail}")
@@ -185,6 +182,7 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     from kdkeras import data as data_lib
     from kdkeras.callbacks import EpochStats, HistoryCSV, StopOnNonFiniteLoss, read_history
     from kdkeras.io_utils import atomic_write_json, atomic_write_text
+    from kdkeras.models.convert import save_model
     from kdkeras.models.registry import build_model
     from kdkeras.optimizers import PyTorchSGD
     from kdkeras.profiling import profile
@@ -196,6 +194,7 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     if config.distill:
         teacher, teacher_source = resolve_teacher(config, logdir, log=log, verbose=verbose)
 
+    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
     keras.utils.set_random_seed(config.seed)
     train_ds, test_ds, info = data_lib.make_datasets(
         config.dataset,
@@ -239,7 +238,8 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
                     f"{config.dataset} has {info.num_classes} classes."
                 )
             model = Distiller(student, teacher, temperature=config.temperature, alpha=config.alpha)
-            model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution)
+            model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution,
+                          jit_compile=config.jit_compile)
         else:
             model = student
             model.compile(
@@ -247,6 +247,7 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                 steps_per_execution=config.steps_per_execution,
+                jit_compile=config.jit_compile,
             )
 
     counts = profile(student)
@@ -283,7 +284,7 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     best_epoch = max(range(len(accuracies)), key=accuracies.__getitem__)
     model_path = os.path.join(directory, MODEL_FILE)
     tmp_path = os.path.join(directory, f".{MODEL_FILE}.tmp.keras")
-    student.save(tmp_path)
+    save_model(student, tmp_path)  # plain Keras layers: loads without kdkeras
     os.replace(tmp_path, model_path)
     results = {
         "run": name,

@@ -93,3 +93,50 @@ def test_config_round_trip_and_conv2d_layout():
 def test_bad_implementation():
     with pytest.raises(ValueError, match="Valid choices: auto, tf, depthwise, keras"):
         GroupedConv2D(8, 3, groups=2, implementation="cuda")
+
+
+def _bn_pair(channels, **kwargs):
+    from kdkeras.layers import FastBatchNormalization
+
+    fast = FastBatchNormalization(momentum=0.9, epsilon=1e-5, **kwargs)
+    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, **kwargs)
+    return fast, ref
+
+
+@pytest.mark.parametrize("shape", [(8, 6, 6, 4), (3, 5, 7, 16)])
+def test_fast_batch_norm_equals_keras_in_training(shape):
+    rng = np.random.default_rng(2)
+    fast, ref = _bn_pair(shape[-1])
+    fast.build(shape)
+    ref.build(shape)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in ref.get_weights()]
+    weights[3] = np.abs(weights[3]) + 0.5  # moving variance > 0
+    fast.set_weights(weights)
+    ref.set_weights(weights)
+    for step in range(3):  # several steps: the moving statistics must track Keras's
+        x = tf.constant(rng.normal(loc=step, scale=2.0, size=shape).astype("float32"))
+        outs, grads = [], []
+        for layer in (fast, ref):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                loss = tf.reduce_sum(tf.sin(y))
+            outs.append(y)
+            grads.append(tape.gradient(loss, [x, layer.gamma, layer.beta]))
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-4)
+        for a, b in zip(*grads):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(fast.moving_mean, ref.moving_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fast.moving_variance, ref.moving_variance, rtol=1e-5, atol=1e-6)
+    x = rng.normal(size=shape).astype("float32")
+    np.testing.assert_allclose(fast(x, training=False), ref(x, training=False), rtol=1e-5, atol=1e-5)
+
+
+def test_fast_batch_norm_falls_back_where_the_fused_kernel_does_not_apply():
+    fast, ref = _bn_pair(4, axis=1)  # channels-first axis: parent path
+    x = np.random.default_rng(3).normal(size=(2, 4, 3, 3)).astype("float32")
+    np.testing.assert_allclose(fast(x, training=True), ref(x, training=True), rtol=1e-5, atol=1e-5)
+    frozen, ref2 = _bn_pair(4)
+    frozen.trainable = ref2.trainable = False  # frozen BN uses the moving statistics
+    x = np.random.default_rng(4).normal(size=(2, 3, 3, 4)).astype("float32")
+    np.testing.assert_allclose(frozen(x, training=True), ref2(x, training=True), rtol=1e-5, atol=1e-5)

@@ -71,3 +71,22 @@ def test_profile_one_model():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "655,572 trainable parameters" in result.stdout
     assert "93,647,360 multiply-accumulates" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--model=wrn10x1_R_g2", "--mode=train"],
+        ["--model=wrn10x1_NR_g2", "--mode=distill", "--teacher=wrn10x1_R_G4"],
+        ["--model=wrn10x1_R_g2", "--mode=infer"],
+        ["--mode=data", "--train_size=512"],
+    ],
+)
+def test_bench_prints_one_json_record_last(args):
+    import json
+
+    result = run_script("bench.py", *args, "--batch_size=16", "--steps=2", "--warmup=1", "--repeats=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"model", "mode", "batch_size", "images_per_sec", "device"} <= set(record)
+    assert record["batch_size"] == 16 and record["images_per_sec"] > 0 and len(record["runs"]) == 2

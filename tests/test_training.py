@@ -190,3 +190,16 @@ def test_diverging_run_stops_with_epoch_and_step_and_keeps_the_last_good_epoch(t
     meta = json.load(open(os.path.join(run_dir, "backup", "training_metadata.json")))
     assert meta["epoch"] == 2  # the backup holds the end of the last good epoch
     assert not os.path.exists(os.path.join(run_dir, "results.json"))
+
+
+def test_mixed_precision_run_keeps_a_float32_kd_loss(tmp_path):
+    config = config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": "wrn10x1_R_g2", **TINY,
+                                 "epochs": 1, "mixed_precision": True})
+    try:
+        results = train_and_evaluate(config, str(tmp_path), verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    history = read_history(os.path.join(results["run_dir"], "history.csv"))
+    assert all(np.isfinite(history[0][k]) for k in ("loss", "ce", "kd", "val_loss"))
+    student = keras.saving.load_model(os.path.join(results["run_dir"], "model.keras"), safe_mode=True)
+    assert student.get_layer("stage1_block1_unit1_gconv").dtype_policy.name == "mixed_float16"

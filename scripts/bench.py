@@ -1,0 +1,162 @@
+"""Training, distillation and input-pipeline throughput (images per second).
+
+Examples:
+    python scripts/bench.py --model=wrn22x2_R_g16 --mode=train --batch_size=128 --steps=20
+    python scripts/bench.py --model=wrn22x2_NR_g16 --mode=distill --teacher=wrn22x2_R_G4 --steps=20
+    python scripts/bench.py --model=wrn22x2_R_G4 --mode=infer          # inference forward (a teacher's cost)
+    python scripts/bench.py --mode=data --steps=200                 # the augmented CIFAR pipeline alone
+    python scripts/bench.py --model=wrn22x2_R_g16 --framework=torch  # the same network in PyTorch
+
+train/distill run the real compiled step (PyTorchSGD, KD loss, Distiller) on
+synthetic inputs. Each of --repeats timed windows runs --steps steps; the
+reported images_per_sec is their median (all are listed in "runs"). The last
+line printed is one JSON object with the numbers.
+"""
+
+from kdkeras import cli  # first: quiets TensorFlow, keeps scripts/ off sys.path
+
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from absl import flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Model (the student for --mode=distill).")
+flags.DEFINE_enum("mode", "train", ["train", "distill", "infer", "data"], "What to measure.")
+flags.DEFINE_string("teacher", None, "Teacher model for --mode=distill.")
+flags.DEFINE_enum("framework", "keras", ["keras", "torch"], "kdkeras, or the PyTorch reference (WRN only).")
+flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+flags.DEFINE_integer("steps", 20, "Timed steps (after the warm-up).")
+flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing, compilation, caches).")
+flags.DEFINE_integer("repeats", 3, "Timed windows of --steps steps; the median is reported.")
+flags.DEFINE_integer("steps_per_execution", 1, "Training steps per compiled call.")
+flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_bool("mixed_precision", False, "mixed_float16 policy (GPU).")
+flags.DEFINE_integer("threads", None, "PyTorch: torch.set_num_threads (default: its own).")
+flags.DEFINE_integer("train_size", 50000, "--mode=data: synthetic training-set size.")
+
+
+def _device():
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
+        return f"{len(gpus)}x {names[0]}"
+    return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def _bench_keras(model_name, mode, teacher_name):
+    import keras
+    import tensorflow as tf
+
+    from kdkeras.data import pipeline_options
+    from kdkeras.distiller import Distiller
+    from kdkeras.models.registry import build_model
+    from kdkeras.optimizers import PyTorchSGD
+
+    if FLAGS.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.utils.set_random_seed(0)
+    batch = FLAGS.batch_size
+    x = tf.random.normal((batch, 32, 32, 3))
+    y = tf.random.uniform((batch,), 0, 100, dtype=tf.int64)
+    # The same tf.data options as the training pipelines (autotuning off).
+    dataset = tf.data.Dataset.from_tensors((x, y)).repeat().with_options(pipeline_options())
+    student = build_model(model_name)
+    if mode == "infer":
+        forward = tf.function(lambda: student(x, training=False))
+        for _ in range(FLAGS.warmup):
+            forward()
+        rates = []
+        for _ in range(FLAGS.repeats):
+            start = time.perf_counter()
+            for _ in range(FLAGS.steps):
+                forward()
+            rates.append(batch * FLAGS.steps / (time.perf_counter() - start))
+        return rates, FLAGS.steps
+    optimizer = PyTorchSGD(0.1, momentum=0.9, weight_decay=4e-4)
+    if mode == "distill":
+        model = Distiller(student, build_model(teacher_name))
+        model.compile(optimizer=optimizer, steps_per_execution=FLAGS.steps_per_execution,
+                      jit_compile=FLAGS.jit_compile)
+    else:
+        model = student
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                      steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile)
+    spe = FLAGS.steps_per_execution
+    warmup = max(FLAGS.warmup, spe)
+    model.fit(dataset, steps_per_epoch=warmup - warmup % spe, epochs=1, verbose=0)
+    steps = max(spe, FLAGS.steps - FLAGS.steps % spe)
+    rates = []
+    for _ in range(FLAGS.repeats):
+        start = time.perf_counter()
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+        rates.append(batch * steps / (time.perf_counter() - start))
+    return rates, steps
+
+
+def _bench_data():
+    from kdkeras.data import make_datasets, measure_throughput
+
+    train_ds, _, _ = make_datasets("synthetic", batch_size=FLAGS.batch_size,
+                                   train_size=FLAGS.train_size, test_size=256)
+    dataset = train_ds.repeat()
+    return [measure_throughput(dataset, FLAGS.steps, warmup=FLAGS.warmup)
+            for _ in range(FLAGS.repeats)], FLAGS.steps
+
+
+def main(argv):
+    del argv
+    mode = FLAGS.mode
+    if mode != "data" and not FLAGS.model:
+        cli.fail("--model is required for --mode=train and --mode=distill.")
+    if mode == "distill" and not FLAGS.teacher:
+        cli.fail("--mode=distill needs --teacher=NAME.")
+    if FLAGS.batch_size < 1 or FLAGS.steps < 1 or FLAGS.repeats < 1:
+        cli.fail("--batch_size, --steps and --repeats must be positive.")
+    from kdkeras.models.registry import parse_model_name
+
+    for name in (FLAGS.model, FLAGS.teacher if mode == "distill" else None):
+        if name:
+            parse_model_name(name)
+
+    record = {"model": FLAGS.model if mode != "data" else "synthetic-pipeline", "mode": mode,
+              "teacher": FLAGS.teacher if mode == "distill" else None,
+              "framework": FLAGS.framework, "batch_size": FLAGS.batch_size}
+    if FLAGS.framework == "torch":
+        if mode == "data":
+            cli.fail("--framework=torch measures --mode=train or --mode=distill.")
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+        try:
+            import torch
+            import torch_reference
+        except ImportError:
+            cli.fail("--framework=torch needs PyTorch: pip install torch")
+        rates = torch_reference.benchmark(FLAGS.model, mode, FLAGS.teacher, FLAGS.batch_size,
+                                          FLAGS.steps, FLAGS.warmup, FLAGS.threads, FLAGS.repeats)
+        record.update(images_per_sec=round(statistics.median(rates), 2),
+                      runs=[round(r, 2) for r in rates], steps=FLAGS.steps,
+                      device=f"CPU ({os.cpu_count()} cores)", threads=torch.get_num_threads(),
+                      version=f"torch {torch.__version__}")
+    else:
+        import keras
+        import tensorflow as tf
+
+        rates, steps = _bench_data() if mode == "data" else _bench_keras(FLAGS.model, mode, FLAGS.teacher)
+        record.update(images_per_sec=round(statistics.median(rates), 2),
+                      runs=[round(r, 2) for r in rates], steps=steps, device=_device(),
+                      steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile,
+                      mixed_precision=FLAGS.mixed_precision,
+                      version=f"tensorflow {tf.__version__}, keras {keras.__version__}")
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,54 @@
+"""Saved run models are plain Keras; kdkeras loads them back with its fast layers."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+
+from kdkeras.layers import FastBatchNormalization, GroupedConv2D
+from kdkeras.models.convert import load_model, save_model, to_fast_keras, to_plain_keras
+from kdkeras.models.registry import build_model
+
+IMAGES = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+
+
+def _kinds(model):
+    return {type(layer).__name__ for layer in model.layers}
+
+
+def test_round_trip_keeps_outputs_and_swaps_layers():
+    model = build_model("resnet18_NR_G16")
+    plain = to_plain_keras(model)
+    assert not {"GroupedConv2D", "FastBatchNormalization"} & _kinds(plain)
+    grouped = [layer for layer in plain.layers if isinstance(layer, keras.layers.Conv2D) and layer.groups > 1]
+    assert len(grouped) == 16
+    np.testing.assert_allclose(plain(IMAGES), model(IMAGES), rtol=1e-5, atol=1e-5)
+    fast = to_fast_keras(plain)
+    assert {"GroupedConv2D", "FastBatchNormalization"} <= _kinds(fast)
+    np.testing.assert_allclose(fast(IMAGES), model(IMAGES), rtol=1e-5, atol=1e-5)
+    assert [w.shape for w in fast.weights] == [w.shape for w in model.weights]
+
+
+def test_saved_file_loads_in_plain_keras_without_kdkeras(tmp_path):
+    model = build_model("mobilenetv2_R_g4", num_classes=10)
+    path = tmp_path / "m.keras"
+    save_model(model, path)
+    np.save(tmp_path / "x.npy", IMAGES)
+    expected = model(IMAGES, training=False).numpy()
+    np.save(tmp_path / "y.npy", expected)
+    code = f"""
+import sys, numpy as np, keras
+model = keras.saving.load_model({str(path)!r}, safe_mode=True)
+assert "kdkeras" not in sys.modules, "kdkeras was imported"
+np.testing.assert_allclose(model(np.load({str(tmp_path / 'x.npy')!r})),
+                           np.load({str(tmp_path / 'y.npy')!r}), rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=str(tmp_path))
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+    loaded = load_model(path)
+    assert any(isinstance(layer, GroupedConv2D) for layer in loaded.layers)
+    assert any(isinstance(layer, FastBatchNormalization) for layer in loaded.layers)
+    np.testing.assert_allclose(loaded(IMAGES, training=False), expected, rtol=1e-4, atol=1e-4)
