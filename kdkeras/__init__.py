@@ -25,7 +25,20 @@ _EXPORTS = {
     "count_params": "kdkeras.profiling",
     "count_macs": "kdkeras.profiling",
     "Profile": "kdkeras.profiling",
+    "Distiller": "kdkeras.distiller",
+    "kd_loss": "kdkeras.losses",
+    "kd_loss_terms": "kdkeras.losses",
+    "PyTorchSGD": "kdkeras.optimizers",
+    "FastBatchNormalization": "kdkeras.layers",
+    "load_model": "kdkeras.models.convert",
+    "save_model": "kdkeras.models.convert",
+    "make_datasets": "kdkeras.data",
+    "RunConfig": "kdkeras.config",
+    "train_and_evaluate": "kdkeras.training",
 }
+
+_SUBMODULES = ("callbacks", "cli", "config", "data", "distiller", "layers", "losses", "models",
+               "optimizers", "paper", "profiling", "recipes", "training")
 
 __all__ = sorted(_EXPORTS)
 
@@ -36,6 +49,8 @@ def __getattr__(name):
         value = getattr(module, name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kdkeras.{name}")
     raise AttributeError(f"module 'kdkeras' has no attribute {name!r}")
 
 

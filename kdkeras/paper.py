@@ -4,8 +4,11 @@
 Perspective" (Jha, Saini, Mittal). Strings keep the printed precision, which
 the comparisons need (``"16"`` in Table 9 means 16.0 to 3 significant digits).
 
-Columns follow :data:`kdkeras.models.registry.PAPER_GROUPINGS`:
+Tables 8 and 9: columns follow :data:`kdkeras.models.registry.PAPER_GROUPINGS`:
 ``g2 g4 g8 g16 G1 G2 G4 G8 G16``.
+
+Tables 1-6 (CIFAR-100 top-1 accuracies, percent): :data:`ACCURACY_TABLES`,
+laid out as described in :mod:`kdkeras.tables`.
 """
 
 from kdkeras.models.registry import PAPER_GROUPINGS
@@ -89,3 +92,220 @@ def agrees_with_printed(value: float, printed: str, digits: int, tolerance_units
     rounded = round_sig(value, digits)
     unit = 10 ** (int(f"{abs(rounded):e}".split("e")[1]) - digits + 1)
     return abs(rounded - float(printed)) <= tolerance_units * unit + 1e-9 * unit
+
+
+ACCURACY_TABLES = {
+    1: {
+        "net": "resnet18",
+        "left": {
+            "students": ("NR-g2", "NR-g4", "NR-g8", "NR-g16"),
+            "teachers": ("R-G1", "R-G2", "R-G4", "R-G8", "R-G16"),
+            "kd": {
+                "R-G1": {"NR-g2": "71.93", "NR-g4": "71.3", "NR-g8": "71.84", "NR-g16": "73.17"},
+                "R-G2": {"NR-g2": "70.76", "NR-g4": "72.38", "NR-g8": "72.38", "NR-g16": "73.61"},
+                "R-G4": {"NR-g2": "70.14", "NR-g4": "71.98", "NR-g8": "71.07", "NR-g16": "73.79"},
+                "R-G8": {"NR-g2": "70.23", "NR-g4": "72.04", "NR-g8": "72.82", "NR-g16": "73.33"},
+                "R-G16": {"NR-g2": "70.19", "NR-g4": "71.98", "NR-g8": "72.27", "NR-g16": "73.55"},
+            },
+            "baseline": {"NR-g2": "73.47", "NR-g4": "72.59", "NR-g8": "71.64", "NR-g16": "71.53"},
+            "nr_baseline": {"NR-g2": "66.14", "NR-g4": "66.43", "NR-g8": "69.24", "NR-g16": "70.47"},
+            "acc_drop": {"NR-g2": "7.33", "NR-g4": "6.16", "NR-g8": "2.4", "NR-g16": "1.06"},
+            "distil_gain": {"NR-g2": "-1.54", "NR-g4": "-0.21", "NR-g8": "1.18", "NR-g16": "2.26"},
+        },
+        "right": {
+            "students": ("NR-G2", "NR-G4", "NR-G8", "NR-G16"),
+            "teachers": ("R-g2", "R-g4", "R-g8", "R-g16"),
+            "kd": {
+                "R-g2": {"NR-G2": "73.88", "NR-G4": "73.81", "NR-G8": "72.76", "NR-G16": "72.86"},
+                "R-g4": {"NR-G2": "73.31", "NR-G4": "73.91", "NR-G8": "73.31", "NR-G16": "71.12"},
+                "R-g8": {"NR-G2": "73.30", "NR-G4": "73.40", "NR-G8": "73.69", "NR-G16": "71.18"},
+                "R-g16": {"NR-G2": "73.60", "NR-G4": "72.56", "NR-G8": "73.47", "NR-G16": "73.16"},
+            },
+            "baseline": {"NR-G2": "71.08", "NR-G4": "71.18", "NR-G8": "71.36", "NR-G16": "72.22"},
+            "nr_baseline": {"NR-G2": "69.72", "NR-G4": "69.45", "NR-G8": "69.22", "NR-G16": "68.58"},
+            "acc_drop": {"NR-G2": "1.36", "NR-G4": "1.73", "NR-G8": "2.14", "NR-G16": "3.64"},
+            "distil_gain": {"NR-G2": "2.8", "NR-G4": "2.73", "NR-G8": "2.33", "NR-G16": "0.94"},
+        },
+    },
+    2: {
+        "net": "mobilenetv2",
+        "left": {
+            "students": ("NR-g2", "NR-g4", "NR-g8", "NR-g16"),
+            "teachers": ("R-G1", "R-G2", "R-G4", "R-G8", "R-G16"),
+            "kd": {
+                "R-G1": {"NR-g2": "67.3", "NR-g4": "67.32", "NR-g8": "67.09", "NR-g16": "67.85"},
+                "R-G2": {"NR-g2": "67.38", "NR-g4": "66.86", "NR-g8": "65.51", "NR-g16": "67.27"},
+                "R-G4": {"NR-g2": "67.54", "NR-g4": "67.28", "NR-g8": "67.4", "NR-g16": "67.55"},
+                "R-G8": {"NR-g2": "67.44", "NR-g4": "66.5", "NR-g8": "67.02", "NR-g16": "67.4"},
+                "R-G16": {"NR-g2": "67.67", "NR-g4": "67.15", "NR-g8": "67.65", "NR-g16": "65.93"},
+            },
+            "baseline": {"NR-g2": "68.11", "NR-g4": "69.52", "NR-g8": "69.93", "NR-g16": "70.25"},
+            "nr_baseline": {"NR-g2": "58.68", "NR-g4": "58.72", "NR-g8": "58.77", "NR-g16": "58.79"},
+            "acc_drop": {"NR-g2": "9.43", "NR-g4": "10.8", "NR-g8": "11.16", "NR-g16": "11.46"},
+            "distil_gain": {"NR-g2": "-0.44", "NR-g4": "-2.2", "NR-g8": "-2.28", "NR-g16": "-2.4"},
+        },
+        "right": {
+            "students": ("NR-G2", "NR-G4", "NR-G8", "NR-G16"),
+            "teachers": ("R-g2", "R-g4", "R-g8", "R-g16"),
+            "kd": {
+                "R-g2": {"NR-G2": "66.21", "NR-G4": "65.88", "NR-G8": "66.01", "NR-G16": "67.66"},
+                "R-g4": {"NR-G2": "67.07", "NR-G4": "67.37", "NR-G8": "67.40", "NR-G16": "67.55"},
+                "R-g8": {"NR-G2": "67.54", "NR-G4": "67.63", "NR-G8": "67.80", "NR-G16": "67.58"},
+                "R-g16": {"NR-G2": "67.62", "NR-G4": "67.45", "NR-G8": "68.13", "NR-G16": "68.33"},
+            },
+            "baseline": {"NR-G2": "70.36", "NR-G4": "70.28", "NR-G8": "70.25", "NR-G16": "68.88"},
+            "nr_baseline": {"NR-G2": "60.77", "NR-G4": "59.66", "NR-G8": "58.62", "NR-G16": "57.18"},
+            "acc_drop": {"NR-G2": "9.59", "NR-G4": "10.62", "NR-G8": "11.63", "NR-G16": "11.7"},
+            "distil_gain": {"NR-G2": "-2.74", "NR-G4": "-2.65", "NR-G8": "-2.12", "NR-G16": "-0.55"},
+        },
+    },
+    3: {
+        "net": "wrn22x2",
+        "left": {
+            "students": ("NR-g2", "NR-g4", "NR-g8", "NR-g16"),
+            "teachers": ("R-G1", "R-G2", "R-G4", "R-G8", "R-G16"),
+            "kd": {
+                "R-G1": {"NR-g2": "66.52", "NR-g4": "68.08", "NR-g8": "69.42", "NR-g16": "70.56"},
+                "R-G2": {"NR-g2": "66.68", "NR-g4": "68.57", "NR-g8": "69.56", "NR-g16": "69.38"},
+                "R-G4": {"NR-g2": "66.46", "NR-g4": "69.02", "NR-g8": "69.6", "NR-g16": "70.96"},
+                "R-G8": {"NR-g2": "66.65", "NR-g4": "68.13", "NR-g8": "70.64", "NR-g16": "69.05"},
+                "R-G16": {"NR-g2": "66.54", "NR-g4": "67.86", "NR-g8": "70.42", "NR-g16": "70.32"},
+            },
+            "baseline": {"NR-g2": "71.13", "NR-g4": "69.92", "NR-g8": "69.29", "NR-g16": "68.74"},
+            "nr_baseline": {"NR-g2": "64.01", "NR-g4": "65.58", "NR-g8": "66.26", "NR-g16": "66.59"},
+            "acc_drop": {"NR-g2": "7.12", "NR-g4": "4.34", "NR-g8": "3.03", "NR-g16": "2.15"},
+            "distil_gain": {"NR-g2": "-4.45", "NR-g4": "-0.9", "NR-g8": "1.35", "NR-g16": "2.22"},
+        },
+        "right": {
+            "students": ("NR-G2", "NR-G4", "NR-G8", "NR-G16"),
+            "teachers": ("R-g2", "R-g4", "R-g8", "R-g16"),
+            "kd": {
+                "R-g2": {"NR-G2": "69.70", "NR-G4": "69.61", "NR-G8": "67.25", "NR-G16": "68.05"},
+                "R-g4": {"NR-G2": "69.78", "NR-G4": "69.41", "NR-G8": "68.12", "NR-G16": "67.48"},
+                "R-g8": {"NR-G2": "69.75", "NR-G4": "69.32", "NR-G8": "68.46", "NR-G16": "66.30"},
+                "R-g16": {"NR-G2": "69.51", "NR-G4": "69.15", "NR-G8": "66.92", "NR-G16": "66.03"},
+            },
+            "baseline": {"NR-G2": "68.04", "NR-G4": "68.88", "NR-G8": "69.04", "NR-G16": "69.53"},
+            "nr_baseline": {"NR-G2": "65.98", "NR-G4": "65.82", "NR-G8": "65.19", "NR-G16": "65.08"},
+            "acc_drop": {"NR-G2": "2.06", "NR-G4": "3.06", "NR-G8": "3.85", "NR-G16": "4.45"},
+            "distil_gain": {"NR-G2": "1.74", "NR-G4": "0.73", "NR-G8": "-0.58", "NR-G16": "-1.48"},
+        },
+    },
+    4: {
+        "net": "wrn22x10",
+        "left": {
+            "students": ("NR-g2", "NR-g4", "NR-g8", "NR-g16"),
+            "teachers": ("R-G1", "R-G2", "R-G4", "R-G8", "R-G16"),
+            "kd": {
+                "R-G1": {"NR-g2": "75.15", "NR-g4": "75.25", "NR-g8": "77.21", "NR-g16": "77.1"},
+                "R-G2": {"NR-g2": "75", "NR-g4": "76.44", "NR-g8": "76.44", "NR-g16": "77.01"},
+                "R-G4": {"NR-g2": "73.05", "NR-g4": "75.39", "NR-g8": "76.44", "NR-g16": "76.87"},
+                "R-G8": {"NR-g2": "75.68", "NR-g4": "75.64", "NR-g8": "76.43", "NR-g16": "78.03"},
+                "R-G16": {"NR-g2": "75.07", "NR-g4": "73.54", "NR-g8": "76.63", "NR-g16": "77.8"},
+            },
+            "baseline": {"NR-g2": "77.26", "NR-g4": "77.15", "NR-g8": "77.11", "NR-g16": "77.06"},
+            "nr_baseline": {"NR-g2": "69.61", "NR-g4": "71.05", "NR-g8": "71.83", "NR-g16": "73.32"},
+            "acc_drop": {"NR-g2": "7.65", "NR-g4": "6.1", "NR-g8": "5.28", "NR-g16": "3.74"},
+            "distil_gain": {"NR-g2": "-1.58", "NR-g4": "-0.71", "NR-g8": "0.1", "NR-g16": "0.97"},
+        },
+        "right": {
+            "students": ("NR-G2", "NR-G4", "NR-G8", "NR-G16"),
+            "teachers": ("R-g2", "R-g4", "R-g8", "R-g16"),
+            "kd": {
+                "R-g2": {"NR-G2": "77.55", "NR-G4": "78.21", "NR-G8": "77.92", "NR-G16": "76.70"},
+                "R-g4": {"NR-G2": "78.17", "NR-G4": "77.95", "NR-G8": "77.85", "NR-G16": "76.58"},
+                "R-g8": {"NR-G2": "77.70", "NR-G4": "78.16", "NR-G8": "77.79", "NR-G16": "78.19"},
+                "R-g16": {"NR-G2": "78.05", "NR-G4": "78.10", "NR-G8": "77.49", "NR-G16": "78.17"},
+            },
+            "baseline": {"NR-G2": "75.46", "NR-G4": "75.57", "NR-G8": "75.59", "NR-G16": "76.22"},
+            "nr_baseline": {"NR-G2": "74.63", "NR-G4": "74.16", "NR-G8": "73.7", "NR-G16": "71.1"},
+            "acc_drop": {"NR-G2": "0.83", "NR-G4": "1.41", "NR-G8": "1.89", "NR-G16": "5.12"},
+            "distil_gain": {"NR-G2": "2.71", "NR-G4": "2.64", "NR-G8": "2.33", "NR-G16": "1.97"},
+        },
+    },
+    5: {
+        "net": "wrn28x2",
+        "left": {
+            "students": ("NR-g2", "NR-g4", "NR-g8", "NR-g16"),
+            "teachers": ("R-G1", "R-G2", "R-G4", "R-G8", "R-G16"),
+            "kd": {
+                "R-G1": {"NR-g2": "66.02", "NR-g4": "65.63", "NR-g8": "68.66", "NR-g16": "70.02"},
+                "R-G2": {"NR-g2": "62.43", "NR-g4": "65.38", "NR-g8": "67.06", "NR-g16": "69.95"},
+                "R-G4": {"NR-g2": "66.43", "NR-g4": "65.4", "NR-g8": "67.28", "NR-g16": "68.94"},
+                "R-G8": {"NR-g2": "64.62", "NR-g4": "65.5", "NR-g8": "68.71", "NR-g16": "68.87"},
+                "R-G16": {"NR-g2": "65.01", "NR-g4": "65.8", "NR-g8": "64.98", "NR-g16": "69.6"},
+            },
+            "baseline": {"NR-g2": "70.84", "NR-g4": "70.3", "NR-g8": "69.93", "NR-g16": "69.57"},
+            "nr_baseline": {"NR-g2": "62.06", "NR-g4": "62.26", "NR-g8": "62.39", "NR-g16": "64.37"},
+            "acc_drop": {"NR-g2": "8.78", "NR-g4": "8.04", "NR-g8": "7.54", "NR-g16": "5.2"},
+            "distil_gain": {"NR-g2": "-4.41", "NR-g4": "-4.5", "NR-g8": "-1.22", "NR-g16": "0.45"},
+        },
+        "right": {
+            "students": ("NR-G2", "NR-G4", "NR-G8", "NR-G16"),
+            "teachers": ("R-g2", "R-g4", "R-g8", "R-g16"),
+            "kd": {
+                "R-g2": {"NR-G2": "68.98", "NR-G4": "67.32", "NR-G8": "66.56", "NR-G16": "65.24"},
+                "R-g4": {"NR-G2": "68.72", "NR-G4": "68.37", "NR-G8": "64.37", "NR-G16": "65.49"},
+                "R-g8": {"NR-G2": "69.14", "NR-G4": "68.05", "NR-G8": "67.42", "NR-G16": "65.45"},
+                "R-g16": {"NR-G2": "68.94", "NR-G4": "68.52", "NR-G8": "67.66", "NR-G16": "65.39"},
+            },
+            "baseline": {"NR-G2": "68.62", "NR-G4": "68.82", "NR-G8": "69.14", "NR-G16": "70.28"},
+            "nr_baseline": {"NR-G2": "62.53", "NR-G4": "62.37", "NR-G8": "61.92", "NR-G16": "61.76"},
+            "acc_drop": {"NR-G2": "6.09", "NR-G4": "6.45", "NR-G8": "7.22", "NR-G16": "8.52"},
+            "distil_gain": {"NR-G2": "0.52", "NR-G4": "-0.3", "NR-G8": "-1.48", "NR-G16": "-4.79"},
+        },
+    },
+    6: {
+        "net": "wrn40x2",
+        "left": {
+            "students": ("NR-g2", "NR-g4", "NR-g8", "NR-g16"),
+            "teachers": ("R-G1", "R-G2", "R-G4", "R-G8", "R-G16"),
+            "kd": {
+                "R-G1": {"NR-g2": "55.85", "NR-g4": "57.32", "NR-g8": "58.87", "NR-g16": "57.26"},
+                "R-G2": {"NR-g2": "55.26", "NR-g4": "58.19", "NR-g8": "59.75", "NR-g16": "64.44"},
+                "R-G4": {"NR-g2": "54.64", "NR-g4": "58.13", "NR-g8": "61.71", "NR-g16": "64.9"},
+                "R-G8": {"NR-g2": "56.92", "NR-g4": "61.42", "NR-g8": "59.73", "NR-g16": "64.67"},
+                "R-G16": {"NR-g2": "53.64", "NR-g4": "55.5", "NR-g8": "61.78", "NR-g16": "62.42"},
+            },
+            "baseline": {"NR-g2": "71.21", "NR-g4": "70.34", "NR-g8": "70.13", "NR-g16": "69.98"},
+            "nr_baseline": {"NR-g2": "43.92", "NR-g4": "42.86", "NR-g8": "42.58", "NR-g16": "40.49"},
+            "acc_drop": {"NR-g2": "27.29", "NR-g4": "27.48", "NR-g8": "27.55", "NR-g16": "29.49"},
+            "distil_gain": {"NR-g2": "-14.29", "NR-g4": "-8.92", "NR-g8": "-8.35", "NR-g16": "-5.08"},
+        },
+        "right": {
+            "students": ("NR-G2", "NR-G4", "NR-G8", "NR-G16"),
+            "teachers": ("R-g2", "R-g4", "R-g8", "R-g16"),
+            "kd": {
+                "R-g2": {"NR-G2": "63.19", "NR-G4": "62.13", "NR-G8": "60.96", "NR-G16": "57.29"},
+                "R-g4": {"NR-G2": "64.45", "NR-G4": "64.41", "NR-G8": "61.04", "NR-G16": "61.13"},
+                "R-g8": {"NR-G2": "62.22", "NR-G4": "62.46", "NR-G8": "61.38", "NR-G16": "57.79"},
+                "R-g16": {"NR-G2": "64.50", "NR-G4": "64.91", "NR-G8": "62.66", "NR-G16": "60.91"},
+            },
+            "baseline": {"NR-G2": "68.52", "NR-G4": "69.34", "NR-G8": "69.54", "NR-G16": "70.17"},
+            "nr_baseline": {"NR-G2": "38.47", "NR-G4": "45.88", "NR-G8": "47.55", "NR-G16": "49.49"},
+            "acc_drop": {"NR-G2": "30.05", "NR-G4": "23.46", "NR-G8": "21.99", "NR-G16": "20.68"},
+            "distil_gain": {"NR-G2": "-4.02", "NR-G4": "-4.43", "NR-G8": "-6.88", "NR-G16": "-9.04"},
+        },
+    },
+}
+"""Tables 1-6 of the paper: CIFAR-100 top-1 accuracy (percent) of KD students.
+
+Keyed by table number; ``"net"`` is the network (1 ``resnet18``,
+2 ``mobilenetv2``, 3 ``wrn22x2``, 4 ``wrn22x10``, 5 ``wrn28x2``, 6 ``wrn40x2``).
+Each table has two halves of the same shape:
+
+* ``"left"``: non-residual students ``NR-g{2,4,8,16}`` (constant number of
+  groups ``g``) distilled from residual teachers ``R-G{1,2,4,8,16}`` (constant
+  channels per group ``G``);
+* ``"right"``: students ``NR-G{2,4,8,16}`` with teachers ``R-g{2,4,8,16}``.
+
+A half holds ``"students"`` and ``"teachers"`` (printed order), ``"kd"``
+(``kd[teacher][student]``: accuracy of the student distilled from that
+teacher) and four per-student rows: ``"baseline"`` (the residual version of
+the student trained on hard targets), ``"nr_baseline"`` (the non-residual
+student trained on hard targets), ``"acc_drop"`` (Baseline - NR-baseline) and
+``"distil_gain"`` (best KD accuracy of the student's column - Baseline).
+Values are the printed strings, keeping the printed precision (``"71.3"``,
+``"73.30"``). :func:`kdkeras.tables.half_from_printed` turns a half into
+numbers.
+"""

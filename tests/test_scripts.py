@@ -35,6 +35,10 @@ def error_lines(stderr):
         ("distill.py", ["--student=wrn22x2_NR_g2", "--teacher=wrn22x2_R_g5"], "'g5'"),
         ("profile.py", ["--model=resnet19_R_g2"], "Unknown network 'resnet19'"),
         ("profile.py", ["--csv"], "--csv needs --all"),
+        ("grid.py", ["--table=9"], "Valid tables: 1, 2, 3, 4, 5, 6"),
+        ("grid.py", ["--table=1", "--shard=5/2"], "0 <= i < n"),
+        ("grid.py", ["--table=1", "--students=NR_g3"], "Valid students"),
+        ("grid.py", [], "exactly one of --table"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path, script, args, fragment):
@@ -64,6 +68,14 @@ def test_distill_smoke_run_then_stored_result(tmp_path):
     second = run_script("distill.py", *args)
     assert second.returncode == 0
     assert "already finished" in second.stdout and "Finished" not in second.stdout
+
+
+def test_grid_dry_run_lists_the_table(tmp_path):
+    result = run_script("grid.py", "--table=3", "--dry_run", f"--logdir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "53 runs" in result.stdout and "53 to do" in result.stdout
+    assert "wrn22x2_NR_g16 from wrn22x2_R_G4" in result.stdout
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 
 def test_profile_one_model():

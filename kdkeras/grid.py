@@ -1,0 +1,412 @@
+"""The paper's experiment grid: plan, shard, run and tabulate Tables 1-6.
+
+A grid config (``configs/tables/*.yaml``) names a network, the two halves of
+a table (students x teachers) and shared settings. Planning turns it into
+cells, one training run each, keyed by their run folder (see
+:mod:`kdkeras.config`):
+
+* hard-target baselines: every R teacher, the R version of every student
+  (the paper's "Baseline" row) and every NR student ("NR-baseline");
+* KD runs: every NR student from every R teacher of its half;
+
+for each seed. Baselines come first, so teachers exist before the KD cells
+that need them. ``--shard=i/n`` takes every n-th cell of that order, so shards
+are disjoint and together complete. Each run is claimed with a lock file next
+to its folder, so two processes on a shared ``--logdir`` never train the same
+run; a KD cell whose teacher another shard is training waits for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import socket
+import time
+
+from kdkeras import config as config_lib
+
+HALVES = ("left", "right")
+GRID_FIELDS = ("name", "table", "net", "dataset", "halves", "seeds", "settings")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One training run of a grid.
+
+    Attributes:
+        kind: ``"baseline"`` (hard targets) or ``"kd"``.
+        config: its resolved :class:`kdkeras.config.RunConfig`.
+        run_dir: its run folder.
+    """
+
+    kind: str
+    config: config_lib.RunConfig
+    run_dir: str
+
+    @property
+    def label(self) -> str:
+        return os.path.basename(self.run_dir)
+
+
+@dataclasses.dataclass
+class GridSpec:
+    """A table's experiment: network, halves (students x teachers), seeds, settings."""
+
+    name: str
+    net: str
+    halves: dict  # half -> {"students": [...], "teachers": [...]}, tokens like "NR_g8" / "R_G1"
+    table: int | None = None
+    dataset: str = "cifar100"
+    seeds: int = 1
+    settings: dict = dataclasses.field(default_factory=dict)
+
+
+def load_grid(path: str) -> GridSpec:
+    """Reads a grid config YAML (see ``configs/tables/``)."""
+    import yaml
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Grid config '{path}' does not exist.")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    unknown = sorted(set(data) - set(GRID_FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown key(s) {', '.join(unknown)} in '{path}'. Valid keys: {', '.join(GRID_FIELDS)}.")
+    data.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    if not data.get("net") or not data.get("halves"):
+        raise ValueError(f"Grid config '{path}' needs 'net' and 'halves'.")
+    for half, spec in data["halves"].items():
+        if half not in HALVES or not spec.get("students") or not spec.get("teachers"):
+            raise ValueError(f"Half '{half}' in '{path}' must be left or right and list students and teachers.")
+    data["settings"] = dict(data.get("settings") or {})
+    return GridSpec(**data)
+
+
+def table_config_path(table: int, configs_dir: str | None = None) -> str:
+    """The config file of paper table ``table`` (1-6) in ``configs/tables/``."""
+    folder = configs_dir or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                         "configs", "tables")
+    matches = sorted(f for f in os.listdir(folder) if f.startswith(f"table{table}_")) if os.path.isdir(folder) else []
+    if not matches:
+        raise ValueError(f"No config for table {table} in {folder}. Valid tables: 1, 2, 3, 4, 5, 6.")
+    return os.path.join(folder, matches[0])
+
+
+def _model(net, token):
+    return f"{net}_{token}"
+
+
+def select(spec: GridSpec, half=None, students=None, teachers=None) -> dict:
+    """The halves, students and teachers left after the command-line filters."""
+    selected = {}
+    for name, h in spec.halves.items():
+        if half and name != half:
+            continue
+        s = [t for t in h["students"] if not students or t in students]
+        t = [t for t in h["teachers"] if not teachers or t in teachers]
+        if s:
+            selected[name] = {"students": s, "teachers": t}
+    known_s = {t for h in spec.halves.values() for t in h["students"]}
+    known_t = {t for h in spec.halves.values() for t in h["teachers"]}
+    for given, known, what in ((students, known_s, "students"), (teachers, known_t, "teachers")):
+        bad = sorted(set(given or ()) - known)
+        if bad:
+            raise ValueError(f"Unknown {what} {', '.join(bad)} for grid {spec.name}. "
+                             f"Valid {what}: {', '.join(sorted(known))}.")
+    if half and half not in spec.halves:
+        raise ValueError(f"Unknown half '{half}'. Valid halves: {', '.join(spec.halves)}.")
+    return selected
+
+
+def plan(spec: GridSpec, logdir: str, half=None, students=None, teachers=None) -> list[Cell]:
+    """Every run the (filtered) grid needs, baselines first, without duplicates."""
+    selected = select(spec, half, students, teachers)
+    baselines, kd = {}, {}
+    for seed in range(spec.seeds):
+        base = {**spec.settings, "dataset": spec.dataset, "seed": seed}
+        for h in selected.values():
+            for student in h["students"]:
+                nr = _model(spec.net, student)
+                r = _model(spec.net, "R_" + student.split("_", 1)[1])
+                for model in (r, nr):
+                    cfg = config_lib.resolve({**base, "model": model})
+                    baselines.setdefault(config_lib.run_dir(cfg, logdir), cfg)
+                for teacher in h["teachers"]:
+                    cfg = config_lib.resolve({**base, "model": nr, "teacher": _model(spec.net, teacher)})
+                    t_cfg = config_lib.teacher_config(cfg)
+                    baselines.setdefault(config_lib.run_dir(t_cfg, logdir), t_cfg)
+                    kd.setdefault(config_lib.run_dir(cfg, logdir), cfg)
+    cells = [Cell("baseline", c, d) for d, c in baselines.items()]
+    cells += [Cell("kd", c, d) for d, c in kd.items()]
+    return cells
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with 0 <= i < n (``None`` -> ``(0, 1)``)."""
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n, e.g. 0/4. Received: {text!r}.")
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard={text}: need 0 <= i < n. Received: i={i}, n={n}.")
+    return i, n
+
+
+def shard(cells: list[Cell], index: int, count: int) -> list[Cell]:
+    """Every ``count``-th cell starting at ``index``: disjoint, and complete over all shards."""
+    return cells[index::count]
+
+
+# --------------------------------------------------------------------------
+# Claims: one lock file per run folder, safe for concurrent shards
+# --------------------------------------------------------------------------
+
+
+def _lock_path(run_dir):
+    return run_dir.rstrip(os.sep) + ".lock"
+
+
+def _lock_owner_alive(path) -> bool:
+    try:
+        with open(path) as f:
+            owner = json.load(f)
+    except (OSError, ValueError):
+        return True  # being written: treat as held
+    if owner.get("host") != socket.gethostname():
+        return True  # cannot check another machine's processes
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError):
+        return True
+    return True
+
+
+def try_claim(run_dir: str) -> bool:
+    """Atomically creates ``<run_dir>.lock``; breaks a lock whose process on this host died."""
+    path = _lock_path(run_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _lock_owner_alive(path):
+                return False
+            try:
+                os.remove(path)  # stale: its process is gone
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, f)
+        return True
+    return False
+
+
+def release(run_dir: str) -> None:
+    try:
+        os.remove(_lock_path(run_dir))
+    except FileNotFoundError:
+        pass
+
+
+def state(cell: Cell) -> str:
+    """``done``, ``running`` (claimed), ``interrupted`` (resumable) or ``to do``."""
+    from kdkeras.training import is_finished
+
+    if is_finished(cell.run_dir):
+        return "done"
+    if os.path.exists(_lock_path(cell.run_dir)) and _lock_owner_alive(_lock_path(cell.run_dir)):
+        return "running"
+    if os.path.isdir(os.path.join(cell.run_dir, "backup")):
+        return "interrupted"
+    return "to do"
+
+
+def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="auto") -> str:
+    """Trains ``cell`` unless finished or claimed; waits for a claimed teacher.
+
+    Returns:
+        ``"done"`` (already finished), ``"trained"`` or ``"skipped"`` (another
+        process holds it).
+    """
+    from kdkeras.training import is_finished, train_and_evaluate
+
+    if is_finished(cell.run_dir):
+        return "done"
+    if cell.kind == "kd":
+        teacher_dir = config_lib.run_dir(config_lib.teacher_config(cell.config), logdir)
+        waited = False
+        while not is_finished(teacher_dir):
+            if try_claim(teacher_dir):
+                try:
+                    if not is_finished(teacher_dir):
+                        train_and_evaluate(config_lib.teacher_config(cell.config), logdir, log=log,
+                                           verbose=verbose)
+                finally:
+                    release(teacher_dir)
+                break
+            if not waited:
+                log(f"Waiting for teacher {os.path.basename(teacher_dir)} (claimed by another process)")
+                waited = True
+            time.sleep(poll_s)
+    if not try_claim(cell.run_dir):
+        log(f"Skipping {cell.label}: another process is training it")
+        return "skipped"
+    try:
+        if is_finished(cell.run_dir):
+            return "done"
+        train_and_evaluate(cell.config, logdir, log=log, verbose=verbose)
+        return "trained"
+    finally:
+        release(cell.run_dir)
+
+
+def print_plan(spec: GridSpec, cells, mine, index, count, out=print) -> None:
+    """Lists the cells of this shard with their state, and a summary."""
+    states = {}
+    out(f"Grid {spec.name}: {len(cells)} runs, shard {index}/{count} has {len(mine)}")
+    for cell in mine:
+        s = state(cell)
+        states[s] = states.get(s, 0) + 1
+        teacher = f" from {cell.config.teacher}" if cell.kind == "kd" else ""
+        out(f"  {s:<12} {cell.kind:<9} {cell.config.model}{teacher} (seed {cell.config.seed}) -> {cell.run_dir}")
+    out("  " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+
+
+def run(spec: GridSpec, cells, logdir: str, log=print, verbose="auto") -> dict:
+    """Runs the cells in order with a progress line per cell; returns counts by outcome."""
+    outcomes = {}
+    for i, cell in enumerate(cells, start=1):
+        log(f"[{i}/{len(cells)}] {spec.name}: {cell.label}")
+        outcome = run_cell(cell, logdir, log=log, verbose=verbose)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    log(f"{spec.name}: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))
+    return outcomes
+
+
+def _label(token: str) -> str:
+    return token.replace("_", "-")  # "NR_g8" -> "NR-g8", the paper's labels
+
+
+def _accuracies(run_dirs, key) -> list[float]:
+    from kdkeras.training import is_finished, load_results
+
+    return [100.0 * load_results(d)[key] for d in run_dirs if is_finished(d)]
+
+
+def collect(spec: GridSpec, logdir: str, key="test_accuracy", half=None, students=None, teachers=None):
+    """``{half: kdkeras.tables.TableHalf}`` of the finished runs (accuracy in percent).
+
+    Args:
+        key: ``"test_accuracy"`` (final epoch) or ``"best_test_accuracy"``.
+    """
+    from kdkeras.tables import TableHalf
+
+    selected = select(spec, half, students, teachers)
+    out = {}
+    for name, h in selected.items():
+        kd, baseline, nr_baseline = {}, {}, {}
+        for student in h["students"]:
+            nr = _model(spec.net, student)
+            r = _model(spec.net, "R_" + student.split("_", 1)[1])
+            dirs = {"r": [], "nr": [], "kd": {t: [] for t in h["teachers"]}}
+            for seed in range(spec.seeds):
+                base = {**spec.settings, "dataset": spec.dataset, "seed": seed}
+                dirs["r"].append(config_lib.run_dir(config_lib.resolve({**base, "model": r}), logdir))
+                dirs["nr"].append(config_lib.run_dir(config_lib.resolve({**base, "model": nr}), logdir))
+                for t in h["teachers"]:
+                    cfg = config_lib.resolve({**base, "model": nr, "teacher": _model(spec.net, t)})
+                    dirs["kd"][t].append(config_lib.run_dir(cfg, logdir))
+            baseline[_label(student)] = _accuracies(dirs["r"], key)
+            nr_baseline[_label(student)] = _accuracies(dirs["nr"], key)
+            for t in h["teachers"]:
+                kd[(_label(t), _label(student))] = _accuracies(dirs["kd"][t], key)
+        out[name] = TableHalf(
+            students=[_label(s) for s in h["students"]],
+            teachers=[_label(t) for t in h["teachers"]],
+            kd=kd, baseline=baseline, nr_baseline=nr_baseline,
+        )
+    return out
+
+
+def _combine_pngs(paths, out_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    images = [mpimg.imread(p) for p in paths]
+    fig, axes = plt.subplots(1, len(images), figsize=(7 * len(images), 6), squeeze=False)
+    for ax, image in zip(axes[0], images):
+        ax.imshow(image)
+        ax.axis("off")
+    fig.tight_layout()
+    tmp = os.path.join(os.path.dirname(out_path), f".{os.path.basename(out_path)}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out_path)
+
+
+def _long_rows(half_name, epoch, half, wide_csv):
+    """The paper-layout CSV of one half as long rows (half, epoch, row, student, mean, std, n)."""
+    rows = []
+    for record in csv.DictReader(io.StringIO(wide_csv)):
+        for student in half.students:
+            rows.append([half_name, epoch, record["row"], student, record[student],
+                         record.get(f"{student}_std", ""), record.get(f"{student}_n", "")])
+    return rows
+
+
+def write_tables(spec: GridSpec, logdir: str, half=None, students=None, teachers=None, log=print) -> str:
+    """Writes ``<logdir>/<grid>/table.md``, ``table.csv``, ``table.png`` and ``comparison.md``.
+
+    ``table.md`` has the paper's layout (teachers x students, then Baseline,
+    NR-baseline, Acc. drop, Distil. gain) for the final and the best epoch,
+    mean +- std over seeds; ``table.csv`` holds the same numbers as long rows
+    ``half,epoch,row,student,mean,std,n``; ``table.png`` is a heatmap of each
+    half; ``comparison.md`` (CIFAR-100 paper tables only) puts every cell
+    beside the paper's printed value.
+    """
+    import tempfile
+
+    from kdkeras import tables
+    from kdkeras.io_utils import atomic_write_text
+    from kdkeras.paper import ACCURACY_TABLES
+
+    folder = os.path.join(logdir, spec.name)
+    os.makedirs(folder, exist_ok=True)
+    final = collect(spec, logdir, "test_accuracy", half, students, teachers)
+    best = collect(spec, logdir, "best_test_accuracy", half, students, teachers)
+    title = f"{spec.name}: {spec.net} on {spec.dataset}, {spec.seeds} seed(s)"
+    md, csv_parts, comparison, pngs = [f"# {title}\n"], [], [f"# {title}: ours / paper\n"], []
+    for name in final:
+        for what, halves in (("final epoch", final), ("best epoch", best)):
+            md.append(tables.render_markdown(halves[name], f"{name} half, {what} test accuracy (%)"))
+        for what, halves in (("final", final), ("best", best)):
+            csv_parts += _long_rows(name, what, halves[name], tables.render_csv(halves[name]))
+        png = os.path.join(tempfile.mkdtemp(), f"{name}.png")
+        tables.render_heatmap(final[name], png, f"{spec.net} {name} half (final epoch)")
+        pngs.append(png)
+        if spec.table in ACCURACY_TABLES and spec.dataset == "cifar100":
+            printed = ACCURACY_TABLES[spec.table][name]
+            comparison.append(tables.render_comparison(final[name], printed, f"{name} half, final epoch"))
+    atomic_write_text(os.path.join(folder, "table.md"), "\n\n".join(md) + "\n")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["half", "epoch", "row", "student", "mean", "std", "n"])
+    writer.writerows(csv_parts)
+    atomic_write_text(os.path.join(folder, "table.csv"), out.getvalue())
+    if pngs:
+        _combine_pngs(pngs, os.path.join(folder, "table.png"))
+    if len(comparison) > 1:
+        atomic_write_text(os.path.join(folder, "comparison.md"), "\n\n".join(comparison) + "\n")
+    log(f"Tables written to {folder}")
+    return folder

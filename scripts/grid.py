@@ -1,0 +1,69 @@
+"""Runs one of the paper's tables (or any grid config) and writes it in the paper's layout.
+
+Examples:
+    python scripts/grid.py --table=3 --archive=cifar-100-python.tar.gz          # all of Table 3
+    python scripts/grid.py --table=3 --dry_run                                   # cells and their state
+    python scripts/grid.py --table=1 --half=left --students=NR_g8,NR_g16 --teachers=R_G1,R_G2
+    python scripts/grid.py --table=6 --shard=2/8 --logdir=/shared/logs            # one of 8 machines
+    python scripts/grid.py --config=configs/smoke_grid.yaml                      # tiny synthetic grid
+
+Finished runs are reused, never trained twice; results go to
+<logdir>/<grid>/table.md, table.csv, table.png and (CIFAR-100) comparison.md.
+"""
+
+from kdkeras import cli  # first: quiets TensorFlow, keeps scripts/ off sys.path
+
+from absl import flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("table", None, "Paper table 1-6 (configs/tables/table<N>_*.yaml).")
+flags.DEFINE_string("config", None, "A grid config YAML instead of --table.")
+flags.DEFINE_enum("half", None, ["left", "right"], "Only this half of the table.")
+flags.DEFINE_list("students", None, "Only these students, e.g. NR_g8,NR_g16.")
+flags.DEFINE_list("teachers", None, "Only these teachers, e.g. R_G1,R_G2.")
+flags.DEFINE_string("shard", None, "Run part i of n of the cells, e.g. 0/4 (for job arrays).")
+flags.DEFINE_bool("dry_run", False, "List the cells and their state (done, running, interrupted, to do).")
+flags.DEFINE_integer("seeds", None, "Seeds per cell (overrides the config).")
+flags.DEFINE_string("dataset", None, "cifar100, cifar10 or synthetic (overrides the config).")
+flags.DEFINE_string("data_dir", None, "Prepared TFDS data folder.")
+flags.DEFINE_string("archive", None, "Original cifar-100-python.tar.gz / cifar-10-python.tar.gz.")
+flags.DEFINE_integer("epochs", None, "Epochs of every run (default: the paper's recipe).")
+flags.DEFINE_integer("batch_size", None, "Batch size of every run.")
+flags.DEFINE_float("lr", None, "Initial learning rate of every run.")
+flags.DEFINE_integer("train_size", None, "Training subset size.")
+flags.DEFINE_integer("test_size", None, "Test subset size.")
+flags.DEFINE_string("strategy", None, "auto, mirrored, multiworker or none.")
+flags.DEFINE_string("logdir", "logs", "Root folder of all runs (shared between shards).")
+
+_OVERRIDES = ("data_dir", "archive", "epochs", "batch_size", "lr", "train_size", "test_size", "strategy")
+
+
+def main(argv):
+    del argv
+    from kdkeras import grid
+
+    if bool(FLAGS.table) == bool(FLAGS.config):
+        cli.fail("pass exactly one of --table=N (1-6) or --config=PATH.")
+    spec = grid.load_grid(FLAGS.config or grid.table_config_path(FLAGS.table))
+    if FLAGS.dataset:
+        spec.dataset = FLAGS.dataset
+    if FLAGS.seeds is not None:
+        if FLAGS.seeds < 1:
+            cli.fail(f"--seeds must be a positive integer. Received: {FLAGS.seeds}.")
+        spec.seeds = FLAGS.seeds
+    spec.settings.update({k: FLAGS[k].value for k in _OVERRIDES if FLAGS[k].value is not None})
+    index, count = grid.parse_shard(FLAGS.shard)
+    cells = grid.plan(spec, FLAGS.logdir, FLAGS.half, FLAGS.students, FLAGS.teachers)
+    mine = grid.shard(cells, index, count)
+    if FLAGS.dry_run:
+        grid.print_plan(spec, cells, mine, index, count)
+        return
+    from kdkeras.training import check_logdir
+
+    check_logdir(FLAGS.logdir)
+    grid.run(spec, mine, FLAGS.logdir)
+    grid.write_tables(spec, FLAGS.logdir, FLAGS.half, FLAGS.students, FLAGS.teachers)
+
+
+if __name__ == "__main__":
+    cli.run(main)
