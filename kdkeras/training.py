@@ -141,16 +141,54 @@ def resolve_teacher(config, logdir: str, log=_print, verbose="auto"):
     return load_model_file(os.path.join(teacher_dir, MODEL_FILE), "teacher"), teacher_dir
 
 
+def _readable(path: str, kind: str) -> bool:
+    try:
+        if kind == "h5":
+            import h5py
+
+            with h5py.File(path, "r"):
+                return True
+        with open(path) as f:
+            return "epoch" in json.load(f)
+    except (OSError, ValueError):
+        return False
+
+
+def repair_backup(backup_dir: str, log=_print) -> None:
+    """Makes a backup folder loadable after a kill during its writing.
+
+    ``BackupAndRestore(double_checkpoint=True)`` keeps the previous epoch's
+    files as ``*.bkp``. When the latest weights or metadata cannot be read
+    (the process died while writing them), the previous pair replaces them;
+    when neither pair is readable the backup is dropped and the run starts
+    over.
+    """
+    weights = os.path.join(backup_dir, "latest.weights.h5")
+    meta = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.isdir(backup_dir):
+        return
+    if os.path.exists(weights) and _readable(weights, "h5") and _readable(meta, "json"):
+        return
+    if _readable(weights + ".bkp", "h5") and _readable(meta + ".bkp", "json"):
+        log(f"The latest backup in {backup_dir} is incomplete (interrupted while saving): "
+            f"using the one before it.")
+        shutil.copyfile(weights + ".bkp", weights)
+        shutil.copyfile(meta + ".bkp", meta)
+        return
+    if os.listdir(backup_dir):
+        log(f"The backup in {backup_dir} is unreadable (interrupted while saving): starting over.")
+    shutil.rmtree(backup_dir, ignore_errors=True)
+
+
 def _backup_epoch(backup_dir: str) -> int:
     """The epoch a ``BackupAndRestore`` folder will resume from (0 if none)."""
-    for name in ("training_metadata.json", "training_metadata.json.bkp"):
-        path = os.path.join(backup_dir, name)
-        if os.path.exists(path):
-            try:
-                with open(path) as f:
-                    return int(json.load(f)["epoch"])
-            except (ValueError, KeyError, OSError):
-                continue
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                return int(json.load(f)["epoch"])
+        except (ValueError, KeyError, OSError):
+            pass
     return 0
 
 
@@ -252,6 +290,7 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
 
     counts = profile(student)
     backup_dir = os.path.join(work_dir, BACKUP_DIR)
+    repair_backup(backup_dir, log=log)
     initial_epoch = _backup_epoch(backup_dir)
     history_path = os.path.join(work_dir, HISTORY_FILE)
     what = (f"{config.model} from teacher {config.teacher}" if config.distill
@@ -263,11 +302,16 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
             f"({info.train_examples} train / {info.test_examples} test images), "
             f"{counts.params:,} params -> {directory}")
 
+    # Order matters at each epoch end: a non-finite loss stops before anything
+    # is saved; the history row is written before the backup, so a process
+    # killed between the two resumes from the previous backup and rewrites
+    # that epoch's row instead of leaving a gap.
     all_callbacks = [
-        StopOnNonFiniteLoss(),  # before the backup: a broken epoch is never saved
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False),
+        StopOnNonFiniteLoss(),
         EpochStats(),
         HistoryCSV(history_path, initial_epoch=initial_epoch),
+        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False,
+                                         double_checkpoint=True),
         keras.callbacks.TensorBoard(os.path.join(work_dir, TENSORBOARD_DIR)),
         *callbacks,
     ]

@@ -1,0 +1,99 @@
+"""A training process killed with SIGKILL resumes from its last finished epoch."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARGS = ["--model=wrn10x1_R_g2", "--dataset=synthetic", "--epochs=4", "--train_size=1024",
+        "--test_size=64", "--batch_size=64"]
+
+
+def _history_epochs(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def _run_dir(logdir):
+    base = os.path.join(logdir, "synthetic")
+    if not os.path.isdir(base):
+        return None
+    dirs = [d for d in os.listdir(base) if d.startswith("wrn10x1_R_g2")]
+    return os.path.join(base, dirs[0]) if dirs else None
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.parametrize("delay_s", [0.0, 0.7])
+def test_sigkill_mid_training_then_resume(tmp_path, delay_s):
+    command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *ARGS, f"--logdir={tmp_path}"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    run_dir = None
+    while time.time() < deadline:  # wait until the first epoch is finished
+        run_dir = run_dir or _run_dir(str(tmp_path))
+        if run_dir and _history_epochs(os.path.join(run_dir, "history.csv")):
+            break
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(delay_s)  # 0: right after an epoch's files; 0.7 s: mid-epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+    assert not os.path.exists(os.path.join(run_dir, "results.json"))
+    done_before = _history_epochs(os.path.join(run_dir, "history.csv"))
+    assert done_before and done_before == list(range(len(done_before)))
+
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    if delay_s:
+        assert "Resuming" in result.stdout  # killed mid-epoch: continues from the backup
+    else:  # killed right after the history row, maybe while the backup was being written
+        assert any(m in result.stdout for m in ("Resuming", "using the one before it", "starting over"))
+    assert _history_epochs(os.path.join(run_dir, "history.csv")) == [0, 1, 2, 3]
+    results = json.load(open(os.path.join(run_dir, "results.json")))
+    assert results["epochs"] == 4 and not os.path.exists(os.path.join(run_dir, "backup"))
+
+
+def _write_pair(folder, suffix, epoch, valid=True):
+    import h5py
+
+    weights = os.path.join(folder, "latest.weights.h5" + suffix)
+    if valid:
+        with h5py.File(weights, "w") as f:
+            f["x"] = [epoch]
+        with open(os.path.join(folder, "training_metadata.json" + suffix), "w") as f:
+            json.dump({"epoch": epoch, "batch": 0}, f)
+    else:
+        with open(weights, "wb") as f:
+            f.write(b"\x89HDF\r\n\x1a\n" + b"\x00" * 10)  # truncated HDF5
+
+
+def test_repair_backup_falls_back_to_the_previous_checkpoint(tmp_path):
+    from kdkeras.training import _backup_epoch, repair_backup
+
+    folder = str(tmp_path / "backup")
+    os.makedirs(folder)
+    _write_pair(folder, ".bkp", 2)
+    _write_pair(folder, "", 3, valid=False)
+    messages = []
+    repair_backup(folder, log=messages.append)
+    assert _backup_epoch(folder) == 2 and "one before it" in messages[0]
+
+    _write_pair(folder, ".bkp", 2, valid=False)
+    _write_pair(folder, "", 3, valid=False)
+    repair_backup(folder, log=messages.append)
+    assert not os.path.exists(folder) and "starting over" in messages[-1]
+
+    os.makedirs(folder)
+    _write_pair(folder, "", 5)
+    repair_backup(folder, log=messages.append)  # a good backup is left alone
+    assert _backup_epoch(folder) == 5 and len(messages) == 2
