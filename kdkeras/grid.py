@@ -343,16 +343,17 @@ def _combine_pngs(paths, out_path):
     import matplotlib.image as mpimg
     import matplotlib.pyplot as plt
 
+    from kdkeras.io_utils import atomic_open
+
     images = [mpimg.imread(p) for p in paths]
     fig, axes = plt.subplots(1, len(images), figsize=(7 * len(images), 6), squeeze=False)
     for ax, image in zip(axes[0], images):
         ax.imshow(image)
         ax.axis("off")
     fig.tight_layout()
-    tmp = os.path.join(os.path.dirname(out_path), f".{os.path.basename(out_path)}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_open(out_path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, out_path)
 
 
 def _long_rows(half_name, epoch, half, wide_csv):

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename."""
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w"):
+    """Opens a temporary file beside ``path``; renames it onto ``path`` on success.
+
+    A reader sees the old file or the complete new one, never a partial one;
+    on an exception the temporary file is removed and ``path`` is untouched.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -22,6 +28,12 @@ def atomic_write_text(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
 
 
 def atomic_write_json(path: str, data) -> None:

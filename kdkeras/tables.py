@@ -38,10 +38,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from kdkeras.io_utils import atomic_open
 
 #: Shown for a missing cell.
 MISSING = "—"
@@ -410,19 +410,8 @@ def render_heatmap(half: TableHalf, path: str, title: str = "") -> None:
     ], fontsize=8)
     fig.colorbar(image, cax=cax, label="top-1 accuracy (%)")
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
 
 
 def _viridis_with_grey():
