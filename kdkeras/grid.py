@@ -121,24 +121,38 @@ def select(spec: GridSpec, half=None, students=None, teachers=None) -> dict:
     return selected
 
 
-def plan(spec: GridSpec, logdir: str, half=None, students=None, teachers=None) -> list[Cell]:
-    """Every run the (filtered) grid needs, baselines first, without duplicates."""
+def table_configs(spec: GridSpec, half=None, students=None, teachers=None):
+    """Yields ``(half, role, student, teacher, config)`` for every table cell and seed.
+
+    ``role`` is ``"baseline"`` (the R version of ``student``), ``"nr_baseline"``
+    or ``"kd"`` (``student`` from ``teacher``); students and teachers are grid
+    tokens like ``"NR_g8"`` / ``"R_G1"``. The single place that maps a table
+    cell to its run, used by :func:`plan` and :func:`collect`.
+    """
     selected = select(spec, half, students, teachers)
-    baselines, kd = {}, {}
     for seed in range(spec.seeds):
         base = {**spec.settings, "dataset": spec.dataset, "seed": seed}
-        for h in selected.values():
+        for name, h in selected.items():
             for student in h["students"]:
                 nr = _model(spec.net, student)
                 r = _model(spec.net, "R_" + student.split("_", 1)[1])
-                for model in (r, nr):
-                    cfg = config_lib.resolve({**base, "model": model})
-                    baselines.setdefault(config_lib.run_dir(cfg, logdir), cfg)
+                yield name, "baseline", student, None, config_lib.resolve({**base, "model": r})
+                yield name, "nr_baseline", student, None, config_lib.resolve({**base, "model": nr})
                 for teacher in h["teachers"]:
                     cfg = config_lib.resolve({**base, "model": nr, "teacher": _model(spec.net, teacher)})
-                    t_cfg = config_lib.teacher_config(cfg)
-                    baselines.setdefault(config_lib.run_dir(t_cfg, logdir), t_cfg)
-                    kd.setdefault(config_lib.run_dir(cfg, logdir), cfg)
+                    yield name, "kd", student, teacher, cfg
+
+
+def plan(spec: GridSpec, logdir: str, half=None, students=None, teachers=None) -> list[Cell]:
+    """Every run the (filtered) grid needs, baselines first, without duplicates."""
+    baselines, kd = {}, {}
+    for _, role, _, _, cfg in table_configs(spec, half, students, teachers):
+        if role == "kd":
+            t_cfg = config_lib.teacher_config(cfg)
+            baselines.setdefault(config_lib.run_dir(t_cfg, logdir), t_cfg)
+            kd.setdefault(config_lib.run_dir(cfg, logdir), cfg)
+        else:
+            baselines.setdefault(config_lib.run_dir(cfg, logdir), cfg)
     cells = [Cell("baseline", c, d) for d, c in baselines.items()]
     cells += [Cell("kd", c, d) for d, c in kd.items()]
     return cells
@@ -310,28 +324,18 @@ def collect(spec: GridSpec, logdir: str, key="test_accuracy", half=None, student
     from kdkeras.tables import TableHalf
 
     selected = select(spec, half, students, teachers)
+    dirs = {name: {"baseline": {}, "nr_baseline": {}, "kd": {}} for name in selected}
+    for name, role, student, teacher, cfg in table_configs(spec, half, students, teachers):
+        key_ = (_label(teacher), _label(student)) if role == "kd" else _label(student)
+        dirs[name][role].setdefault(key_, []).append(config_lib.run_dir(cfg, logdir))
     out = {}
     for name, h in selected.items():
-        kd, baseline, nr_baseline = {}, {}, {}
-        for student in h["students"]:
-            nr = _model(spec.net, student)
-            r = _model(spec.net, "R_" + student.split("_", 1)[1])
-            dirs = {"r": [], "nr": [], "kd": {t: [] for t in h["teachers"]}}
-            for seed in range(spec.seeds):
-                base = {**spec.settings, "dataset": spec.dataset, "seed": seed}
-                dirs["r"].append(config_lib.run_dir(config_lib.resolve({**base, "model": r}), logdir))
-                dirs["nr"].append(config_lib.run_dir(config_lib.resolve({**base, "model": nr}), logdir))
-                for t in h["teachers"]:
-                    cfg = config_lib.resolve({**base, "model": nr, "teacher": _model(spec.net, t)})
-                    dirs["kd"][t].append(config_lib.run_dir(cfg, logdir))
-            baseline[_label(student)] = _accuracies(dirs["r"], key)
-            nr_baseline[_label(student)] = _accuracies(dirs["nr"], key)
-            for t in h["teachers"]:
-                kd[(_label(t), _label(student))] = _accuracies(dirs["kd"][t], key)
+        accuracies = {role: {k: _accuracies(d, key) for k, d in cells.items()}
+                      for role, cells in dirs[name].items()}
         out[name] = TableHalf(
             students=[_label(s) for s in h["students"]],
             teachers=[_label(t) for t in h["teachers"]],
-            kd=kd, baseline=baseline, nr_baseline=nr_baseline,
+            kd=accuracies["kd"], baseline=accuracies["baseline"], nr_baseline=accuracies["nr_baseline"],
         )
     return out
 
