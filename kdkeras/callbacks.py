@@ -102,3 +102,40 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"The loss became {loss} at epoch {epoch + 1}, step {batch + 1}; training stopped. "
                 f"The last good state (end of epoch {epoch}) is kept for resume; lower --lr or check the data."
             )
+
+
+class KDSchedule(keras.callbacks.Callback):
+    """KD in the first ``kd_epochs`` epochs only, then hard targets only.
+
+    The "Trainee-Mentor" schedule: the teacher acts as an early hint. At the
+    start of every epoch the :class:`kdkeras.distiller.Distiller`'s ``alpha``
+    is set to ``alpha`` (epoch < ``kd_epochs``) or 0 (afterwards), so the loss
+    is the pure cross-entropy from epoch ``kd_epochs`` on (0-based). The
+    current value is logged as ``alpha`` in each epoch's logs (and so in
+    ``history.csv`` and TensorBoard). The teacher still runs after the switch,
+    so the ``kd`` metric keeps showing how far the student drifts from it.
+    Resuming from a backup sets the right value, because ``fit`` restarts at
+    the resumed epoch.
+
+    Args:
+        kd_epochs: number of epochs with KD (positive).
+        alpha: weight of the KD term while KD is on.
+    """
+
+    def __init__(self, kd_epochs, alpha):
+        super().__init__()
+        if isinstance(kd_epochs, bool) or not isinstance(kd_epochs, int) or kd_epochs < 1:
+            raise ValueError(f"kd_epochs must be a positive integer. Received: kd_epochs={kd_epochs!r}.")
+        self.kd_epochs = kd_epochs
+        self.kd_alpha = float(alpha)
+
+    def alpha_at(self, epoch: int) -> float:
+        """``alpha`` during (0-based) ``epoch``."""
+        return self.kd_alpha if epoch < self.kd_epochs else 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.alpha = self.alpha_at(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["alpha"] = self.alpha_at(epoch)

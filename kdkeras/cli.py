@@ -67,6 +67,10 @@ def define_run_flags(distill: bool) -> None:
                             "used, or trained first) or a path to a .keras file.")
         flags.DEFINE_float("temperature", None, "KD temperature T (paper: 4).")
         flags.DEFINE_float("alpha", None, "Weight of the KD term (paper: 0.9).")
+        flags.DEFINE_integer("kd_epochs", None, "KD only in the first N epochs, then hard targets "
+                             "only (early-hint ablation; default: KD in every epoch).")
+        flags.DEFINE_bool("train_teacher", True, "Train a teacher given by name first when --logdir has "
+                          "no finished run of it (--notrain_teacher: fail instead).")
     else:
         flags.DEFINE_string("model", None, "Model name, e.g. wrn22x2_R_g2.")
     flags.DEFINE_string("config", None, "YAML file of settings (flags override it).")
@@ -89,6 +93,9 @@ def define_run_flags(distill: bool) -> None:
     flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call (default 1).")
     flags.DEFINE_bool("mixed_precision", None, "mixed_float16 compute, for GPUs (KD loss stays float32).")
     flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (GPU; slow on CPU).")
+    flags.DEFINE_integer("gradient_flow_epochs", 0, "Log per-layer gradient norms and the loss to "
+                         "TensorBoard during the first N epochs (see docs/analysis.md; 0: off).")
+    flags.DEFINE_integer("gradient_flow_every", 10, "Steps between two gradient-flow measurements.")
     flags.DEFINE_string("logdir", "logs", "Root folder of all runs.")
 
 
@@ -114,3 +121,22 @@ def run_config_from_flags(distill: bool):
     if not settings.get("model"):
         fail(f"No model given: pass --{'student' if distill else 'model'}=NAME, e.g. wrn22x2_NR_g16.")
     return config_lib.resolve(settings)
+
+
+def analysis_callbacks(config) -> list:
+    """The instrument callbacks the flags ask for (``--gradient_flow_epochs``)."""
+    from absl import flags
+
+    values = flags.FLAGS
+    epochs = values.gradient_flow_epochs
+    if not epochs:
+        return []
+    if epochs < 0:
+        raise ValueError(f"--gradient_flow_epochs must be >= 0. Received: {epochs}.")
+    if values.gradient_flow_every < 1:
+        raise ValueError(f"--gradient_flow_every must be a positive integer. Received: {values.gradient_flow_every}.")
+    from kdkeras import config as config_lib
+    from kdkeras.analysis.gradients import GradientFlow
+
+    return [GradientFlow.for_run(config, config_lib.run_dir(config, values.logdir),
+                                 epochs=epochs, every=values.gradient_flow_every)]

@@ -40,6 +40,9 @@ class RunConfig:
         epochs, batch_size, lr, momentum, weight_decay: SGD recipe.
         lr_schedule, lr_milestones, lr_gamma: learning-rate schedule.
         temperature, alpha: KD loss settings.
+        kd_epochs: apply KD only in the first ``kd_epochs`` epochs, then train
+            on hard targets only (alpha = 0; the "Trainee-Mentor" schedule
+            that tests KD as an early hint). ``None``: KD in every epoch.
         seed: random seed (weights, data order, augmentation).
         train_size, test_size: use a subset of the data.
         dropout: WRN dropout rate (``None``: the family default, 0.3).
@@ -65,6 +68,7 @@ class RunConfig:
     lr_gamma: float | None = None
     temperature: float | None = None
     alpha: float | None = None
+    kd_epochs: int | None = None
     seed: int = 0
     train_size: int | None = None
     test_size: int | None = None
@@ -90,7 +94,7 @@ FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 #: how it is spread over devices): left out of the run name's hash.
 NON_IDENTITY_FIELDS = ("data_dir", "archive", "strategy", "steps_per_execution", "jit_compile")
 #: KD-only settings, which a teacher does not inherit from its student's command.
-KD_FIELDS = ("teacher", "temperature", "alpha")
+KD_FIELDS = ("teacher", "temperature", "alpha", "kd_epochs")
 #: Settings that a teacher trained on the way inherits from the student's command.
 INHERITED_FIELDS = tuple(f for f in FIELDS if f not in KD_FIELDS + ("model",))
 
@@ -175,6 +179,14 @@ def validate(config: RunConfig) -> None:
     _check(config.lr_gamma > 0, f"lr_gamma must be > 0. Received: lr_gamma={config.lr_gamma!r}.")
     _check(config.temperature > 0, f"temperature must be > 0. Received: temperature={config.temperature!r}.")
     _check(0 <= config.alpha <= 1, f"alpha must be in [0, 1]. Received: alpha={config.alpha!r}.")
+    _check(config.kd_epochs is None
+           or (isinstance(config.kd_epochs, int) and not isinstance(config.kd_epochs, bool)
+               and config.kd_epochs > 0),
+           f"kd_epochs must be a positive integer (or unset: KD in every epoch). "
+           f"Received: kd_epochs={config.kd_epochs!r}.")
+    if config.distill and config.kd_epochs is not None:
+        _check(config.kd_epochs <= config.epochs,
+               f"kd_epochs must be at most epochs ({config.epochs}). Received: kd_epochs={config.kd_epochs}.")
     _check(config.dropout is None or 0 <= config.dropout < 1,
            f"dropout must be in [0, 1). Received: dropout={config.dropout!r}.")
     for name in ("mixed_precision", "jit_compile"):

@@ -8,6 +8,7 @@ own run folder (see :mod:`kdkeras.config` for the name)::
         history.csv        one row per finished epoch (atomic rewrite)
         results.json       final record (written last, atomically)
         model.keras        the trained model (the student for KD)
+        initial.weights.h5 the (student) weights before the first step
         tensorboard/       TensorBoard event files (train/, validation/)
         backup/            resume state while the run is unfinished
 
@@ -31,6 +32,7 @@ MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
 CONFIG_FILE = "config.yaml"
 BACKUP_DIR = "backup"
+INITIAL_WEIGHTS_FILE = "initial.weights.h5"
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -93,8 +95,47 @@ def _is_chief() -> bool:
     return task.get("type") == "worker" and int(task.get("index", 0)) == 0
 
 
-def check_logdir(logdir: str) -> None:
-    """Fails early (one line) when ``logdir`` cannot be created or written."""
+#: Free space (MiB) that :func:`check_logdir` requires on the disk of ``--logdir``
+#: before a run starts; ``KDKERAS_MIN_FREE_MB`` overrides it (0: no check).
+MIN_FREE_MB = 256
+
+
+def check_logdir(logdir: str, min_free_mb: float | None = None) -> None:
+    """Fails early (one line) when ``logdir`` cannot be created or written, or its disk is nearly full.
+
+    The free space is checked first, on the nearest existing folder of
+    ``logdir``, so a nearly full disk is reported before anything is created.
+
+    Args:
+        logdir: the root folder of all runs (created when missing).
+        min_free_mb: free space (MiB) required on its disk. Default: the
+            environment variable ``KDKERAS_MIN_FREE_MB``, else
+            :data:`MIN_FREE_MB`; 0 turns the check off.
+
+    Raises:
+        PermissionError: ``logdir`` cannot be created or written, or its disk
+            has less free space than required.
+        ValueError: ``KDKERAS_MIN_FREE_MB`` is not a number.
+    """
+    if min_free_mb is None:
+        text = os.environ.get("KDKERAS_MIN_FREE_MB", "").strip()
+        try:
+            min_free_mb = float(text) if text else MIN_FREE_MB
+        except ValueError:
+            raise ValueError(f"KDKERAS_MIN_FREE_MB must be a number of MiB (0: no check). Received: {text!r}.")
+    if min_free_mb > 0:
+        existing = os.path.abspath(logdir)
+        while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        try:
+            free_mb = shutil.disk_usage(existing).free / 2**20
+        except OSError:
+            free_mb = None  # unknown here: the write test below still runs
+        if free_mb is not None and free_mb < min_free_mb:
+            raise PermissionError(
+                f"--logdir '{logdir}' is on a nearly full disk: {free_mb:.0f} MiB free, a run needs at "
+                f"least {min_free_mb:g} MiB. Free some space or choose another --logdir "
+                f"(KDKERAS_MIN_FREE_MB sets the limit).")
     try:
         os.makedirs(logdir, exist_ok=True)
     except OSError as err:
@@ -121,11 +162,12 @@ def load_model_file(path: str, what: str = "model"):
         raise ValueError(f"Cannot load {what} file '{path}': {type(err).__name__}: {detail}")
 
 
-def resolve_teacher(config, logdir: str, log=_print, verbose="auto"):
+def resolve_teacher(config, logdir: str, log=_print, verbose="auto", train_teacher: bool = True):
     """The teacher model of a KD run: a ``.keras`` file or a finished baseline run.
 
     A teacher given by name whose run (same recipe overrides as the student's
-    command) is not finished in ``logdir`` is trained first.
+    command) is not finished in ``logdir`` is trained first, or, with
+    ``train_teacher=False``, is an error (``FileNotFoundError``, one line).
 
     Returns:
         ``(teacher_model, teacher_run_dir_or_path)``.
@@ -135,6 +177,11 @@ def resolve_teacher(config, logdir: str, log=_print, verbose="auto"):
     teacher_cfg = config_lib.teacher_config(config)
     teacher_dir = config_lib.run_dir(teacher_cfg, logdir)
     if not is_finished(teacher_dir):
+        if not train_teacher:
+            raise FileNotFoundError(
+                f"Teacher {teacher_cfg.model} has no finished run at {teacher_dir}. Train it first "
+                f"(python scripts/train.py --model={teacher_cfg.model} with the same settings), pass "
+                f"--teacher=PATH.keras, or allow training it on the way (--train_teacher).")
         log(f"Teacher {teacher_cfg.model} has no finished run at {teacher_dir}: "
             f"training it first with the same recipe.")
         train_and_evaluate(teacher_cfg, logdir, log=log, verbose=verbose)
@@ -192,7 +239,8 @@ def _backup_epoch(backup_dir: str) -> int:
     return 0
 
 
-def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print, verbose="auto") -> dict:
+def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print, verbose="auto",
+                       train_teacher: bool = True) -> dict:
     """Trains (or resumes, or just reports) one run and returns its results.
 
     Args:
@@ -201,6 +249,8 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
         callbacks: extra Keras callbacks for ``fit``.
         log: function printing progress messages.
         verbose: ``fit`` verbosity (``"auto"``: progress bar on a terminal).
+        train_teacher: train a teacher given by name that has no finished run
+            in ``logdir`` first (else fail before training).
 
     Returns:
         The run's ``results.json`` as a dict (with ``run_dir`` added).
@@ -218,7 +268,7 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     import keras
 
     from kdkeras import data as data_lib
-    from kdkeras.callbacks import EpochStats, HistoryCSV, StopOnNonFiniteLoss, read_history
+    from kdkeras.callbacks import EpochStats, HistoryCSV, KDSchedule, StopOnNonFiniteLoss, read_history
     from kdkeras.io_utils import atomic_write_json, atomic_write_text
     from kdkeras.models.convert import save_model
     from kdkeras.models.registry import build_model
@@ -230,7 +280,8 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     chief = _is_chief()
     teacher, teacher_source = (None, None)
     if config.distill:
-        teacher, teacher_source = resolve_teacher(config, logdir, log=log, verbose=verbose)
+        teacher, teacher_source = resolve_teacher(config, logdir, log=log, verbose=verbose,
+                                                  train_teacher=train_teacher)
 
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
     keras.utils.set_random_seed(config.seed)
@@ -293,7 +344,8 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     repair_backup(backup_dir, log=log)
     initial_epoch = _backup_epoch(backup_dir)
     history_path = os.path.join(work_dir, HISTORY_FILE)
-    what = (f"{config.model} from teacher {config.teacher}" if config.distill
+    kd_part = f" (KD in the first {config.kd_epochs} epochs only)" if config.distill and config.kd_epochs else ""
+    what = (f"{config.model} from teacher {config.teacher}{kd_part}" if config.distill
             else f"{config.model} on hard targets")
     if initial_epoch:
         log(f"Resuming {name} at epoch {initial_epoch + 1}/{config.epochs} from {backup_dir}")
@@ -302,6 +354,13 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
             f"({info.train_examples} train / {info.test_examples} test images), "
             f"{counts.params:,} params -> {directory}")
 
+    initial_path = os.path.join(directory, INITIAL_WEIGHTS_FILE)
+    if chief and not initial_epoch and not os.path.exists(initial_path):
+        # The student before its first step: the start of the 1-D loss-landscape path.
+        tmp_initial = os.path.join(directory, f".tmp-{os.getpid()}.{INITIAL_WEIGHTS_FILE}")
+        student.save_weights(tmp_initial)
+        os.replace(tmp_initial, initial_path)
+
     # Order matters at each epoch end: a non-finite loss stops before anything
     # is saved; the history row is written before the backup, so a process
     # killed between the two resumes from the previous backup and rewrites
@@ -309,6 +368,7 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     all_callbacks = [
         StopOnNonFiniteLoss(),
         EpochStats(),
+        *([KDSchedule(config.kd_epochs, config.alpha)] if config.distill and config.kd_epochs else []),
         HistoryCSV(history_path, initial_epoch=initial_epoch),
         keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False,
                                          double_checkpoint=True),
@@ -346,6 +406,7 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
         "seed": config.seed,
         "temperature": config.temperature if config.distill else None,
         "alpha": config.alpha if config.distill else None,
+        "kd_epochs": config.kd_epochs if config.distill else None,
         "train_examples": info.train_examples,
         "test_examples": info.test_examples,
         "wall_time_s": round(sum(row.get("epoch_time_s") or 0.0 for row in history), 3),

@@ -3,11 +3,13 @@
 Examples:
     python scripts/distill.py --student=wrn22x10_NR_G4 --teacher=wrn22x10_R_g2
     python scripts/distill.py --student=wrn22x2_NR_g16 --teacher=path/to/teacher.keras
+    python scripts/distill.py --student=wrn22x2_NR_g16 --teacher=wrn22x2_R_G4 --kd_epochs=30
     python scripts/distill.py --student=wrn16x1_NR_g2 --teacher=wrn16x1_R_g2 \
         --dataset=synthetic --epochs=2                                            # smoke run
 
 A teacher given by name is looked up in --logdir (its baseline run with the
-same recipe overrides) and trained first when it has no finished run.
+same recipe overrides) and trained first when it has no finished run
+(--notrain_teacher: fail instead).
 """
 
 from kdkeras import cli  # first: quiets TensorFlow's start-up logging
@@ -23,7 +25,8 @@ def main(argv):
     config = cli.run_config_from_flags(distill=True)
     from kdkeras.training import train_and_evaluate
 
-    train_and_evaluate(config, FLAGS.logdir)
+    train_and_evaluate(config, FLAGS.logdir, callbacks=cli.analysis_callbacks(config),
+                       train_teacher=FLAGS.train_teacher)
 
 
 if __name__ == "__main__":

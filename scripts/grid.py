@@ -6,6 +6,7 @@ Examples:
     python scripts/grid.py --table=1 --half=left --students=NR_g8,NR_g16 --teachers=R_G1,R_G2
     python scripts/grid.py --table=6 --shard=2/8 --logdir=/shared/logs            # one of 8 machines
     python scripts/grid.py --config=configs/smoke_grid.yaml                      # tiny synthetic grid
+    python scripts/grid.py --config=configs/ablations/early_kd_wrn22x2.yaml --kd_epochs=30
 
 Finished runs are reused, never trained twice; results go to
 <logdir>/<grid>/table.md, table.csv, table.png and (CIFAR-100) comparison.md.
@@ -33,9 +34,11 @@ flags.DEFINE_float("lr", None, "Initial learning rate of every run.")
 flags.DEFINE_integer("train_size", None, "Training subset size.")
 flags.DEFINE_integer("test_size", None, "Test subset size.")
 flags.DEFINE_string("strategy", None, "auto, mirrored, multiworker or none.")
+flags.DEFINE_integer("kd_epochs", None, "KD only in the first N epochs of every KD run (early-hint ablation).")
 flags.DEFINE_string("logdir", "logs", "Root folder of all runs (shared between shards).")
 
-_OVERRIDES = ("data_dir", "archive", "epochs", "batch_size", "lr", "train_size", "test_size", "strategy")
+_OVERRIDES = ("data_dir", "archive", "epochs", "batch_size", "lr", "train_size", "test_size", "strategy",
+              "kd_epochs")
 
 
 def main(argv):
@@ -52,6 +55,8 @@ def main(argv):
             cli.fail(f"--seeds must be a positive integer. Received: {FLAGS.seeds}.")
         spec.seeds = FLAGS.seeds
     spec.settings.update({k: FLAGS[k].value for k in _OVERRIDES if FLAGS[k].value is not None})
+    if spec.settings.get("kd_epochs") is not None:
+        spec.name += f"-kd{spec.settings['kd_epochs']}"  # its own tables, next to the KD-throughout ones
     index, count = grid.parse_shard(FLAGS.shard)
     cells = grid.plan(spec, FLAGS.logdir, FLAGS.half, FLAGS.students, FLAGS.teachers)
     mine = grid.shard(cells, index, count)

@@ -22,7 +22,7 @@ def main(argv):
     config = cli.run_config_from_flags(distill=False)
     from kdkeras.training import train_and_evaluate
 
-    train_and_evaluate(config, FLAGS.logdir)
+    train_and_evaluate(config, FLAGS.logdir, callbacks=cli.analysis_callbacks(config))
 
 
 if __name__ == "__main__":

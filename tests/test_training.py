@@ -11,6 +11,7 @@ import yaml
 from kdkeras import config as config_lib
 from kdkeras.callbacks import read_history
 from kdkeras.data import make_datasets
+from kdkeras.models.convert import load_model
 from kdkeras.models.registry import build_model
 from kdkeras.profiling import profile
 from kdkeras.training import train_and_evaluate
@@ -47,8 +48,13 @@ def test_run_folder_contents(kd_run):
     logdir, config, results, _ = kd_run
     run_dir = config_lib.run_dir(config, logdir)
     assert results["run_dir"] == run_dir
-    assert sorted(os.listdir(run_dir)) == ["config.yaml", "history.csv", "model.keras",
-                                           "results.json", "tensorboard"]
+    assert sorted(os.listdir(run_dir)) == ["config.yaml", "history.csv", "initial.weights.h5",
+                                           "model.keras", "results.json", "tensorboard"]
+    # initial.weights.h5: the student before its first step (same architecture, other values).
+    student = load_model(os.path.join(run_dir, "model.keras"))
+    final = student.get_weights()
+    student.load_weights(os.path.join(run_dir, "initial.weights.h5"))
+    assert any(not np.array_equal(a, b) for a, b in zip(final, student.get_weights()))
 
     saved = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
     assert saved.pop("run") == os.path.basename(run_dir)
