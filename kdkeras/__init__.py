@@ -38,7 +38,8 @@ _EXPORTS = {
 }
 
 _SUBMODULES = ("callbacks", "cli", "config", "data", "distiller", "layers", "losses", "models",
-               "optimizers", "paper", "profiling", "recipes", "training")
+               "optimizers", "paper", "profiling", "recipes", "training", "tuning", "analysis", "grid",
+               "tables", "io_utils")
 
 __all__ = sorted(_EXPORTS)
 

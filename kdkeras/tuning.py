@@ -1,0 +1,724 @@
+"""Hyper-parameter search of KD runs (temperature, alpha, learning rate) with KerasTuner.
+
+One search tunes the KD settings of one student/teacher pair under one
+recipe (the same settings as :func:`kdkeras.training.train_and_evaluate`).
+Every trial builds the student from the registry, wraps it in a
+:class:`kdkeras.distiller.Distiller` with the frozen teacher (loaded once)
+and the trial's temperature ``T``, ``alpha`` and learning rate, trains it for
+the run's epochs and scores it by its best ``val_accuracy`` (the accuracy on
+the dataset's test split, as every run of this project reports)::
+
+    <logdir>/<dataset>/tune/<student>_from_<teacher>-s<seed>[-<hash>]/
+        oracle.json, tuner0.json   KerasTuner's search state
+        trial_<id>/trial.json      one trial: values, status, score
+        trial_<id>/checkpoint.weights.h5  its best epoch (distiller weights)
+        tensorboard/<id>/          TensorBoard logs with the HParams dashboard
+        best.json                  best values, score and the trials table
+
+The ``-<hash>`` covers the recipe settings that differ from the paper's (as
+:func:`kdkeras.config.run_name`) plus a non-default search space, tuner or
+``executions_per_trial``, so a different search never reuses another's
+trials. The search is resumable: repeating the command reloads the folder,
+never repeats a finished trial, reruns an interrupted one from its start, and
+a larger ``max_trials`` adds trials.
+
+Each execution ``i`` of a trial starts from ``keras.utils.set_random_seed(seed
++ i)`` and fresh datasets with that seed, so the trials of a search share the
+student's initial weights and data order and differ only in the tuned
+values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import math
+import numbers
+import os
+import shlex
+import time
+
+import keras
+import keras_tuner
+
+from kdkeras import config as config_lib
+from kdkeras import recipes
+
+#: Search algorithms: KerasTuner's ``BayesianOptimization`` and ``Hyperband``.
+TUNERS = ("bayesian", "hyperband")
+#: The tuned settings (names of :class:`kdkeras.config.RunConfig` fields).
+TUNED = ("temperature", "alpha", "lr")
+#: Default ranges: ``T`` around the paper's 4, all of ``alpha``, lr around 0.1.
+DEFAULT_RANGES = {"temperature": (1.0, 20.0), "alpha": (0.0, 1.0), "lr": (0.02, 0.5)}
+#: How each range is sampled.
+SAMPLING = {"temperature": "log", "alpha": "linear", "lr": "log"}
+OBJECTIVE = "val_accuracy"
+TUNE_DIR = "tune"
+BEST_FILE = "best.json"
+TENSORBOARD_DIR = "tensorboard"
+_LABELS = {"temperature": "T", "alpha": "alpha", "lr": "lr"}
+
+
+def _print(message):
+    print(message, flush=True)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """The values a search may give ``temperature``, ``alpha`` and ``lr``.
+
+    Each attribute is either a ``(min, max)`` range, which is tuned (``T``
+    and ``lr`` sampled on a log scale, ``alpha`` linearly), or one number,
+    which fixes that setting for every trial.
+
+    Attributes:
+        temperature: range or value of the KD temperature (> 0).
+        alpha: range or value of the KD weight, within ``[0, 1]``.
+        lr: range or value of the initial learning rate (> 0).
+
+    Raises:
+        ValueError: on a bad range (``min >= max``, out of bounds, not two
+            numbers) or when every setting is fixed.
+    """
+
+    temperature: float | tuple[float, float] = DEFAULT_RANGES["temperature"]
+    alpha: float | tuple[float, float] = DEFAULT_RANGES["alpha"]
+    lr: float | tuple[float, float] = DEFAULT_RANGES["lr"]
+
+    def __post_init__(self):
+        for name in TUNED:
+            object.__setattr__(self, name, _check_space_entry(name, getattr(self, name)))
+        if not self.tuned:
+            raise ValueError("Nothing to tune: temperature, alpha and lr are all fixed; give at least "
+                             "one of them a MIN,MAX range.")
+
+    @property
+    def tuned(self) -> tuple[str, ...]:
+        """Names of the settings that the search varies."""
+        return tuple(name for name in TUNED if isinstance(getattr(self, name), tuple))
+
+    def to_dict(self) -> dict:
+        """``{name: {"min", "max", "sampling"}}`` for ranges, ``{name: {"fixed": v}}`` otherwise."""
+        out = {}
+        for name in TUNED:
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                out[name] = {"min": value[0], "max": value[1], "sampling": SAMPLING[name]}
+            else:
+                out[name] = {"fixed": value}
+        return out
+
+
+def _check_space_entry(name, value):
+    """A validated range (tuple of two floats) or fixed value (float)."""
+    positive = name != "alpha"
+    bounds = "> 0" if positive else "in [0, 1]"
+
+    def ok(v):
+        return v > 0 if positive else 0 <= v <= 1
+
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or not all(_is_number(v) for v in value):
+            raise ValueError(f"{name} range must be two numbers MIN,MAX. Received: {name}={value!r}.")
+        low, high = float(value[0]), float(value[1])
+        if not (ok(low) and ok(high)):
+            raise ValueError(f"{name} range must lie {bounds}. Received: {name}={low:g},{high:g}.")
+        if low >= high:
+            raise ValueError(f"{name} range needs MIN < MAX (give one value to fix it). "
+                             f"Received: {name}={low:g},{high:g}.")
+        return (low, high)
+    if not _is_number(value):
+        raise ValueError(f"{name} must be a number or a MIN,MAX range. Received: {name}={value!r}.")
+    if not ok(value):
+        raise ValueError(f"{name} must be {bounds}. Received: {name}={value!r}.")
+    return float(value)
+
+
+def parse_range(text: str | None, name: str):
+    """Parses a ``--<name>_range`` flag: ``"MIN,MAX"`` (tuned) or ``"VALUE"`` (fixed).
+
+    Args:
+        text: the flag's text; ``None`` gives the default range.
+        name: ``temperature``, ``alpha`` or ``lr``.
+
+    Returns:
+        A ``(min, max)`` tuple or a float, validated as in :class:`SearchSpace`.
+
+    Raises:
+        ValueError: one line naming the flag.
+    """
+    if name not in TUNED:
+        raise ValueError(f"Unknown tuned setting '{name}'. Valid choices: {', '.join(TUNED)}.")
+    if text is None:
+        return DEFAULT_RANGES[name]
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        numbers_ = [float(p) for p in parts]
+    except ValueError:
+        numbers_ = None
+    if numbers_ is None or len(numbers_) not in (1, 2) or not all(math.isfinite(v) for v in numbers_):
+        raise ValueError(f"--{name}_range must be MIN,MAX (or one value to fix it). Received: '{text}'.")
+    try:
+        return _check_space_entry(name, tuple(numbers_) if len(numbers_) == 2 else numbers_[0])
+    except ValueError as err:
+        raise ValueError(f"--{name}_range: {err}")
+
+
+def check_search_settings(tuner: str, max_trials, executions_per_trial) -> None:
+    """Raises a one-line ``ValueError`` for an unknown tuner or a bad trial count."""
+    if tuner not in TUNERS:
+        raise ValueError(f"Unknown tuner '{tuner}'. Valid choices: {', '.join(TUNERS)}.")
+    for name, value in (("max_trials", max_trials), ("executions_per_trial", executions_per_trial)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}.")
+
+
+def search_config(config: config_lib.RunConfig) -> config_lib.RunConfig:
+    """``config`` with the tuned settings at the recipe's values.
+
+    The search folder's name and the teacher run (which inherits the
+    student's non-recipe settings, ``lr`` included) must not depend on values
+    that the search varies.
+    """
+    recipe = recipes.recipe_for(config.model, distill=True)
+    return dataclasses.replace(config, **{name: recipe[name] for name in TUNED})
+
+
+def tune_name(config: config_lib.RunConfig, space: SearchSpace | None = None, tuner: str = "bayesian",
+              executions_per_trial: int = 1) -> str:
+    """``<student>_from_<teacher>-s<seed>[-<hash>]`` of a search.
+
+    The hash covers the recipe settings that differ from the paper's (as in
+    :func:`kdkeras.config.run_name`, the tuned ones excluded) and the search
+    settings that differ from the defaults (space, tuner, executions per
+    trial); ``max_trials`` is not part of it, so raising it continues a search.
+    """
+    if not config.distill:
+        raise ValueError("Tuning needs a teacher: pass --teacher=NAME or --teacher=PATH.keras.")
+    base = search_config(config)
+    space = space or SearchSpace()
+    identity = config_lib._identity(base)
+    name = config_lib.run_name(base)
+    if identity:
+        name = name.rsplit("-", 1)[0]  # drop run_name's hash: one hash covers everything
+    search = {}
+    if space != SearchSpace():
+        search["search_space"] = space.to_dict()
+    if tuner != TUNERS[0]:
+        search["tuner"] = tuner
+    if executions_per_trial != 1:
+        search["executions_per_trial"] = executions_per_trial
+    identity.update(search)
+    if identity:
+        name += "-" + hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    return name
+
+
+def tune_dir(config: config_lib.RunConfig, logdir: str, space: SearchSpace | None = None,
+             tuner: str = "bayesian", executions_per_trial: int = 1) -> str:
+    """``<logdir>/<dataset>/tune/<tune name>``: the search's KerasTuner project folder."""
+    return os.path.join(logdir, config.dataset, TUNE_DIR, tune_name(config, space, tuner, executions_per_trial))
+
+
+def teacher_location(config: config_lib.RunConfig, logdir: str) -> str:
+    """Where the search's teacher comes from: its ``.keras`` file or its baseline run folder."""
+    if config_lib._is_model_file(config.teacher):
+        return config.teacher
+    return config_lib.run_dir(config_lib.teacher_config(search_config(config)), logdir)
+
+
+class KDHyperModel(keras_tuner.HyperModel):
+    """Builds and trains one KD trial: a registry student distilled from a fixed teacher.
+
+    ``build(hp)`` declares ``temperature``, ``alpha`` and ``lr`` (ranges as
+    ``hp.Float``, fixed values as ``hp.Fixed``) and returns a compiled
+    :class:`kdkeras.distiller.Distiller` of a fresh student
+    (:func:`kdkeras.models.registry.build_model`) and the teacher, trained by
+    :class:`kdkeras.optimizers.PyTorchSGD` with the run's momentum, weight
+    decay and lr schedule (:func:`kdkeras.recipes.make_lr_schedule`) started
+    from the trial's lr. ``fit`` trains it on the run's datasets
+    (:func:`kdkeras.data.make_datasets`) unless data is given.
+
+    Args:
+        config: the run's resolved :class:`kdkeras.config.RunConfig` (its
+            ``temperature``, ``alpha`` and ``lr`` are ignored: ``space``
+            decides them).
+        teacher: the teacher ``keras.Model``, or a function returning it
+            (called on the first ``build``).
+        space: the :class:`SearchSpace` (default: :data:`DEFAULT_RANGES`).
+        num_classes: student outputs.
+        input_shape: ``(H, W, C)`` of one image.
+        steps_per_epoch: optimizer steps per epoch (places the schedule's
+            epoch milestones).
+        name: the hypermodel's name.
+
+    Attributes:
+        execution: index of the trial's current execution; the student's
+            weights and the data use ``config.seed + execution``.
+    """
+
+    def __init__(self, config, teacher, *, space=None, num_classes=100, input_shape=(32, 32, 3),
+                 steps_per_epoch=1, name="kd_distiller"):
+        super().__init__(name=name)
+        self.config = config
+        self.space = space or SearchSpace()
+        self._teacher = teacher
+        self.num_classes = int(num_classes)
+        self.input_shape = tuple(input_shape)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.execution = 0
+
+    @property
+    def teacher(self):
+        """The teacher model (loaded on first access when given as a function)."""
+        if callable(self._teacher) and not isinstance(self._teacher, keras.Model):
+            self._teacher = self._teacher()
+        return self._teacher
+
+    @property
+    def seed(self) -> int:
+        """Seed of the current execution: ``config.seed + execution``."""
+        return self.config.seed + self.execution
+
+    def declare_hyperparameters(self, hp):
+        """Registers the search space in ``hp``; returns ``{name: current value}``."""
+        values = {}
+        for name in TUNED:
+            entry = getattr(self.space, name)
+            if isinstance(entry, tuple):
+                paper = recipes.recipe_for(self.config.model, distill=True)[name]
+                default = paper if entry[0] <= paper <= entry[1] else entry[0]
+                values[name] = hp.Float(name, entry[0], entry[1], sampling=SAMPLING[name], default=default)
+            else:
+                values[name] = hp.Fixed(name, entry)
+        return values
+
+    def build(self, hp):
+        """A compiled :class:`~kdkeras.distiller.Distiller` with the values of ``hp``."""
+        from kdkeras.distiller import Distiller
+        from kdkeras.models.registry import build_model
+        from kdkeras.optimizers import PyTorchSGD
+
+        config = self.config
+        values = self.declare_hyperparameters(hp)
+        # After KerasTuner's clear_session (which also resets the dtype policy).
+        keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
+        keras.utils.set_random_seed(self.seed)
+        options = {"dropout": config.dropout} if config.model.startswith("wrn") else {}
+        student = build_model(config.model, num_classes=self.num_classes, input_shape=self.input_shape,
+                              **options)
+        optimizer = PyTorchSGD(
+            learning_rate=recipes.make_lr_schedule(values["lr"], config.lr_schedule, config.lr_milestones or (),
+                                                   config.lr_gamma, self.steps_per_epoch),
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        model = Distiller(student, self.teacher, temperature=values["temperature"], alpha=values["alpha"])
+        model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution,
+                      jit_compile=config.jit_compile)
+        # Built now, so that loading a checkpoint (Hyperband continuing a
+        # trial) restores the momentum buffers too.
+        optimizer.build(student.trainable_variables)
+        return model
+
+    def make_datasets(self):
+        """``(train_ds, test_ds, info)`` of the run, seeded for the current execution."""
+        from kdkeras.data import make_datasets
+
+        config = self.config
+        return make_datasets(config.dataset, batch_size=config.batch_size, data_dir=config.data_dir,
+                             archive=config.archive, train_size=config.train_size,
+                             test_size=config.test_size, seed=self.seed)
+
+    def fit(self, hp, model, *args, **kwargs):
+        """Trains ``model``; without data arguments, on fresh datasets of the run.
+
+        A Hyperband trial that continues an earlier one (``initial_epoch`` >
+        0) starts its lr schedule at that epoch's step, so the schedule's
+        milestones stay where the recipe puts them.
+        """
+        if not args and "x" not in kwargs:
+            train_ds, test_ds, _ = self.make_datasets()
+            args = (train_ds,)
+            kwargs.setdefault("validation_data", test_ds)
+        initial_epoch = kwargs.get("initial_epoch") or 0
+        if initial_epoch:
+            model.optimizer.iterations.assign(initial_epoch * self.steps_per_epoch)
+        kwargs.setdefault("shuffle", False)  # the datasets shuffle themselves, seeded
+        return model.fit(*args, **kwargs)
+
+
+class _KDTunerMixin:
+    """What the KD tuners add to KerasTuner's: no build to declare the space, seeded executions."""
+
+    def _populate_initial_space(self):
+        # The space has no conditional parts: declaring it is enough, and the
+        # chief of a distributed search then never needs the teacher.
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+    def run_trial(self, trial, *args, **kwargs):
+        self._execution = 0
+        return super().run_trial(trial, *args, **kwargs)
+
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        self.hypermodel.execution = self._execution
+        self._execution += 1
+        try:
+            return super()._build_and_fit_model(trial, *args, **kwargs)
+        finally:
+            self.hypermodel.execution = 0
+
+
+class KDBayesianOptimization(_KDTunerMixin, keras_tuner.BayesianOptimization):
+    """``keras_tuner.BayesianOptimization`` for a :class:`KDHyperModel`."""
+
+
+class KDHyperband(_KDTunerMixin, keras_tuner.Hyperband):
+    """``keras_tuner.Hyperband`` for a :class:`KDHyperModel`."""
+
+
+def distributed_role() -> str | None:
+    """``"chief"``, ``"worker"`` or ``None`` from KerasTuner's environment variables.
+
+    ``KERASTUNER_ORACLE_IP`` turns distributed tuning on; it then needs
+    ``KERASTUNER_ORACLE_PORT`` and ``KERASTUNER_TUNER_ID`` (an ID containing
+    ``chief`` runs the oracle, any other ID is a worker).
+    """
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return None
+    missing = [v for v in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(v)]
+    if missing:
+        raise ValueError(f"KERASTUNER_ORACLE_IP is set, but {' and '.join(missing)} is not: distributed "
+                         f"tuning needs all three (see docs/analysis.md, 'Tuning').")
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def _check_teacher(teacher, config, info):
+    if tuple(teacher.input_shape[1:]) != tuple(info.image_shape):
+        raise ValueError(
+            f"Teacher '{config.teacher}' takes inputs of shape {tuple(teacher.input_shape[1:])}, "
+            f"but dataset {config.dataset} has images of shape {tuple(info.image_shape)}."
+        )
+    if teacher.output_shape[-1] != info.num_classes:
+        raise ValueError(
+            f"Teacher '{config.teacher}' has {teacher.output_shape[-1]} outputs, but dataset "
+            f"{config.dataset} has {info.num_classes} classes."
+        )
+
+
+def make_tuner(config, logdir: str = "logs", *, space=None, tuner: str = "bayesian", max_trials: int = 10,
+               executions_per_trial: int = 1, log=_print, verbose="auto"):
+    """The KerasTuner tuner of a search, reloaded from its folder when it exists.
+
+    The teacher comes from :func:`kdkeras.training.resolve_teacher` (a
+    ``.keras`` file, or the teacher's baseline run, trained first when
+    missing). Neither the teacher nor the data is loaded when no trial is left
+    to run, nor on the chief of a distributed search.
+
+    Args:
+        config: a resolved KD :class:`kdkeras.config.RunConfig`.
+        logdir: root folder of all runs.
+        space: the :class:`SearchSpace` (default ranges when ``None``).
+        tuner: ``"bayesian"`` (``BayesianOptimization``) or ``"hyperband"``
+            (``Hyperband`` with ``max_epochs=config.epochs``, factor 3,
+            brackets repeated until ``max_trials``).
+        max_trials: total number of trials of the search.
+        executions_per_trial: trainings per trial (seeds ``seed``,
+            ``seed + 1``, ...); the score is their mean.
+        log: function printing progress messages.
+        verbose: verbosity of the teacher's training.
+
+    Returns:
+        A ``keras_tuner.Tuner`` (:class:`KDBayesianOptimization` or
+        :class:`KDHyperband`) whose ``hypermodel`` is a :class:`KDHyperModel`
+        and whose ``project_dir`` is :func:`tune_dir`.
+
+    Raises:
+        ValueError: one line, on bad settings or a teacher that does not fit
+            the dataset.
+    """
+    from kdkeras import training
+
+    config_lib.validate(config)
+    space = space or SearchSpace()
+    check_search_settings(tuner, max_trials, executions_per_trial)
+    role = distributed_role()
+    base = search_config(config)
+    folder = tune_dir(config, logdir, space, tuner, executions_per_trial)
+    directory, project_name = os.path.split(folder)
+    strategy = None
+    if role != "chief":
+        import tensorflow as tf
+
+        strategy = training.make_strategy(config.strategy)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise ValueError("Tuning trains each trial on one machine (strategy=multiworker is not "
+                             "supported); spread the trials over machines with KerasTuner's distributed "
+                             "mode (KERASTUNER_* variables) instead.")
+        if not isinstance(strategy, tf.distribute.MirroredStrategy):
+            strategy = None
+    training.check_logdir(logdir)
+
+    hypermodel = KDHyperModel(base, None, space=space)
+    common = {
+        "objective": keras_tuner.Objective(OBJECTIVE, direction="max"),
+        "seed": config.seed + 1,  # KerasTuner draws a random seed for 0
+        "executions_per_trial": executions_per_trial,
+        "directory": directory,
+        "project_name": project_name,
+        "overwrite": False,  # reload: a repeated command continues the search
+        "distribution_strategy": strategy,
+    }
+    if tuner == "bayesian":
+        search = KDBayesianOptimization(hypermodel, max_trials=max_trials, **common)
+    else:
+        search = KDHyperband(hypermodel, max_epochs=config.epochs, factor=3, hyperband_iterations=None,
+                             **common)
+    if isinstance(search.oracle, keras_tuner.Oracle):  # not a worker's proxy of the chief's oracle
+        search.oracle.max_trials = max_trials  # Hyperband stops there too
+
+    if role != "chief" and _trials_left(search, max_trials):
+        from kdkeras.data import make_datasets
+
+        _, _, info = make_datasets(config.dataset, batch_size=config.batch_size, data_dir=config.data_dir,
+                                   archive=config.archive, train_size=config.train_size,
+                                   test_size=config.test_size, seed=config.seed)
+        teacher = _load_teacher(base, logdir, log=log, verbose=verbose)
+        _check_teacher(teacher, config, info)
+        hypermodel._teacher = teacher
+        hypermodel.num_classes = info.num_classes
+        hypermodel.input_shape = tuple(info.image_shape)
+        hypermodel.steps_per_epoch = math.ceil(info.train_examples / config.batch_size)
+    return search
+
+
+def _load_teacher(config, logdir, log=_print, verbose="auto", poll_s: float = 10.0):
+    """The search's teacher; trained first (by one process only) when its run is missing.
+
+    Workers of a distributed search on a shared ``logdir`` start together:
+    the teacher's run is claimed with :func:`kdkeras.grid.try_claim`, so one
+    of them trains it while the others wait for its ``results.json``.
+    """
+    from kdkeras import grid, training
+
+    if not config_lib._is_model_file(config.teacher):
+        teacher_dir = teacher_location(config, logdir)
+        waited = False
+        while not training.is_finished(teacher_dir):
+            if grid.try_claim(teacher_dir):
+                try:
+                    return training.resolve_teacher(config, logdir, log=log, verbose=verbose)[0]
+                finally:
+                    grid.release(teacher_dir)
+            if not waited:
+                log(f"Waiting for teacher {os.path.basename(teacher_dir)} (another process is training it)")
+                waited = True
+            time.sleep(poll_s)
+    return training.resolve_teacher(config, logdir, log=log, verbose=verbose)[0]
+
+
+def _trials_left(search, max_trials) -> bool:
+    """Whether a search may still run a trial (workers always may: the chief decides)."""
+    if not isinstance(search.oracle, keras_tuner.Oracle):
+        return True
+    trials = search.oracle.trials.values()
+    return len(trials) < max_trials or any(t.status == "RUNNING" for t in trials)
+
+
+def trial_rows(oracle) -> list[dict]:
+    """One dict per trial of ``oracle`` in start order: id, status, values, score."""
+    rows = []
+    for trial in sorted(oracle.trials.values(), key=lambda t: int(t.trial_id)):
+        values = trial.hyperparameters.values
+        row = {"trial": trial.trial_id, "status": trial.status}
+        row.update({name: values.get(name) for name in TUNED})
+        row[OBJECTIVE] = trial.score
+        row["best_epoch"] = None if trial.best_step is None else int(trial.best_step) + 1
+        if "tuner/epochs" in values:
+            row["epochs"] = values["tuner/epochs"]
+            row["continues_trial"] = values.get("tuner/trial_id")
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict], best: str | None = None) -> str:
+    """The trials as a text table (trial, T, alpha, lr, val_accuracy, status); ``*`` marks ``best``."""
+    lines = [f"{'trial':>7}  {'T':>8}  {'alpha':>7}  {'lr':>9}  {OBJECTIVE:>12}  status"]
+
+    def number(value, spec):
+        return format(value, spec) if value is not None else "-"
+
+    for row in rows:
+        mark = "*" if row["trial"] == best else " "
+        lines.append(f"{row['trial']:>6}{mark}  {number(row['temperature'], '8.4g')}  "
+                     f"{number(row['alpha'], '7.4f')}  {number(row['lr'], '9.4g')}  "
+                     f"{number(row[OBJECTIVE], '12.4f')}  {row['status']}")
+    return "\n".join(lines)
+
+
+def _flag(name, value) -> str:
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    if isinstance(value, (list, tuple)):
+        return f"--{name}={','.join(str(v) for v in value)}"
+    return f"--{name}={value}"
+
+
+def distill_command(config, values: dict, logdir: str = "logs") -> str:
+    """The ``scripts/distill.py`` command that trains the student with ``values``.
+
+    It repeats every setting of ``config`` that differs from the paper's
+    recipe. When the lr differs from the recipe's and the teacher is given by
+    name, the teacher is passed as its model file: by name, ``distill.py``
+    would look for a teacher trained with that lr.
+    """
+    base = search_config(config)
+    defaults = config_lib._recipe_defaults(config.model, distill=True)
+    teacher = config.teacher
+    if not config_lib._is_model_file(teacher) and values["lr"] != defaults["lr"]:
+        from kdkeras.training import MODEL_FILE
+
+        teacher = os.path.join(teacher_location(config, logdir), MODEL_FILE)
+    args = ["python", "scripts/distill.py", f"--student={config.model}", f"--teacher={teacher}"]
+    current = base.to_dict()
+    for name in config_lib.FIELDS:
+        if name in ("model", "teacher", *TUNED) or current[name] == defaults[name]:
+            continue
+        args.append(_flag(name, current[name]))
+    args += [f"--{name}={values[name]:.6g}" for name in TUNED]
+    if os.path.normpath(logdir) != "logs":
+        args.append(f"--logdir={logdir}")
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def write_results(search, config, logdir: str, space=None, tuner: str = "bayesian",
+                  executions_per_trial: int = 1) -> dict:
+    """Writes ``best.json`` (atomically) into the search folder and returns it.
+
+    Keys: ``name``, ``student``, ``teacher``, ``teacher_run``, ``dataset``,
+    ``epochs``, ``seed``, ``tuner``, ``objective``, ``max_trials``,
+    ``executions_per_trial``, ``search_space``, ``completed_trials``,
+    ``best`` (``trial``, ``temperature``, ``alpha``, ``lr``,
+    ``val_accuracy``; ``None`` before a trial completes),
+    ``distill_command``, ``trials`` (see :func:`trial_rows`), ``config``
+    and ``updated_at``.
+    """
+    from kdkeras.io_utils import atomic_write_json
+
+    space = space or SearchSpace()
+    rows = trial_rows(search.oracle)
+    completed = [r for r in rows if r["status"] == "COMPLETED" and r[OBJECTIVE] is not None]
+    best_row = max(completed, key=lambda r: r[OBJECTIVE]) if completed else None
+    best = None
+    command = None
+    if best_row is not None:
+        best = {"trial": best_row["trial"], **{n: best_row[n] for n in TUNED}, OBJECTIVE: best_row[OBJECTIVE]}
+        command = distill_command(config, best, logdir)
+    results = {
+        "name": tune_name(config, space, tuner, executions_per_trial),
+        "student": config.model,
+        "teacher": config.teacher,
+        "teacher_run": teacher_location(config, logdir),
+        "dataset": config.dataset,
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "tuner": tuner,
+        "objective": OBJECTIVE,
+        "max_trials": search.oracle.max_trials,
+        "executions_per_trial": executions_per_trial,
+        "search_space": space.to_dict(),
+        "completed_trials": len(completed),
+        "best": best,
+        "distill_command": command,
+        "trials": rows,
+        "config": search_config(config).to_dict(),
+        "updated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(os.path.join(search.project_dir, BEST_FILE), results)
+    return results
+
+
+class _DropRetracingWarnings(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warnings: every trial is a new model."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_retracing():
+    logger = logging.getLogger("tensorflow")
+    drop = _DropRetracingWarnings()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def tune(config, logdir: str = "logs", *, space=None, tuner: str = "bayesian", max_trials: int = 10,
+         executions_per_trial: int = 1, callbacks=(), log=_print, verbose="auto") -> dict:
+    """Runs (or continues) the search of a KD run's temperature, alpha and lr.
+
+    Args:
+        config: a resolved KD :class:`kdkeras.config.RunConfig`; its
+            ``epochs`` are every trial's (Hyperband's maximum).
+        logdir: root folder of all runs (the teacher's too).
+        space: the :class:`SearchSpace` (default: :data:`DEFAULT_RANGES`).
+        tuner: one of :data:`TUNERS`.
+        max_trials: total trials of the search; finished ones count.
+        executions_per_trial: trainings per trial, averaged.
+        callbacks: extra Keras callbacks for every trial's ``fit`` (KerasTuner
+            deep-copies them per execution).
+        log: function printing progress messages and the summary.
+        verbose: ``fit`` and KerasTuner verbosity.
+
+    Returns:
+        The ``best.json`` record (see :func:`write_results`) with
+        ``tune_dir`` added; on a worker of a distributed search only
+        ``{"tune_dir", "role"}`` (the chief writes ``best.json``).
+    """
+    space = space or SearchSpace()
+    search = make_tuner(config, logdir, space=space, tuner=tuner, max_trials=max_trials,
+                        executions_per_trial=executions_per_trial, log=log, verbose=verbose)
+    folder = search.project_dir
+    role = distributed_role()
+    oracle = search.oracle
+    if isinstance(oracle, keras_tuner.Oracle):
+        done = sum(t.status == "COMPLETED" for t in oracle.trials.values())
+        epochs = f"{'at most ' if tuner == 'hyperband' else ''}{config.epochs} epochs per trial"
+        log(f"Tuning {', '.join(space.tuned)} of {config.model} from teacher {config.teacher} "
+            f"({tuner}, {epochs}): {done} of {max_trials} trials done -> {folder}")
+    if role is not None:
+        log(f"Distributed search: this process is the {role} "
+            f"({os.environ['KERASTUNER_TUNER_ID']}, oracle at {os.environ['KERASTUNER_ORACLE_IP']}:"
+            f"{os.environ['KERASTUNER_ORACLE_PORT']}).")
+    all_callbacks = [keras.callbacks.TensorBoard(os.path.join(folder, TENSORBOARD_DIR)), *callbacks]
+    with _quiet_retracing():
+        search.search(epochs=config.epochs, callbacks=all_callbacks, verbose=verbose)
+    if role == "worker":
+        log(f"Worker {os.environ['KERASTUNER_TUNER_ID']} finished; the chief writes "
+            f"{os.path.join(folder, BEST_FILE)}.")
+        return {"tune_dir": folder, "role": role}
+
+    results = write_results(search, config, logdir, space, tuner, executions_per_trial)
+    best = results["best"]
+    log(format_table(results["trials"], best["trial"] if best else None))
+    if best is None:
+        log(f"No trial completed yet; repeat the command to continue the search in {folder}.")
+    else:
+        log(f"Best trial {best['trial']}: T={best['temperature']:.4g}, alpha={best['alpha']:.4f}, "
+            f"lr={best['lr']:.4g}, {OBJECTIVE}={best[OBJECTIVE]:.4f} "
+            f"({results['completed_trials']} trials) -> {os.path.join(folder, BEST_FILE)}")
+        log(f"Train the student with these values:\n  {results['distill_command']}")
+    return {**results, "tune_dir": folder}

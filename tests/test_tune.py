@@ -1,0 +1,286 @@
+"""KD hyper-parameter search: the hypermodel, resumable searches and scripts/tune.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+from kdkeras import config as config_lib
+from kdkeras import tuning
+from kdkeras.distiller import Distiller
+from kdkeras.models.registry import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {"dataset": "synthetic", "epochs": 1, "train_size": 128, "test_size": 64, "batch_size": 64}
+STUDENT, TEACHER = "wrn10x1_NR_g2", "wrn10x1_R_g2"
+
+
+class Log(list):
+    def __call__(self, message):
+        self.append(message)
+
+
+class FitCounter(keras.callbacks.Callback):
+    """Counts `fit` calls; a class attribute, as KerasTuner deep-copies callbacks."""
+
+    starts = []
+
+    def on_train_begin(self, logs=None):
+        FitCounter.starts.append(self.model.temperature)
+
+
+class InterruptAfterFirstStep(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        raise KeyboardInterrupt
+
+
+def kd_config(**overrides):
+    return config_lib.resolve({"model": STUDENT, "teacher": TEACHER, **TINY, **overrides})
+
+
+def run_tune(config, logdir, **kwargs):
+    FitCounter.starts.clear()
+    log = Log()
+    results = tuning.tune(config, logdir, callbacks=[FitCounter(), *kwargs.pop("callbacks", ())], log=log,
+                          verbose=0, **kwargs)
+    return results, log, list(FitCounter.starts)
+
+
+def trial_mtimes(folder):
+    return {name: os.stat(os.path.join(folder, name, "trial.json")).st_mtime_ns
+            for name in os.listdir(folder) if name.startswith("trial_")}
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    logdir = str(tmp_path_factory.mktemp("logs"))
+    config = kd_config()
+    results, log, fits = run_tune(config, logdir, max_trials=2)
+    return logdir, config, results, log, fits
+
+
+def test_build_gives_a_compiled_distiller_with_the_trial_values():
+    config = kd_config(lr_milestones=[1], lr_gamma=0.5)
+    teacher = build_model(TEACHER, num_classes=100)
+    hypermodel = tuning.KDHyperModel(config, teacher, steps_per_epoch=2)
+    hp = keras_tuner.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    hp.values.update(temperature=7.5, alpha=0.25, lr=0.05)
+
+    model = hypermodel.build(hp)
+    assert isinstance(model, Distiller)
+    assert model.temperature == 7.5 and model.alpha == pytest.approx(0.25)
+    assert model.teacher is teacher and not teacher.trainable
+    assert model.student.name == STUDENT
+    assert model.student.count_params() == build_model(STUDENT, num_classes=100).count_params()
+    optimizer = model.optimizer
+    assert type(optimizer).__name__ == "PyTorchSGD"
+    assert (optimizer.momentum, optimizer.coupled_weight_decay) == (config.momentum, config.weight_decay)
+    schedule = optimizer._learning_rate  # the recipe's schedule, started from the trial's lr
+    assert float(schedule(0)) == pytest.approx(0.05)
+    assert float(schedule(1)) == pytest.approx(0.05) and float(schedule(2)) == pytest.approx(0.025)
+
+    # Trials share the student's initial weights; a second execution does not.
+    again = hypermodel.build(hp)
+    assert all(np.array_equal(a, b) for a, b in zip(model.student.get_weights(), again.student.get_weights()))
+    hypermodel.execution = 1
+    other = hypermodel.build(hp)
+    hypermodel.execution = 0
+    assert not np.array_equal(model.student.get_weights()[0], other.student.get_weights()[0])
+
+    # Fixed settings are hp.Fixed, not searched.
+    fixed = tuning.KDHyperModel(config, teacher, space=tuning.SearchSpace(temperature=6.0, lr=0.1))
+    hp = keras_tuner.HyperParameters()
+    fixed.declare_hyperparameters(hp)
+    kinds = {p.name: type(p).__name__ for p in hp.space}
+    assert kinds == {"temperature": "Fixed", "alpha": "Float", "lr": "Fixed"}
+    hp.values["alpha"] = 0.75
+    model = fixed.build(hp)
+    assert model.temperature == 6.0 and model.alpha == pytest.approx(0.75)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.1)
+
+
+def test_continued_trial_starts_its_schedule_at_its_epoch():
+    # Hyperband continues a trial at `initial_epoch`: the schedule must be there too.
+    config = kd_config(lr_milestones=[1], lr_gamma=0.5)
+    hypermodel = tuning.KDHyperModel(config, build_model(TEACHER, num_classes=100), steps_per_epoch=2)
+    hp = keras_tuner.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    hp.values.update(temperature=4.0, alpha=0.9, lr=0.2)
+    model = hypermodel.build(hp)
+    history = hypermodel.fit(hp, model, epochs=2, initial_epoch=1, verbose=0)  # data: the run's
+    assert int(model.optimizer.iterations) == 4  # 2 steps of epoch 2 after the 2 of epoch 1
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.1)
+    assert len(history.history["val_accuracy"]) == 1
+
+
+def test_search_space_and_flag_validation():
+    space = tuning.SearchSpace(alpha=[0.5, 1], temperature=4)
+    assert space.tuned == ("alpha", "lr")
+    assert space.to_dict()["temperature"] == {"fixed": 4.0}
+    assert space.to_dict()["lr"] == {"min": 0.02, "max": 0.5, "sampling": "log"}
+    assert tuning.parse_range("1,20", "temperature") == (1.0, 20.0)
+    assert tuning.parse_range(" 0.9 ", "alpha") == 0.9
+    assert tuning.parse_range(None, "lr") == tuning.DEFAULT_RANGES["lr"]
+    bad = [
+        (lambda: tuning.SearchSpace(temperature=(5, 2)), "MIN < MAX"),
+        (lambda: tuning.SearchSpace(lr=(0, 0.1)), "> 0"),
+        (lambda: tuning.SearchSpace(alpha=(0.5, 1.5)), "in [0, 1]"),
+        (lambda: tuning.SearchSpace(alpha=-0.1), "in [0, 1]"),
+        (lambda: tuning.SearchSpace(temperature=4, alpha=0.9, lr=0.1), "Nothing to tune"),
+        (lambda: tuning.parse_range("1,2,3", "temperature"), "--temperature_range must be MIN,MAX"),
+        (lambda: tuning.parse_range("a,b", "lr"), "--lr_range must be MIN,MAX"),
+        (lambda: tuning.parse_range("-1,2", "lr"), "--lr_range: lr range must lie > 0"),
+        (lambda: tuning.check_search_settings("random", 2, 1), "Valid choices: bayesian, hyperband"),
+        (lambda: tuning.check_search_settings("bayesian", 0, 1), "max_trials must be a positive integer"),
+        (lambda: tuning.check_search_settings("hyperband", 3, 0), "executions_per_trial must be"),
+    ]
+    for make, fragment in bad:
+        with pytest.raises(ValueError) as err:
+            make()
+        assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_search_folder_name(monkeypatch):
+    config = kd_config()
+    name = tuning.tune_name(config)
+    assert name.startswith(f"{STUDENT}_from_{TEACHER}-s0-") and name.count("-") == 2
+    # The tuned settings given to the config do not change the search ...
+    assert tuning.tune_name(kd_config(temperature=8.0, lr=0.3)) == name
+    # ... a different space, tuner, executions or recipe does.
+    others = {tuning.tune_name(config, tuning.SearchSpace(alpha=(0.5, 1.0))),
+              tuning.tune_name(config, tuner="hyperband"),
+              tuning.tune_name(config, executions_per_trial=2),
+              tuning.tune_name(kd_config(epochs=2)),
+              tuning.tune_name(kd_config(seed=1))}
+    assert len(others) == 5 and name not in others
+    assert tuning.tune_dir(config, "L") == os.path.join("L", "synthetic", "tune", name)
+
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.delenv("KERASTUNER_ORACLE_PORT", raising=False)
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    with pytest.raises(ValueError, match="KERASTUNER_ORACLE_PORT is not"):
+        tuning.distributed_role()
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
+    assert tuning.distributed_role() == "chief"
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner3")
+    assert tuning.distributed_role() == "worker"
+
+
+def test_search_trains_the_teacher_then_persists_every_trial(search):
+    logdir, config, results, log, fits = search
+    folder = tuning.tune_dir(config, logdir)
+    assert results["tune_dir"] == folder
+    assert any("training it first" in m for m in log)
+    assert os.path.exists(os.path.join(results["teacher_run"], "results.json"))
+    assert len(fits) == 2
+    assert os.path.exists(os.path.join(folder, "oracle.json"))
+    for trial_id in ("0", "1"):
+        trial = json.load(open(os.path.join(folder, f"trial_{trial_id}", "trial.json")))
+        assert trial["status"] == "COMPLETED"
+        assert os.path.exists(os.path.join(folder, f"trial_{trial_id}", "checkpoint.weights.h5"))
+
+    stored = json.load(open(os.path.join(folder, "best.json")))
+    assert {k: v for k, v in stored.items()} == {k: v for k, v in results.items() if k != "tune_dir"}
+    trials = stored["trials"]
+    assert [t["trial"] for t in trials] == ["0", "1"] and stored["completed_trials"] == 2
+    for row in trials:
+        assert 1 <= row["temperature"] <= 20 and 0 <= row["alpha"] <= 1 and 0.02 <= row["lr"] <= 0.5
+        assert 0 <= row["val_accuracy"] <= 1
+    assert sorted(fits) == sorted(t["temperature"] for t in trials)  # each trial trained with its T
+    best = stored["best"]
+    assert best["val_accuracy"] == max(t["val_accuracy"] for t in trials)
+    assert best == {k: v for k, v in trials[int(best["trial"])].items() if k in best}
+    command = stored["distill_command"]
+    assert f"--student={STUDENT}" in command and "--epochs=1" in command and "--train_size=128" in command
+    assert f"--temperature={best['temperature']:.6g}" in command and f"--lr={best['lr']:.6g}" in command
+    # distill.py --lr=X by name would look for a teacher trained with lr X: the file is passed instead.
+    assert f"--teacher={os.path.join(results['teacher_run'], 'model.keras')}" in command
+    assert any("val_accuracy" in m and "alpha" in m for m in log)  # the summary table
+
+
+def test_repeating_a_search_trains_nothing(search):
+    logdir, config, results, _, _ = search
+    folder = results["tune_dir"]
+    before = trial_mtimes(folder)
+    again, log, fits = run_tune(config, logdir, max_trials=2)
+    assert fits == [] and trial_mtimes(folder) == before
+    assert again["trials"] == results["trials"] and again["best"] == results["best"]
+    assert not any("training it first" in m for m in log)
+
+
+def test_raising_max_trials_adds_exactly_the_new_trials(search):
+    logdir, config, results, _, _ = search
+    folder = results["tune_dir"]
+    before = trial_mtimes(folder)
+    more, _, fits = run_tune(config, logdir, max_trials=3)
+    assert len(fits) == 1
+    assert [t["trial"] for t in more["trials"]] == ["0", "1", "2"]
+    assert more["trials"][:2] == results["trials"]
+    after = trial_mtimes(folder)
+    assert {k: after[k] for k in before} == before and set(after) == set(before) | {"trial_2"}
+
+
+def test_an_interrupted_trial_is_rerun_and_the_others_kept(search):
+    logdir, config, _, _, _ = search
+    folder = tuning.tune_dir(config, logdir)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(config, logdir, max_trials=4, callbacks=[InterruptAfterFirstStep()])
+    interrupted = json.load(open(os.path.join(folder, "trial_3", "trial.json")))
+    assert interrupted["status"] == "RUNNING"
+    before = trial_mtimes(folder)
+    results, _, fits = run_tune(config, logdir, max_trials=4)
+    assert fits == [interrupted["hyperparameters"]["values"]["temperature"]]  # the same trial, once
+    assert [t["trial"] for t in results["trials"]] == ["0", "1", "2", "3"]
+    assert all(t["status"] == "COMPLETED" for t in results["trials"])
+    after = trial_mtimes(folder)
+    assert all(after[k] == before[k] for k in ("trial_0", "trial_1", "trial_2"))
+
+
+def run_script(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for name in ("KDKERAS_DEBUG", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
+        env.pop(name, None)
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "tune.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_script_end_to_end_with_a_fixed_temperature(search):
+    logdir, config, _, _, _ = search
+    args = [f"--student={STUDENT}", f"--teacher={TEACHER}", "--dataset=synthetic", "--epochs=1",
+            "--train_size=128", "--test_size=64", "--batch_size=64", "--max_trials=2",
+            "--temperature_range=4", "--alpha_range=0.5,1", f"--logdir={logdir}"]
+    result = run_script(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "training it first" not in result.stdout  # the search fixture's teacher is reused
+    space = tuning.SearchSpace(temperature=4.0, alpha=(0.5, 1.0))
+    folder = tuning.tune_dir(config, logdir, space)
+    assert folder != tuning.tune_dir(config, logdir)
+    stored = json.load(open(os.path.join(folder, "best.json")))
+    assert [t["trial"] for t in stored["trials"]] == ["0", "1"]
+    assert all(t["temperature"] == 4.0 and 0.5 <= t["alpha"] <= 1 for t in stored["trials"])
+    assert stored["search_space"]["temperature"] == {"fixed": 4.0}
+    assert stored["distill_command"] in result.stdout and "--temperature=4 " in stored["distill_command"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--temperature_range=5,2"], "MIN < MAX"),
+        (["--tuner=grid"], "Unknown tuner 'grid'"),
+        (["--max_trials=0"], "max_trials must be a positive integer"),
+    ],
+)
+def test_script_user_errors_are_one_line_with_exit_code_2(tmp_path, args, fragment):
+    logdir = tmp_path / "logs"
+    result = run_script(f"--student={STUDENT}", f"--teacher={TEACHER}", "--dataset=synthetic", *args,
+                        f"--logdir={logdir}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr
+    assert "Traceback" not in result.stderr and not logdir.exists()
