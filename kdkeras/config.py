@@ -46,6 +46,8 @@ class RunConfig:
         seed: random seed (weights, data order, augmentation).
         train_size, test_size: use a subset of the data.
         dropout: WRN dropout rate (``None``: the family default, 0.3).
+        augment: the paper's training augmentation (pad, crop, flip); off
+            for ablations and for the ``synthetic`` data's fixed templates.
         strategy: ``auto|mirrored|multiworker|none``.
         steps_per_execution: training steps per compiled call.
         mixed_precision: ``mixed_float16`` compute (GPU); the KD loss stays float32.
@@ -73,6 +75,7 @@ class RunConfig:
     train_size: int | None = None
     test_size: int | None = None
     dropout: float | None = None
+    augment: bool = True
     strategy: str = "auto"
     steps_per_execution: int = 1
     mixed_precision: bool = False
@@ -189,7 +192,7 @@ def validate(config: RunConfig) -> None:
                f"kd_epochs must be at most epochs ({config.epochs}). Received: kd_epochs={config.kd_epochs}.")
     _check(config.dropout is None or 0 <= config.dropout < 1,
            f"dropout must be in [0, 1). Received: dropout={config.dropout!r}.")
-    for name in ("mixed_precision", "jit_compile"):
+    for name in ("augment", "mixed_precision", "jit_compile"):
         _check(isinstance(getattr(config, name), bool),
                f"{name} must be true or false. Received: {name}={getattr(config, name)!r}.")
     _check(config.strategy in STRATEGIES,

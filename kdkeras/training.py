@@ -293,6 +293,7 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
         train_size=config.train_size,
         test_size=config.test_size,
         seed=config.seed,
+        augment=config.augment,
     )
     steps_per_epoch = math.ceil(info.train_examples / config.batch_size)
 
