@@ -88,3 +88,13 @@ def test_yaml_errors(tmp_path):
 
 def test_dataclass_fields_cover_the_flags():
     assert "model" in config_lib.FIELDS and isinstance(RunConfig(model="x").to_dict(), dict)
+
+
+def test_augment_setting_is_validated_and_names_its_runs():
+    on = config_lib.resolve({"model": "wrn16x1_R_g2"})
+    off = config_lib.resolve({"model": "wrn16x1_R_g2", "augment": False})
+    assert on.augment is True and off.augment is False
+    assert config_lib.run_name(on) == "wrn16x1_R_g2-s0"  # the paper's recipe: no hash
+    assert config_lib.run_name(off) != config_lib.run_name(on)
+    with pytest.raises(ValueError, match="augment must be true or false"):
+        config_lib.resolve({"model": "wrn16x1_R_g2", "augment": "no"})
