@@ -8,6 +8,7 @@ traceback. Set ``KDKERAS_DEBUG=1`` to see the traceback anyway.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -50,6 +51,12 @@ def run(main) -> None:
             if os.environ.get("KDKERAS_DEBUG"):
                 raise
             fail(str(err), exit_code=1)
+        except OSError as err:  # a disk that filled up during the run
+            if err.errno != errno.ENOSPC or os.environ.get("KDKERAS_DEBUG"):
+                raise
+            where = f" while writing '{err.filename}'" if err.filename else ""
+            fail(f"No space left on device{where}. Free some space, then repeat the same command: "
+                 f"the run resumes from its last finished epoch.", exit_code=1)
 
     app.run(guarded)
 

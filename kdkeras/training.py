@@ -20,10 +20,12 @@ repeating an interrupted run resumes from its last finished epoch
 from __future__ import annotations
 
 import datetime
+import filecmp
 import json
 import math
 import os
 import shutil
+import zipfile
 
 from kdkeras import config as config_lib
 
@@ -155,6 +157,9 @@ def load_model_file(path: str, what: str = "model"):
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"{what} file '{path}' does not exist.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"Cannot load {what} file '{path}': not a .keras archive (corrupt, truncated "
+                         f"or another format).")
     try:
         return load_model(path)
     except Exception as err:  # corrupt zip, wrong format, unknown layer ...
@@ -201,6 +206,16 @@ def _readable(path: str, kind: str) -> bool:
         return False
 
 
+def _torn(weights: str, meta: str) -> bool:
+    """Whether the latest weights are newer than the metadata beside them."""
+    pairs = ((weights, "h5"), (meta, "json"), (weights + ".bkp", "h5"), (meta + ".bkp", "json"))
+    if not all(_readable(path, kind) for path, kind in pairs):
+        return False
+    with open(meta) as f, open(meta + ".bkp") as g:
+        same_epoch = json.load(f).get("epoch") == json.load(g).get("epoch")
+    return same_epoch and not filecmp.cmp(weights, weights + ".bkp", shallow=False)
+
+
 def repair_backup(backup_dir: str, log=_print) -> None:
     """Makes a backup folder loadable after a kill during its writing.
 
@@ -213,6 +228,13 @@ def repair_backup(backup_dir: str, log=_print) -> None:
     weights = os.path.join(backup_dir, "latest.weights.h5")
     meta = os.path.join(backup_dir, "training_metadata.json")
     if not os.path.isdir(backup_dir):
+        return
+    if _torn(weights, meta):
+        # Killed after the new weights were written but before their metadata:
+        # the metadata still names the previous epoch, whose weights are the copy.
+        log(f"The latest backup in {backup_dir} is incomplete (interrupted while saving): "
+            f"using the one before it.")
+        shutil.copyfile(weights + ".bkp", weights)
         return
     if os.path.exists(weights) and _readable(weights, "h5") and _readable(meta, "json"):
         return
@@ -348,7 +370,10 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     kd_part = f" (KD in the first {config.kd_epochs} epochs only)" if config.distill and config.kd_epochs else ""
     what = (f"{config.model} from teacher {config.teacher}{kd_part}" if config.distill
             else f"{config.model} on hard targets")
-    if initial_epoch:
+    if initial_epoch >= config.epochs:
+        log(f"All {config.epochs} epochs of {name} finished before the interruption: "
+            f"writing its final files from {backup_dir}")
+    elif initial_epoch:
         log(f"Resuming {name} at epoch {initial_epoch + 1}/{config.epochs} from {backup_dir}")
     else:
         log(f"Training {what}: {config.epochs} epochs on {config.dataset} "
