@@ -243,6 +243,8 @@ def run_name(config: RunConfig) -> str:
         teacher = config.teacher
         if _is_model_file(teacher):
             stem = os.path.splitext(os.path.basename(teacher))[0]
+            if stem == "model":  # <run>/model.keras: the run's name says more
+                stem = os.path.basename(os.path.dirname(os.path.abspath(teacher))) or stem
             digest = hashlib.sha1(os.path.abspath(teacher).encode()).hexdigest()[:6]
             teacher = f"{stem}.{digest}"
         name += f"_from_{teacher}"

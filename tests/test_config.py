@@ -98,3 +98,10 @@ def test_augment_setting_is_validated_and_names_its_runs():
     assert config_lib.run_name(off) != config_lib.run_name(on)
     with pytest.raises(ValueError, match="augment must be true or false"):
         config_lib.resolve({"model": "wrn16x1_R_g2", "augment": "no"})
+
+
+def test_teacher_file_named_model_keras_is_named_after_its_run_folder():
+    config = config_lib.resolve({"model": "wrn16x1_NR_g2", "teacher": "logs/cifar100/wrn16x1_R_g2-s0/model.keras"})
+    assert config_lib.run_name(config).startswith("wrn16x1_NR_g2_from_wrn16x1_R_g2-s0.")
+    other = config_lib.resolve({"model": "wrn16x1_NR_g2", "teacher": "elsewhere/teacher.keras"})
+    assert config_lib.run_name(other).startswith("wrn16x1_NR_g2_from_teacher.")

@@ -217,11 +217,18 @@ def layer_columns(rows: list[dict]) -> list[str]:
     return [k for k in rows[0] if k not in _FIXED_COLUMNS] if rows else []
 
 
+def _is_norm_layer(name: str) -> bool:
+    return name.endswith("_bn") or name.startswith("batch_normalization")
+
+
 def plot_gradient_flow(runs, output: str) -> str:
     """Draws the gradient flow of several runs into one PNG.
 
     Left: per-layer gradient norm (log scale) against depth at the first and
-    the last measured step of each run; right: the probe loss against step.
+    the last measured step of each run, for the convolution and dense layers
+    (BatchNormalization layers, whose few weights have far smaller gradients,
+    are left out of the picture, not out of the CSV); right: the probe loss
+    against step.
 
     Args:
         runs: ``[(label, csv_path), ...]``.
@@ -243,7 +250,7 @@ def plot_gradient_flow(runs, output: str) -> str:
         rows = read_gradient_flow(path)
         if not rows:
             raise ValueError(f"'{path}' holds no gradient-flow measurements.")
-        layers = layer_columns(rows)
+        layers = [n for n in layer_columns(rows) if not _is_norm_layer(n)] or layer_columns(rows)
         color = colors[i % len(colors)]
         for row, style in ((rows[0], ":"), (rows[-1], "-")):
             ax_depth.plot(range(len(layers)), [max(row[n], 1e-12) for n in layers], style, color=color,
@@ -251,7 +258,7 @@ def plot_gradient_flow(runs, output: str) -> str:
         ax_loss.plot([r["step"] for r in rows], [r["loss"] for r in rows], "-o", ms=3, color=color,
                      label=label)
     ax_depth.set_yscale("log")
-    ax_depth.set_xlabel("layer (input -> output)")
+    ax_depth.set_xlabel("convolution / dense layer (input -> output)")
     ax_depth.set_ylabel("gradient norm")
     ax_depth.set_title("Per-layer gradient norm")
     ax_depth.legend(fontsize=7)

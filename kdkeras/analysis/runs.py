@@ -51,7 +51,10 @@ class Run:
     def label(self) -> str:
         """A short title: ``wrn22x2_NR_g16 (from wrn22x2_R_G4)``."""
         if self.config.distill:
-            teacher = os.path.basename(self.config.teacher)
+            teacher = self.config.teacher
+            if teacher.endswith(MODEL_FILE) and os.path.sep in teacher:  # <teacher run>/model.keras
+                teacher = os.path.dirname(os.path.normpath(teacher))
+            teacher = os.path.basename(teacher)
             return f"{self.config.model} (from {teacher})"
         return self.config.model
 
