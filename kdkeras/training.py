@@ -193,6 +193,20 @@ def resolve_teacher(config, logdir: str, log=_print, verbose="auto", train_teach
     return load_model_file(os.path.join(teacher_dir, MODEL_FILE), "teacher"), teacher_dir
 
 
+def check_teacher(teacher, config, info) -> None:
+    """Fails (one line) when ``teacher`` does not fit the dataset of ``config``."""
+    if tuple(teacher.input_shape[1:]) != tuple(info.image_shape):
+        raise ValueError(
+            f"Teacher '{config.teacher}' takes inputs of shape {tuple(teacher.input_shape[1:])}, "
+            f"but dataset {config.dataset} has images of shape {tuple(info.image_shape)}."
+        )
+    if teacher.output_shape[-1] != info.num_classes:
+        raise ValueError(
+            f"Teacher '{config.teacher}' has {teacher.output_shape[-1]} outputs, but dataset "
+            f"{config.dataset} has {info.num_classes} classes."
+        )
+
+
 def _readable(path: str, kind: str) -> bool:
     try:
         if kind == "h5":
@@ -339,16 +353,7 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
         if config.distill:
             from kdkeras.distiller import Distiller
 
-            if tuple(teacher.input_shape[1:]) != tuple(info.image_shape):
-                raise ValueError(
-                    f"Teacher '{config.teacher}' takes inputs of shape {tuple(teacher.input_shape[1:])}, "
-                    f"but dataset {config.dataset} has images of shape {tuple(info.image_shape)}."
-                )
-            if teacher.output_shape[-1] != info.num_classes:
-                raise ValueError(
-                    f"Teacher '{config.teacher}' has {teacher.output_shape[-1]} outputs, but dataset "
-                    f"{config.dataset} has {info.num_classes} classes."
-                )
+            check_teacher(teacher, config, info)
             model = Distiller(student, teacher, temperature=config.temperature, alpha=config.alpha)
             model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution,
                           jit_compile=config.jit_compile)

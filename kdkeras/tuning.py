@@ -403,19 +403,6 @@ def distributed_role() -> str | None:
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
 
 
-def _check_teacher(teacher, config, info):
-    if tuple(teacher.input_shape[1:]) != tuple(info.image_shape):
-        raise ValueError(
-            f"Teacher '{config.teacher}' takes inputs of shape {tuple(teacher.input_shape[1:])}, "
-            f"but dataset {config.dataset} has images of shape {tuple(info.image_shape)}."
-        )
-    if teacher.output_shape[-1] != info.num_classes:
-        raise ValueError(
-            f"Teacher '{config.teacher}' has {teacher.output_shape[-1]} outputs, but dataset "
-            f"{config.dataset} has {info.num_classes} classes."
-        )
-
-
 def make_tuner(config, logdir: str = "logs", *, space=None, tuner: str = "bayesian", max_trials: int = 10,
                executions_per_trial: int = 1, log=_print, verbose="auto"):
     """The KerasTuner tuner of a search, reloaded from its folder when it exists.
@@ -494,7 +481,7 @@ def make_tuner(config, logdir: str = "logs", *, space=None, tuner: str = "bayesi
                                    archive=config.archive, train_size=config.train_size,
                                    test_size=config.test_size, seed=config.seed)
         teacher = _load_teacher(base, logdir, log=log, verbose=verbose)
-        _check_teacher(teacher, config, info)
+        training.check_teacher(teacher, config, info)
         hypermodel._teacher = teacher
         hypermodel.num_classes = info.num_classes
         hypermodel.input_shape = tuple(info.image_shape)

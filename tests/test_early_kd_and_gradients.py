@@ -1,12 +1,10 @@
 """Early-only KD (``kd_epochs``), the gradient-flow callback and ``--notrain_teacher``."""
 
 import os
-import subprocess
-import sys
 
-import keras
 import numpy as np
 import pytest
+from helpers import Interrupt, run_script, stop_after
 import tensorflow as tf
 
 from kdkeras import config as config_lib
@@ -22,13 +20,6 @@ KD = {"model": "wrn10x1_NR_g2", "teacher": "wrn10x1_R_g2"}
 
 def quiet(message):
     pass
-
-
-def run_script(script, *args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("KDKERAS_DEBUG", None)
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args],
-                          capture_output=True, text=True, env=env, timeout=300)
 
 
 # -- kd_epochs: settings ------------------------------------------------------
@@ -62,20 +53,6 @@ def test_kd_schedule_values():
 # -- kd_epochs: training --------------------------------------------------------
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _StopAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise _Interrupt()
-
-
 def _check_objective(row, alpha):
     assert float(row["alpha"]) == pytest.approx(alpha)
     # Train metrics are means over the same examples, so the objective is the
@@ -88,8 +65,8 @@ def _check_objective(row, alpha):
 def test_kd_epochs_switches_the_loss_at_the_right_epoch_also_after_resume(tmp_path):
     config = config_lib.resolve({**KD, **TINY, "epochs": 3, "kd_epochs": 1, "alpha": 0.7})
     logdir = str(tmp_path)
-    with pytest.raises(_Interrupt):  # stop after epoch 0 (the KD epoch), then resume
-        train_and_evaluate(config, logdir, callbacks=[_StopAfter(0)], log=quiet, verbose=0)
+    with pytest.raises(Interrupt):  # stop after epoch 0 (the KD epoch), then resume
+        train_and_evaluate(config, logdir, callbacks=[stop_after(0)], log=quiet, verbose=0)
     results = train_and_evaluate(config, logdir, log=quiet, verbose=0)
     history = read_history(os.path.join(results["run_dir"], "history.csv"))
     assert [r["epoch"] for r in history] == [0, 1, 2]

@@ -3,15 +3,13 @@
 import glob
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+import helpers
 
 from kdkeras.analysis import embeddings as emb
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"dataset": "synthetic", "epochs": 2, "train_size": 256, "test_size": 128, "batch_size": 64}
 
 
@@ -32,14 +30,10 @@ def tiny_runs(tmp_path_factory):
 
 
 def run_script(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("KDKERAS_DEBUG", None)
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "embed.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    return helpers.run_script("embed.py", *args)
 
 
-def error_lines(stderr):
-    return [line for line in stderr.splitlines() if ": error: " in line]
+error_lines = helpers.error_lines
 
 
 def read_metadata(directory):

@@ -2,12 +2,11 @@
 
 import os
 import shutil
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
+import helpers
 import tensorflow as tf
 
 from kdkeras import config as config_lib
@@ -15,7 +14,6 @@ from kdkeras.analysis import landscape as landscape_lib
 from kdkeras.analysis import runs
 from kdkeras.training import train_and_evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"dataset": "synthetic", "epochs": 2, "train_size": 256, "test_size": 128, "batch_size": 64}
 EXAMPLES = 64
 
@@ -257,10 +255,7 @@ def test_landscape_file_round_trip(tmp_path):
 
 
 def run_script(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("KDKERAS_DEBUG", None)
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "landscape.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    return helpers.run_script("landscape.py", *args)
 
 
 def test_script_writes_then_reuses_a_result(tiny_runs):

@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from helpers import Interrupt, stop_after
 import yaml
 
 from kdkeras import config as config_lib
@@ -103,25 +104,11 @@ def test_repeating_a_finished_run_trains_nothing(kd_run):
     assert os.stat(model_file).st_mtime_ns == before
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _StopAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise _Interrupt()
-
-
 def test_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path):
     config = config_lib.resolve({"model": "wrn10x1_R_g2", **TINY, "epochs": 3})
     run_dir = config_lib.run_dir(config, str(tmp_path))
-    with pytest.raises(_Interrupt):
-        train_and_evaluate(config, str(tmp_path), callbacks=[_StopAfter(1)], verbose=0)
+    with pytest.raises(Interrupt):
+        train_and_evaluate(config, str(tmp_path), callbacks=[stop_after(1)], verbose=0)
     assert not os.path.exists(os.path.join(run_dir, "results.json"))
     assert [r["epoch"] for r in read_history(os.path.join(run_dir, "history.csv"))] == [0, 1]
     first_two = read_history(os.path.join(run_dir, "history.csv"))

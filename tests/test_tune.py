@@ -2,20 +2,18 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import keras_tuner
 import numpy as np
 import pytest
+import helpers
 
 from kdkeras import config as config_lib
 from kdkeras import tuning
 from kdkeras.distiller import Distiller
 from kdkeras.models.registry import build_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"dataset": "synthetic", "epochs": 1, "train_size": 128, "test_size": 64, "batch_size": 64}
 STUDENT, TEACHER = "wrn10x1_NR_g2", "wrn10x1_R_g2"
 
@@ -243,11 +241,7 @@ def test_an_interrupted_trial_is_rerun_and_the_others_kept(search):
 
 
 def run_script(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    for name in ("KDKERAS_DEBUG", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
-        env.pop(name, None)
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "tune.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return helpers.run_script("tune.py", *args)
 
 
 def test_script_end_to_end_with_a_fixed_temperature(search):

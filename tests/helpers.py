@@ -1,0 +1,38 @@
+"""Shared test helpers: running scripts as a user would, interrupting a fit."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Variables of the calling environment that would change a script's behaviour.
+_CLEARED = ("KDKERAS_DEBUG", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID")
+
+
+def run_script(script, *args, cwd=None, timeout=300):
+    """Runs ``scripts/<script>`` with ``args``; returns the completed process (text output)."""
+    env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout, check=False)
+
+
+def error_lines(stderr):
+    """The ``<script>: error: ...`` lines of a script's stderr."""
+    return [line for line in stderr.splitlines() if ": error: " in line]
+
+
+class Interrupt(Exception):
+    """Raised by :class:`StopAfter`: stands for a process stopped mid-run."""
+
+
+def stop_after(epoch):
+    """A Keras callback raising :class:`Interrupt` at the end of ``epoch`` (after its backup)."""
+    import keras
+
+    class StopAfter(keras.callbacks.Callback):
+        def on_epoch_end(self, current, logs=None):
+            if current == epoch:
+                raise Interrupt()
+
+    return StopAfter()
