@@ -41,7 +41,6 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from kdkeras.io_utils import atomic_open
 
 #: Shown for a missing cell.
 MISSING = "—"
@@ -346,8 +345,7 @@ def render_heatmap(half: TableHalf, path: str, title: str = "") -> None:
     file in the destination folder and renamed onto ``path``.
     """
     import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from kdkeras.plotting import new_figure, save_png
 
     students, teachers = half.students, half.teachers
     summary_rows = (BASELINE_LABEL, NR_BASELINE_LABEL)
@@ -376,8 +374,7 @@ def render_heatmap(half: TableHalf, path: str, title: str = "") -> None:
     best = best_teacher(half)
     drop, gain = acc_drop(half), distil_gain(half)
 
-    fig = Figure(figsize=(1.5 * len(students) + 2.6, 0.62 * (len(teachers) + 2) + 2.4))
-    FigureCanvasAgg(fig)
+    fig = new_figure(1.5 * len(students) + 2.6, 0.62 * (len(teachers) + 2) + 2.4)
     gs = fig.add_gridspec(2, 2, height_ratios=[max(len(teachers), 1), 2],
                           width_ratios=[30, 1], hspace=0.12, wspace=0.05)
     ax_kd, ax_base = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[1, 0])
@@ -410,8 +407,7 @@ def render_heatmap(half: TableHalf, path: str, title: str = "") -> None:
     ], fontsize=8)
     fig.colorbar(image, cax=cax, label="top-1 accuracy (%)")
 
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+    save_png(fig, path, dpi=120, bbox_inches="tight")
 
 
 def _viridis_with_grey():

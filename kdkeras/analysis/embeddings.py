@@ -37,7 +37,7 @@ import os
 import keras
 import numpy as np
 
-from kdkeras.io_utils import atomic_open, atomic_write_text
+from kdkeras.io_utils import atomic_write_text
 
 #: Name of the penultimate (global average pooling) layer of kdkeras models.
 EMBEDDING_LAYER = "avg_pool"
@@ -442,17 +442,16 @@ def plot_embeddings(path, panels, class_names, *, classes=None, methods=METHODS,
     Returns:
         ``path``.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
+
+    from kdkeras.plotting import new_figure, save_png
 
     if not panels:
         raise ValueError("plot_embeddings needs at least one panel.")
     if classes is None:
         classes = sorted({int(c) for p in panels for c in np.unique(p.labels)})
     colors = dict(zip(classes, _class_colors(len(classes))))
-    fig = Figure(figsize=(4.2 * len(panels), 4.0 * len(methods) + 0.8))
-    FigureCanvasAgg(fig)
+    fig = new_figure(4.2 * len(panels), 4.0 * len(methods) + 0.8)
     axes = fig.subplots(len(methods), len(panels), squeeze=False)
     for col, panel in enumerate(panels):
         for row, method in enumerate(methods):
@@ -478,9 +477,7 @@ def plot_embeddings(path, panels, class_names, *, classes=None, methods=METHODS,
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06 if len(methods) > 1 else 0.1, 1, 0.97 if title else 1))
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    return path
+    return save_png(fig, path)
 
 
 # --- whole runs ----------------------------------------------------------------------------

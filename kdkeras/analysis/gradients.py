@@ -239,13 +239,11 @@ def plot_gradient_flow(runs, output: str) -> str:
     """
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from kdkeras.plotting import new_figure, save_png
 
-    from kdkeras.io_utils import atomic_open
-
-    fig, (ax_depth, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = new_figure(12, 4.5)
+    ax_depth, ax_loss = fig.subplots(1, 2)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, path) in enumerate(runs):
         rows = read_gradient_flow(path)
         if not rows:
@@ -267,7 +265,4 @@ def plot_gradient_flow(runs, output: str) -> str:
     ax_loss.set_title("Loss during early training")
     ax_loss.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_open(output, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return output
+    return save_png(fig, output)

@@ -517,20 +517,17 @@ class Landscape:
 
 
 def _figure(width, height, panels):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from kdkeras.plotting import new_figure
 
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
+    fig = new_figure(width, height)
     return fig, fig.subplots(1, panels, squeeze=False)[0]
 
 
 def _save(fig, path):
-    from kdkeras.io_utils import atomic_open
+    from kdkeras.plotting import save_png
 
     fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+    save_png(fig, path)
 
 
 def _positive(loss):
