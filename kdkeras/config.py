@@ -236,8 +236,11 @@ def _identity(config: RunConfig) -> dict:
     return {k: current[k] for k in FIELDS if k not in skip and current[k] != defaults[k]}
 
 
-def run_name(config: RunConfig) -> str:
-    """``<model>[_from_<teacher>]-s<seed>[-<hash of non-recipe settings>]``."""
+def run_name(config: RunConfig, extra: dict | None = None) -> str:
+    """``<model>[_from_<teacher>]-s<seed>[-<hash of non-recipe settings>]``.
+
+    ``extra``: more settings for the hash (e.g. a tuning search's space).
+    """
     name = config.model
     if config.distill:
         teacher = config.teacher
@@ -249,7 +252,7 @@ def run_name(config: RunConfig) -> str:
             teacher = f"{stem}.{digest}"
         name += f"_from_{teacher}"
     name += f"-s{config.seed}"
-    identity = _identity(config)
+    identity = {**_identity(config), **(extra or {})}
     if identity:
         digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
         name += f"-{digest}"

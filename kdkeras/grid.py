@@ -250,26 +250,12 @@ def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="
         ``"done"`` (already finished), ``"trained"`` or ``"skipped"`` (another
         process holds it).
     """
-    from kdkeras.training import is_finished, train_and_evaluate
+    from kdkeras.training import ensure_teacher_run, is_finished, train_and_evaluate
 
     if is_finished(cell.run_dir):
         return "done"
     if cell.kind == "kd":
-        teacher_dir = config_lib.run_dir(config_lib.teacher_config(cell.config), logdir)
-        waited = False
-        while not is_finished(teacher_dir):
-            if try_claim(teacher_dir):
-                try:
-                    if not is_finished(teacher_dir):
-                        train_and_evaluate(config_lib.teacher_config(cell.config), logdir, log=log,
-                                           verbose=verbose)
-                finally:
-                    release(teacher_dir)
-                break
-            if not waited:
-                log(f"Waiting for teacher {os.path.basename(teacher_dir)} (claimed by another process)")
-                waited = True
-            time.sleep(poll_s)
+        ensure_teacher_run(cell.config, logdir, log=log, verbose=verbose, poll_s=poll_s)
     if not try_claim(cell.run_dir):
         log(f"Skipping {cell.label}: another process is training it")
         return "skipped"
@@ -341,23 +327,18 @@ def collect(spec: GridSpec, logdir: str, key="test_accuracy", half=None, student
 
 
 def _combine_pngs(paths, out_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.image as mpimg
-    import matplotlib.pyplot as plt
 
-    from kdkeras.io_utils import atomic_open
+    from kdkeras.plotting import new_figure, save_png
 
     images = [mpimg.imread(p) for p in paths]
-    fig, axes = plt.subplots(1, len(images), figsize=(7 * len(images), 6), squeeze=False)
+    fig = new_figure(7 * len(images), 6)
+    axes = fig.subplots(1, len(images), squeeze=False)
     for ax, image in zip(axes[0], images):
         ax.imshow(image)
         ax.axis("off")
     fig.tight_layout()
-    with atomic_open(out_path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, out_path, dpi=100)
 
 
 def _long_rows(half_name, epoch, half, wide_csv):

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import time
 import zipfile
 
 from kdkeras import config as config_lib
@@ -179,18 +180,71 @@ def resolve_teacher(config, logdir: str, log=_print, verbose="auto", train_teach
     """
     if config_lib._is_model_file(config.teacher):
         return load_model_file(config.teacher, "teacher"), config.teacher
+    teacher_dir = ensure_teacher_run(config, logdir, log=log, verbose=verbose, train_teacher=train_teacher)
+    return load_model_file(os.path.join(teacher_dir, MODEL_FILE), "teacher"), teacher_dir
+
+
+def ensure_teacher_run(config, logdir: str, *, log=_print, verbose="auto", train_teacher: bool = True,
+                       poll_s: float = 10.0) -> str:
+    """The finished baseline run of a KD run's teacher (given by name); trained first if missing.
+
+    The teacher's run is claimed (``<run>.lock``, see :func:`kdkeras.grid.try_claim`)
+    while it trains, so processes sharing ``logdir`` (grid shards, tuning
+    workers, several ``distill.py``) train it once: the others wait for it,
+    and take over the claim if its process died.
+
+    Raises:
+        FileNotFoundError: with ``train_teacher=False``, when the run is not finished.
+
+    Returns:
+        The teacher's run folder.
+    """
+    from kdkeras.grid import release, try_claim
+
     teacher_cfg = config_lib.teacher_config(config)
     teacher_dir = config_lib.run_dir(teacher_cfg, logdir)
-    if not is_finished(teacher_dir):
-        if not train_teacher:
-            raise FileNotFoundError(
-                f"Teacher {teacher_cfg.model} has no finished run at {teacher_dir}. Train it first "
-                f"(python scripts/train.py --model={teacher_cfg.model} with the same settings), pass "
-                f"--teacher=PATH.keras, or allow training it on the way (--train_teacher).")
-        log(f"Teacher {teacher_cfg.model} has no finished run at {teacher_dir}: "
-            f"training it first with the same recipe.")
-        train_and_evaluate(teacher_cfg, logdir, log=log, verbose=verbose)
-    return load_model_file(os.path.join(teacher_dir, MODEL_FILE), "teacher"), teacher_dir
+    if not is_finished(teacher_dir) and not train_teacher:
+        raise FileNotFoundError(
+            f"Teacher {teacher_cfg.model} has no finished run at {teacher_dir}. Train it first "
+            f"(python scripts/train.py --model={teacher_cfg.model} with the same settings), pass "
+            f"--teacher=PATH.keras, or allow training it on the way (--train_teacher).")
+    waited = False
+    while not is_finished(teacher_dir):
+        if try_claim(teacher_dir):
+            try:
+                if not is_finished(teacher_dir):
+                    log(f"Teacher {teacher_cfg.model} has no finished run at {teacher_dir}: "
+                        f"training it first with the same recipe.")
+                    train_and_evaluate(teacher_cfg, logdir, log=log, verbose=verbose)
+            finally:
+                release(teacher_dir)
+            break
+        if not waited:
+            log(f"Waiting for teacher {os.path.basename(teacher_dir)} (claimed by another process)")
+            waited = True
+        time.sleep(poll_s)
+    return teacher_dir
+
+
+def build_student(config, num_classes: int, input_shape):
+    """The run's (student) model from the registry, with the run's dropout for WRNs."""
+    from kdkeras.models.registry import build_model
+
+    options = {"dropout": config.dropout} if config.model.startswith("wrn") else {}
+    return build_model(config.model, num_classes=num_classes, input_shape=input_shape, **options)
+
+
+def make_optimizer(config, steps_per_epoch: int, lr: float | None = None):
+    """The recipe's SGD (:class:`kdkeras.optimizers.PyTorchSGD`) and lr schedule, from ``lr`` or ``config.lr``."""
+    from kdkeras.optimizers import PyTorchSGD
+    from kdkeras.recipes import make_lr_schedule
+
+    return PyTorchSGD(
+        learning_rate=make_lr_schedule(config.lr if lr is None else lr, config.lr_schedule,
+                                       config.lr_milestones or (), config.lr_gamma, steps_per_epoch),
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
 
 
 def check_teacher(teacher, config, info) -> None:
@@ -307,10 +361,7 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     from kdkeras.callbacks import EpochStats, HistoryCSV, KDSchedule, StopOnNonFiniteLoss, read_history
     from kdkeras.io_utils import atomic_write_json, atomic_write_text
     from kdkeras.models.convert import save_model
-    from kdkeras.models.registry import build_model
-    from kdkeras.optimizers import PyTorchSGD
     from kdkeras.profiling import profile
-    from kdkeras.recipes import make_lr_schedule
 
     strategy = make_strategy(config.strategy)
     chief = _is_chief()
@@ -341,15 +392,8 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
                           config_lib.to_yaml(config, {"run": name}))
 
     with strategy.scope():
-        options = {"dropout": config.dropout} if config.model.startswith("wrn") else {}
-        student = build_model(config.model, num_classes=info.num_classes,
-                              input_shape=info.image_shape, **options)
-        optimizer = PyTorchSGD(
-            learning_rate=make_lr_schedule(config.lr, config.lr_schedule, config.lr_milestones or (),
-                                           config.lr_gamma, steps_per_epoch),
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
+        student = build_student(config, info.num_classes, info.image_shape)
+        optimizer = make_optimizer(config, steps_per_epoch)
         if config.distill:
             from kdkeras.distiller import Distiller
 

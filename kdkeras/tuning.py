@@ -33,14 +33,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import hashlib
-import json
 import logging
 import math
 import numbers
 import os
 import shlex
-import time
 
 import keras
 import keras_tuner
@@ -203,12 +200,7 @@ def tune_name(config: config_lib.RunConfig, space: SearchSpace | None = None, tu
     """
     if not config.distill:
         raise ValueError("Tuning needs a teacher: pass --teacher=NAME or --teacher=PATH.keras.")
-    base = search_config(config)
     space = space or SearchSpace()
-    identity = config_lib._identity(base)
-    name = config_lib.run_name(base)
-    if identity:
-        name = name.rsplit("-", 1)[0]  # drop run_name's hash: one hash covers everything
     search = {}
     if space != SearchSpace():
         search["search_space"] = space.to_dict()
@@ -216,10 +208,7 @@ def tune_name(config: config_lib.RunConfig, space: SearchSpace | None = None, tu
         search["tuner"] = tuner
     if executions_per_trial != 1:
         search["executions_per_trial"] = executions_per_trial
-    identity.update(search)
-    if identity:
-        name += "-" + hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-    return name
+    return config_lib.run_name(search_config(config), extra=search)
 
 
 def tune_dir(config: config_lib.RunConfig, logdir: str, space: SearchSpace | None = None,
@@ -304,23 +293,15 @@ class KDHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         """A compiled :class:`~kdkeras.distiller.Distiller` with the values of ``hp``."""
         from kdkeras.distiller import Distiller
-        from kdkeras.models.registry import build_model
-        from kdkeras.optimizers import PyTorchSGD
+        from kdkeras.training import build_student, make_optimizer
 
         config = self.config
         values = self.declare_hyperparameters(hp)
         # After KerasTuner's clear_session (which also resets the dtype policy).
         keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
         keras.utils.set_random_seed(self.seed)
-        options = {"dropout": config.dropout} if config.model.startswith("wrn") else {}
-        student = build_model(config.model, num_classes=self.num_classes, input_shape=self.input_shape,
-                              **options)
-        optimizer = PyTorchSGD(
-            learning_rate=recipes.make_lr_schedule(values["lr"], config.lr_schedule, config.lr_milestones or (),
-                                                   config.lr_gamma, self.steps_per_epoch),
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
+        student = build_student(config, self.num_classes, self.input_shape)
+        optimizer = make_optimizer(config, self.steps_per_epoch, lr=values["lr"])
         model = Distiller(student, self.teacher, temperature=values["temperature"], alpha=values["alpha"])
         model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution,
                       jit_compile=config.jit_compile)
@@ -480,38 +461,13 @@ def make_tuner(config, logdir: str = "logs", *, space=None, tuner: str = "bayesi
         _, _, info = make_datasets(config.dataset, batch_size=config.batch_size, data_dir=config.data_dir,
                                    archive=config.archive, train_size=config.train_size,
                                    test_size=config.test_size, seed=config.seed)
-        teacher = _load_teacher(base, logdir, log=log, verbose=verbose)
+        teacher = training.resolve_teacher(base, logdir, log=log, verbose=verbose)[0]
         training.check_teacher(teacher, config, info)
         hypermodel._teacher = teacher
         hypermodel.num_classes = info.num_classes
         hypermodel.input_shape = tuple(info.image_shape)
         hypermodel.steps_per_epoch = math.ceil(info.train_examples / config.batch_size)
     return search
-
-
-def _load_teacher(config, logdir, log=_print, verbose="auto", poll_s: float = 10.0):
-    """The search's teacher; trained first (by one process only) when its run is missing.
-
-    Workers of a distributed search on a shared ``logdir`` start together:
-    the teacher's run is claimed with :func:`kdkeras.grid.try_claim`, so one
-    of them trains it while the others wait for its ``results.json``.
-    """
-    from kdkeras import grid, training
-
-    if not config_lib._is_model_file(config.teacher):
-        teacher_dir = teacher_location(config, logdir)
-        waited = False
-        while not training.is_finished(teacher_dir):
-            if grid.try_claim(teacher_dir):
-                try:
-                    return training.resolve_teacher(config, logdir, log=log, verbose=verbose)[0]
-                finally:
-                    grid.release(teacher_dir)
-            if not waited:
-                log(f"Waiting for teacher {os.path.basename(teacher_dir)} (another process is training it)")
-                waited = True
-            time.sleep(poll_s)
-    return training.resolve_teacher(config, logdir, log=log, verbose=verbose)[0]
 
 
 def _trials_left(search, max_trials) -> bool:
