@@ -139,3 +139,107 @@ class KDSchedule(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["alpha"] = self.alpha_at(epoch)
+
+
+class EvaluateSplits(keras.callbacks.Callback):
+    """Evaluates more splits at the end of every epoch: ``<split>_<metric>`` in the logs.
+
+    ``fit``'s ``validation_data`` gives the ``val_*`` metrics; this callback
+    adds others, such as the test split (``test_loss``, ``test_accuracy``,
+    ...), with the model's own ``evaluate``. Place it before the callbacks
+    that record logs.
+
+    Args:
+        datasets: ``{split name: dataset}``.
+    """
+
+    def __init__(self, datasets):
+        super().__init__()
+        self.datasets = dict(datasets)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for split, dataset in self.datasets.items():
+            for key, value in self.model.evaluate(dataset, verbose=0, return_dict=True).items():
+                logs[f"{split}_{key}"] = value
+
+
+class PreciseBNEvaluation(keras.callbacks.Callback):
+    """Accuracy with precise BatchNorm statistics after every epoch; training is unchanged.
+
+    At each epoch end the population statistics over ``num_batches`` batches
+    of ``train_plain`` (augmentation and dropout off) replace the moving
+    statistics while ``datasets`` are evaluated, then the moving statistics
+    come back, so the next epoch trains exactly as without this callback.
+    Logs ``<split>_accuracy_precise_bn`` and ``<split>_loss_precise_bn``.
+
+    Args:
+        train_plain: unaugmented training batches.
+        num_batches: batches of ``train_plain`` per recomputation.
+        datasets: ``{split name: dataset}`` to evaluate.
+    """
+
+    def __init__(self, train_plain, num_batches, datasets):
+        super().__init__()
+        self.train_plain = train_plain
+        self.num_batches = int(num_batches)
+        self.datasets = dict(datasets)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        from kdkeras import batchnorm
+
+        statistics = batchnorm.population_statistics(self.model, self.train_plain, self.num_batches)
+        with batchnorm.swapped_statistics(batchnorm.student_of(self.model), statistics):
+            for split, dataset in self.datasets.items():
+                values = self.model.evaluate(dataset, verbose=0, return_dict=True)
+                logs[f"{split}_accuracy_precise_bn"] = values["accuracy"]
+                logs[f"{split}_loss_precise_bn"] = values["loss"]
+
+
+class TensorBoard(keras.callbacks.TensorBoard):
+    """``keras.callbacks.TensorBoard`` that also writes other splits in their own folders.
+
+    Keras writes ``val_*`` metrics to ``<log_dir>/validation`` and every other
+    key to ``<log_dir>/train``; the ``<split>_*`` keys of ``extra_splits``
+    (e.g. ``test_accuracy``) go to ``<log_dir>/<split>`` as ``epoch_<metric>``
+    here, so TensorBoard draws train, validation and test on one chart.
+
+    Args:
+        log_dir: the TensorBoard folder.
+        extra_splits: split names whose metrics get their own folder.
+        **kwargs: passed to ``keras.callbacks.TensorBoard``.
+    """
+
+    def __init__(self, log_dir, extra_splits=("test",), **kwargs):
+        super().__init__(log_dir, **kwargs)
+        self.extra_splits = tuple(extra_splits)
+        self._extra_writers = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        extra = {}
+        for split in self.extra_splits:
+            prefix = f"{split}_"
+            for key in [k for k in logs if k.startswith(prefix)]:
+                extra.setdefault(split, {})[key[len(prefix):]] = logs.pop(key)
+        super().on_epoch_end(epoch, logs)
+        if not extra:
+            return
+        import tensorflow as tf  # tf.summary (TF backend)
+
+        for split, values in extra.items():
+            if split not in self._extra_writers:
+                self._extra_writers[split] = tf.summary.create_file_writer(os.path.join(self.log_dir, split))
+            with self._extra_writers[split].as_default():
+                for name, value in values.items():
+                    tf.summary.scalar(f"epoch_{name}", float(keras.ops.convert_to_numpy(value)), step=epoch)
+            self._extra_writers[split].flush()
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        for writer in self._extra_writers.values():
+            writer.close()
+        self._extra_writers = {}

@@ -97,13 +97,18 @@ def define_run_flags(distill: bool) -> None:
     flags.DEFINE_integer("seed", None, "Random seed (default 0).")
     flags.DEFINE_integer("train_size", None, "Use this many training images (a seeded class-balanced subset).")
     flags.DEFINE_integer("test_size", None, "Use this many test images.")
+    flags.DEFINE_integer("val_size", None, "Hold out this many training images as a validation split "
+                         "(class-balanced, seeded; never trained on): val_* columns, best-validation-epoch "
+                         "results. Default: none, the paper's protocol.")
+    flags.DEFINE_integer("precise_bn", None, "Recompute the BatchNorm statistics over N training batches after "
+                         "training (augmentation and dropout off) and report the accuracy with them too.")
+    flags.DEFINE_bool("precise_bn_every_epoch", None, "With --precise_bn: also measure the precise-BN accuracy "
+                      "after every epoch (training is unchanged).")
     flags.DEFINE_string("strategy", None, "auto, mirrored, multiworker or none (default auto).")
     flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call (default 1).")
     flags.DEFINE_bool("mixed_precision", None, "mixed_float16 compute, for GPUs (KD loss stays float32).")
     flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (GPU; slow on CPU).")
-    flags.DEFINE_integer("gradient_flow_epochs", 0, "Log per-layer gradient norms and the loss to "
-                         "TensorBoard during the first N epochs (see docs/analysis.md; 0: off).")
-    flags.DEFINE_integer("gradient_flow_every", 10, "Steps between two gradient-flow measurements.")
+    define_instrument_flags()
     flags.DEFINE_string("logdir", "logs", "Root folder of all runs.")
 
 
@@ -131,20 +136,44 @@ def run_config_from_flags(distill: bool):
     return config_lib.resolve(settings)
 
 
-def analysis_callbacks(config) -> list:
-    """The instrument callbacks the flags ask for (``--gradient_flow_epochs``)."""
+def define_instrument_flags() -> None:
+    """Defines ``--gradient_flow_epochs`` and ``--gradient_flow_every`` (train, distill, grid)."""
     from absl import flags
 
+    flags.DEFINE_integer("gradient_flow_epochs", 0, "Log per-layer gradient norms and the loss to "
+                         "TensorBoard during the first N epochs (see docs/analysis.md; 0: off).")
+    flags.DEFINE_integer("gradient_flow_every", 10, "Steps between two gradient-flow measurements.")
+
+
+def check_instrument_flags() -> None:
+    """Raises a one-line ``ValueError`` for bad ``--gradient_flow_*`` values."""
+    from absl import flags
+
+    values = flags.FLAGS
+    if values.gradient_flow_epochs < 0:
+        raise ValueError(f"--gradient_flow_epochs must be >= 0. Received: {values.gradient_flow_epochs}.")
+    if values.gradient_flow_every < 1:
+        raise ValueError(f"--gradient_flow_every must be a positive integer. Received: {values.gradient_flow_every}.")
+
+
+def instrument_callbacks(config, run_directory: str) -> list:
+    """The instrument callbacks the flags ask for (``--gradient_flow_epochs``) for one run."""
+    from absl import flags
+
+    check_instrument_flags()
     values = flags.FLAGS
     epochs = values.gradient_flow_epochs
     if not epochs:
         return []
-    if epochs < 0:
-        raise ValueError(f"--gradient_flow_epochs must be >= 0. Received: {epochs}.")
-    if values.gradient_flow_every < 1:
-        raise ValueError(f"--gradient_flow_every must be a positive integer. Received: {values.gradient_flow_every}.")
-    from kdkeras import config as config_lib
     from kdkeras.analysis.gradients import GradientFlow
 
-    return [GradientFlow.for_run(config, config_lib.run_dir(config, values.logdir),
-                                 epochs=epochs, every=values.gradient_flow_every)]
+    return [GradientFlow.for_run(config, run_directory, epochs=epochs, every=values.gradient_flow_every)]
+
+
+def analysis_callbacks(config) -> list:
+    """:func:`instrument_callbacks` for the run of ``config`` in ``--logdir``."""
+    from absl import flags
+
+    from kdkeras import config as config_lib
+
+    return instrument_callbacks(config, config_lib.run_dir(config, flags.FLAGS.logdir))

@@ -10,6 +10,12 @@ then ``-<hash>`` when any result-affecting setting differs from the paper's
 recipe (the hash covers exactly those settings). Repeating a command therefore
 finds its run again, and a teacher trained by ``train.py`` is the same run a
 KD command asks for.
+
+A run whose ``epochs`` differ from the recipe's gets the recipe's
+learning-rate schedule scaled to its length unless ``lr_milestones`` /
+``lr_gamma`` are given (:func:`kdkeras.recipes.scale_schedule`); the
+resolved schedule is stored in the run's ``config.yaml`` and is part of its
+name.
 """
 
 from __future__ import annotations
@@ -43,8 +49,21 @@ class RunConfig:
         kd_epochs: apply KD only in the first ``kd_epochs`` epochs, then train
             on hard targets only (alpha = 0; the "Trainee-Mentor" schedule
             that tests KD as an early hint). ``None``: KD in every epoch.
-        seed: random seed (weights, data order, augmentation).
-        train_size, test_size: use a subset of the data.
+        seed: random seed (weights, data order, augmentation, subsets).
+        train_size, test_size: use a subset of the data (class-balanced,
+            seeded); ``train_size`` counts the images trained on.
+        val_size: hold out this many images of the training split
+            (class-balanced, seeded; the same images whatever ``train_size``)
+            as a validation split: never trained on, never
+            augmented, evaluated every epoch (``val_*`` in ``history.csv``)
+            and used to select an epoch or a setting. ``None``: the paper's
+            protocol (train on the whole training split, no selection).
+        precise_bn: recompute every BatchNorm layer's moving statistics as
+            the population statistics over this many training batches
+            (augmentation and dropout off) after training ("precise BN");
+            ``None``: off. The plain numbers are reported beside them.
+        precise_bn_every_epoch: also measure the precise-BN accuracy after
+            every epoch (``*_precise_bn`` columns); training is unchanged.
         dropout: WRN dropout rate (``None``: the family default, 0.3).
         augment: the paper's training augmentation (pad, crop, flip); off
             for ablations and for the ``synthetic`` data's fixed templates.
@@ -74,6 +93,9 @@ class RunConfig:
     seed: int = 0
     train_size: int | None = None
     test_size: int | None = None
+    val_size: int | None = None
+    precise_bn: int | None = None
+    precise_bn_every_epoch: bool = False
     dropout: float | None = None
     augment: bool = True
     strategy: str = "auto"
@@ -141,6 +163,9 @@ def resolve(overrides: dict) -> RunConfig:
     if not explicit.get("model"):
         raise ValueError("No model given: pass --model=NAME (train.py) or --student=NAME (distill.py).")
     recipe = recipes.recipe_for(explicit["model"], distill=explicit.get("teacher") is not None)
+    if isinstance(explicit.get("epochs"), int) and not isinstance(explicit["epochs"], bool) \
+            and explicit["epochs"] > 0:
+        recipe.update(recipes.scale_schedule(recipe, explicit["epochs"]))
     settings = {**recipe, **explicit}
     if settings.get("lr_milestones") is not None:
         settings["lr_milestones"] = tuple(int(m) for m in settings["lr_milestones"])
@@ -160,7 +185,7 @@ def validate(config: RunConfig) -> None:
     from kdkeras.models.registry import parse_model_name
 
     parse_model_name(config.model)
-    if config.teacher is not None and not _is_model_file(config.teacher):
+    if config.teacher is not None and not is_model_file(config.teacher):
         parse_model_name(config.teacher)
     _check(config.dataset in DATASETS,
            f"Unknown dataset '{config.dataset}'. Valid choices: {', '.join(DATASETS)}.")
@@ -168,10 +193,13 @@ def validate(config: RunConfig) -> None:
         value = getattr(config, name)
         _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
                f"{name} must be a positive integer. Received: {name}={value!r}.")
-    for name in ("train_size", "test_size"):
+    for name in ("train_size", "test_size", "val_size", "precise_bn"):
         value = getattr(config, name)
-        _check(value is None or (isinstance(value, int) and value > 0),
+        _check(value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0),
                f"{name} must be a positive integer. Received: {name}={value!r}.")
+    _check(not config.precise_bn_every_epoch or config.precise_bn is not None,
+           "precise_bn_every_epoch needs precise_bn=N (the number of training batches to recompute the "
+           "BatchNorm statistics over).")
     _check(isinstance(config.seed, int) and config.seed >= 0,
            f"seed must be a non-negative integer. Received: seed={config.seed!r}.")
     _check(config.lr > 0, f"lr must be > 0. Received: lr={config.lr!r}.")
@@ -192,20 +220,30 @@ def validate(config: RunConfig) -> None:
                f"kd_epochs must be at most epochs ({config.epochs}). Received: kd_epochs={config.kd_epochs}.")
     _check(config.dropout is None or 0 <= config.dropout < 1,
            f"dropout must be in [0, 1). Received: dropout={config.dropout!r}.")
-    for name in ("augment", "mixed_precision", "jit_compile"):
+    for name in ("augment", "mixed_precision", "jit_compile", "precise_bn_every_epoch"):
         _check(isinstance(getattr(config, name), bool),
                f"{name} must be true or false. Received: {name}={getattr(config, name)!r}.")
     _check(config.strategy in STRATEGIES,
            f"Unknown strategy '{config.strategy}'. Valid choices: {', '.join(STRATEGIES)}.")
 
 
-def _is_model_file(teacher: str) -> bool:
+def is_model_file(teacher: str) -> bool:
     return teacher.endswith(".keras") or os.path.sep in teacher
 
 
-def _recipe_defaults(model: str, distill: bool) -> dict:
-    """What :func:`resolve` gives ``model`` when nothing is set explicitly."""
-    defaults = RunConfig(model=model, **recipes.recipe_for(model, distill=distill)).to_dict()
+def recipe_defaults(model: str, distill: bool, epochs: int | None = None) -> dict:
+    """What :func:`resolve` gives ``model`` when nothing (or only ``epochs``) is set.
+
+    Args:
+        model: the model name.
+        distill: whether it is a KD student.
+        epochs: the run's epochs: the schedule is scaled to them as
+            :func:`resolve` does (``None``: the recipe's epochs).
+    """
+    recipe = recipes.recipe_for(model, distill=distill)
+    if epochs is not None:
+        recipe.update(recipes.scale_schedule(recipe, epochs), epochs=epochs)
+    defaults = RunConfig(model=model, **recipe).to_dict()
     defaults["lr_milestones"] = list(defaults["lr_milestones"])
     return defaults
 
@@ -215,20 +253,27 @@ def teacher_config(config: RunConfig) -> RunConfig:
 
     The teacher inherits the dataset, seed, data source, strategy and every
     shared setting that the KD run sets differently from the paper's recipe
-    (e.g. ``--epochs=2``), so a smoke KD run trains a matching smoke teacher.
+    (e.g. ``--epochs=2``, ``--val_size``), so a smoke KD run trains a
+    matching smoke teacher, and a teacher never trains on the student's
+    validation images. A learning-rate schedule that only follows from the
+    epochs (scaled from the recipe) is scaled again from the teacher's own
+    recipe; explicit milestones or gamma are inherited.
     """
-    defaults = _recipe_defaults(config.model, distill=True)
+    defaults = recipe_defaults(config.model, distill=True)
+    scaled = recipe_defaults(config.model, distill=True, epochs=config.epochs)
     current = config.to_dict()
     always = set(NON_IDENTITY_FIELDS) | {"seed", "dataset"}
+    schedule = {"lr_milestones", "lr_gamma"}
     inherited = {
-        k: current[k] for k in INHERITED_FIELDS if k in always or current[k] != defaults[k]
+        k: current[k] for k in INHERITED_FIELDS
+        if k in always or (current[k] != (scaled if k in schedule else defaults)[k])
     }
     return resolve({**inherited, "model": config.teacher})
 
 
 def _identity(config: RunConfig) -> dict:
     """Result-affecting settings that differ from the paper's recipe."""
-    defaults = _recipe_defaults(config.model, distill=config.distill)
+    defaults = recipe_defaults(config.model, distill=config.distill)
     current = config.to_dict()
     skip = set(NON_IDENTITY_FIELDS) | {"model", "teacher", "seed", "dataset"}
     if not config.distill:
@@ -244,7 +289,7 @@ def run_name(config: RunConfig, extra: dict | None = None) -> str:
     name = config.model
     if config.distill:
         teacher = config.teacher
-        if _is_model_file(teacher):
+        if is_model_file(teacher):
             stem = os.path.splitext(os.path.basename(teacher))[0]
             if stem == "model":  # <run>/model.keras: the run's name says more
                 stem = os.path.basename(os.path.dirname(os.path.abspath(teacher))) or stem

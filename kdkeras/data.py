@@ -17,11 +17,14 @@ in NHWC order, ``int64`` labels ``(N,)``):
 * **synthetic**: learnable random images (a per-class template plus noise)
   generated instantly from a fixed seed, for smoke runs.
 
-:func:`make_datasets` turns the arrays into ``tf.data`` pipelines: the
+:func:`make_splits` turns the arrays into ``tf.data`` pipelines: the
 training set is shuffled every epoch from a seeded buffer covering the whole
 set, batched, augmented batch-wise as in the paper (4-pixel reflect padding,
 random 32x32 crop, random horizontal flip), normalised per channel and
-prefetched; the test set is only normalised, batched and prefetched.
+prefetched; the validation split (``val_size`` images held out of the
+training split, class-balanced and seeded) and the test set are only
+normalised, batched and prefetched. :func:`make_datasets` is the same without
+a validation split.
 
 Every user-facing problem raises :class:`DataError` with a one-line message
 that names the problem and how to fix it.
@@ -51,6 +54,7 @@ __all__ = [
     "dataset_info",
     "load_arrays",
     "make_datasets",
+    "make_splits",
     "measure_throughput",
     "normalize",
 ]
@@ -58,7 +62,10 @@ __all__ = [
 #: Dataset names accepted by :func:`load_arrays` and :func:`make_datasets`.
 DATASETS = ("cifar100", "cifar10", "synthetic")
 
+#: The splits a dataset source provides.
 SPLITS = ("train", "test")
+#: The splits a run evaluates: the validation split is held out of ``train``.
+EVAL_SPLITS = ("val", "test")
 
 IMAGE_SHAPE = (32, 32, 3)
 #: Reflect padding (pixels per side) of the training augmentation.
@@ -85,8 +92,11 @@ class DatasetInfo:
         image_shape: ``(32, 32, 3)``.
         mean: per-channel mean on the ``[0, 1]`` scale used by :func:`normalize`.
         std: per-channel standard deviation on the ``[0, 1]`` scale.
-        train_examples: training examples after subsetting.
+        train_examples: training examples after subsetting (and after the
+            validation split is held out).
         test_examples: test examples after subsetting.
+        val_examples: validation examples held out of the training split
+            (0: no validation split).
     """
 
     name: str
@@ -97,6 +107,7 @@ class DatasetInfo:
     std: tuple[float, float, float]
     train_examples: int
     test_examples: int
+    val_examples: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,8 +254,11 @@ def _validate(images: np.ndarray, labels: np.ndarray, spec: _Spec, where: str):
     return np.ascontiguousarray(images), labels
 
 
-def _subset_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+def _subset_indices(labels: np.ndarray, size: int, seed) -> np.ndarray:
     """Class-balanced, seeded choice of ``size`` indices, in ascending order.
+
+    ``seed`` is anything ``numpy.random.default_rng`` accepts (an int, or a
+    sequence of ints for an independent stream).
 
     Examples are visited in a seeded random order and taken round-robin over
     the classes (the k-th example of every class before any (k+1)-th), so
@@ -272,6 +286,31 @@ def _take_subset(images, labels, size, seed, title, split):
         )
     idx = _subset_indices(labels, size, seed)
     return images[idx], labels[idx]
+
+
+#: Second entropy word of the validation split's stream, independent of the subsets'.
+_VAL_STREAM = 1
+
+
+def _hold_out(images, labels, val_size, seed, title):
+    """Splits ``(images, labels)`` into a training part and a validation part.
+
+    The validation part is a class-balanced choice of ``val_size`` examples
+    from the seeded stream ``(seed, 1)``; both parts keep the original order.
+
+    Returns:
+        ``((train_images, train_labels), (val_images, val_labels))``.
+    """
+    n = labels.shape[0]
+    if val_size >= n:
+        raise DataError(
+            f"val_size={val_size} leaves no training images: the {title} training split has "
+            f"{n}; use a val_size below {n} (e.g. {max(1, n // 10)}, 10%)"
+        )
+    val = _subset_indices(labels, val_size, (seed, _VAL_STREAM))
+    keep = np.ones(n, dtype=bool)
+    keep[val] = False
+    return (images[keep], labels[keep]), (images[val], labels[val])
 
 
 # --------------------------------------------------------------------------
@@ -594,29 +633,83 @@ def _read_tfds(spec: _Spec, splits: Sequence[str], data_dir):
 # --------------------------------------------------------------------------
 
 
-def _load(name, splits, *, data_dir, archive, sizes, seed):
-    """Loads several splits of one dataset in one pass over its source.
+def load_splits(name, splits=SPLITS, *, data_dir=None, archive=None, sizes=None, seed=0,
+                val_size=None):
+    """Loads several splits of one dataset into memory, in one pass over its source.
+
+    Args:
+        name: one of :data:`DATASETS`.
+        splits: names from :data:`SPLITS`, plus ``"val"`` for the validation
+            split (which needs ``val_size``).
+        data_dir, archive: the data source, as in :func:`load_arrays`.
+        sizes: ``{split: size}`` subsets; ``"train"`` counts the images
+            trained on, taken from what is left after the validation split
+            is held out.
+        seed: seed of the subsets and of the validation split.
+        val_size: validation images held out of the training split
+            (class-balanced, from the seeded stream ``(seed, 1)``; they depend
+            on ``seed`` and ``val_size`` only); ``None``: no validation split.
 
     Returns:
-        ``({split: (images, labels)}, class_names)``, subsets applied.
+        ``({split: (images, labels)}, class_names)``, subsets applied; with
+        ``val_size``, ``"train"`` never holds a validation image.
+
+    Raises:
+        DataError: unknown name or split, missing or damaged data, or sizes
+            larger than the split.
     """
     name = _check_name(name)
     spec = _SPECS[name]
-    for split in splits:
-        _check_split(split)
+    sizes = dict(sizes or {})
+    wanted = tuple(splits)
+    if "val" in wanted and val_size is None:
+        raise DataError("the 'val' split needs val_size=N (the number of training images to hold out)")
+    val_size = _check_size(val_size, "val_size")
+    source_splits = tuple(s for s in SPLITS if s in wanted or (s == "train" and val_size))
+    for split in wanted:
+        if split != "val":
+            _check_split(split)
     if name == "synthetic":
-        arrays = {s: _synthetic(s, sizes.get(s)) for s in splits}
-        return arrays, tuple(f"class_{i}" for i in range(_SYNTH_CLASSES))
-    if archive is not None:
-        arrays, names = _read_archive(archive, spec, splits)
+        # Generated: the training split is train_size (default 1024) images
+        # plus the validation images held out of it.
+        generate = dict(sizes)
+        if val_size:
+            generate["train"] = (sizes.get("train") or _SYNTH_SIZES["train"]) + val_size
+        arrays = {s: _synthetic(s, generate.get(s)) for s in source_splits}
+        names = tuple(f"class_{i}" for i in range(_SYNTH_CLASSES))
+        if val_size:
+            arrays["train"], arrays["val"] = _hold_out(*arrays["train"], val_size, seed, spec.title)
     else:
-        arrays, names = _read_tfds(spec, splits, data_dir)
-    if len(names) != spec.num_classes:
-        names = tuple(f"class_{i}" for i in range(spec.num_classes))
-    for split in splits:
-        x, y = arrays[split]
-        arrays[split] = _take_subset(x, y, sizes.get(split), seed, spec.title, split)
-    return arrays, names
+        if archive is not None:
+            arrays, names = _read_archive(archive, spec, source_splits)
+        else:
+            arrays, names = _read_tfds(spec, source_splits, data_dir)
+        if len(names) != spec.num_classes:
+            names = tuple(f"class_{i}" for i in range(spec.num_classes))
+        if val_size:
+            # The validation split depends on (seed, val_size) only, never on
+            # train_size: runs of different sizes are compared on the same images.
+            arrays["train"], arrays["val"] = _hold_out(*arrays["train"], val_size, seed, spec.title)
+        for split in source_splits:
+            x, y = arrays[split]
+            where = "train (after the validation split is held out)" if split == "train" and val_size else split
+            arrays[split] = _take_subset(x, y, sizes.get(split), seed, spec.title, where)
+    return {s: arrays[s] for s in wanted}, names
+
+
+def split_size(name: str, split: str = "train", *, data_dir=None, archive=None) -> int:
+    """Number of examples of a whole split (``synthetic``: the default generated size)."""
+    name = _check_name(name)
+    _check_split(split)
+    if name == "synthetic":
+        return _SYNTH_SIZES[split]
+    arrays, _ = load_splits(name, (split,), data_dir=data_dir, archive=archive)
+    return int(arrays[split][1].shape[0])
+
+
+def _load(name, splits, *, data_dir, archive, sizes, seed):
+    """:func:`load_splits` without a validation split (kept for its callers)."""
+    return load_splits(name, splits, data_dir=data_dir, archive=archive, sizes=sizes, seed=seed)
 
 
 def load_arrays(
@@ -658,7 +751,7 @@ def load_arrays(
 
 
 def dataset_info(name: str, class_names: Sequence[str] | None = None,
-                 train_examples: int = 0, test_examples: int = 0) -> DatasetInfo:
+                 train_examples: int = 0, test_examples: int = 0, val_examples: int = 0) -> DatasetInfo:
     """The static :class:`DatasetInfo` of ``name`` (without loading data).
 
     Args:
@@ -666,6 +759,7 @@ def dataset_info(name: str, class_names: Sequence[str] | None = None,
         class_names: class names; default ``class_0``, ``class_1``, ...
         train_examples: value of ``DatasetInfo.train_examples``.
         test_examples: value of ``DatasetInfo.test_examples``.
+        val_examples: value of ``DatasetInfo.val_examples``.
     """
     name = _check_name(name)
     spec = _SPECS[name]
@@ -680,6 +774,7 @@ def dataset_info(name: str, class_names: Sequence[str] | None = None,
         std=tuple(float(s) for s in spec.std),
         train_examples=int(train_examples),
         test_examples=int(test_examples),
+        val_examples=int(val_examples),
     )
 
 
@@ -798,11 +893,10 @@ _PARALLEL_CALLS = max(2, os.cpu_count() or 2)
 _PREFETCH = 2
 
 
-def _train_pipeline(images, labels, info: DatasetInfo, batch_size, seed, augment,
+def _train_pipeline(x, y, info: DatasetInfo, batch_size, seed, augment,
                     drop_remainder) -> tf.data.Dataset:
-    n = images.shape[0]
-    x = tf.constant(images)  # uint8, kept in memory and captured by reference
-    y = tf.constant(labels)
+    """The shuffled, augmented training batches of in-memory tensors ``x`` / ``y``."""
+    n = int(x.shape[0])
     mean, std = info.mean, info.std
 
     # Shuffle indices rather than images: cheap elements, whole-set buffer.
@@ -822,18 +916,117 @@ def _train_pipeline(images, labels, info: DatasetInfo, batch_size, seed, augment
     return ds.prefetch(_PREFETCH).with_options(pipeline_options())
 
 
-def _test_pipeline(images, labels, info: DatasetInfo, batch_size) -> tf.data.Dataset:
-    n = images.shape[0]
-    x = tf.constant(images)
-    y = tf.constant(labels)
+def _eval_pipeline(x, y, info: DatasetInfo, batch_size, shuffle_seed=None) -> tf.data.Dataset:
+    """Normalised, unaugmented batches in a fixed order (``shuffle_seed``: one seeded permutation)."""
+    n = int(x.shape[0])
     mean, std = info.mean, info.std
 
     def load(idx):
         return normalize(tf.gather(x, idx), mean, std), tf.gather(y, idx)
 
-    ds = tf.data.Dataset.range(n).batch(batch_size)
-    ds = ds.map(load, num_parallel_calls=_PARALLEL_CALLS)
+    ds = tf.data.Dataset.range(n)
+    if shuffle_seed is not None:
+        ds = ds.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=False)
+    ds = ds.batch(batch_size).map(load, num_parallel_calls=_PARALLEL_CALLS)
     return ds.prefetch(_PREFETCH).with_options(pipeline_options())
+
+
+def _test_pipeline(images, labels, info: DatasetInfo, batch_size) -> tf.data.Dataset:
+    return _eval_pipeline(tf.constant(images), tf.constant(labels), info, batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """The pipelines of one run (see :func:`make_splits`).
+
+    Attributes:
+        train: shuffled, augmented training batches, reshuffled and
+            re-augmented every time it is iterated.
+        val: validation batches (``None`` without a validation split).
+        test: test batches.
+        train_plain: the training images in one seeded order, unaugmented
+            (population statistics for precise BN).
+        info: the :class:`DatasetInfo`.
+        steps_per_epoch: training batches per epoch.
+    """
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None
+    test: tf.data.Dataset
+    train_plain: tf.data.Dataset
+    info: DatasetInfo
+    steps_per_epoch: int
+
+    def eval_splits(self) -> dict:
+        """``{"val": ..., "test": ...}`` (``"val"`` only when present)."""
+        out = {"val": self.val} if self.val is not None else {}
+        out["test"] = self.test
+        return out
+
+
+def make_splits(
+    name: str = "cifar100",
+    *,
+    batch_size: int = 128,
+    data_dir=None,
+    archive=None,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    val_size: int | None = None,
+    seed: int = 0,
+    augment: bool = True,
+    drop_remainder: bool = False,
+) -> Splits:
+    """Builds the training, validation and test pipelines of a run.
+
+    Args:
+        name: one of :data:`DATASETS`.
+        batch_size: examples per batch.
+        data_dir: prepared TFDS folder (default: TFDS's default data dir).
+        archive: original ``cifar-*-python.tar.gz``, its extracted folder or
+            their parent folder; takes precedence over TFDS.
+        train_size: train on a class-balanced seeded subset of this many
+            training examples (``synthetic``: generate this many; default
+            1024), taken after the validation images are held out.
+        test_size: same for the test split (``synthetic`` default 256).
+        val_size: hold out this many training examples (class-balanced,
+            seeded) as the validation split; never trained on or augmented.
+        seed: seed of the subsets, the validation split, the per-epoch
+            shuffle and the augmentation.
+        augment: apply reflect-pad / random-crop / flip to training batches.
+        drop_remainder: drop the last incomplete training batch (evaluation
+            pipelines always keep every example).
+
+    Returns:
+        A :class:`Splits`. Every dataset yields ``(images, labels)`` with
+        ``float32`` normalised images ``(batch, 32, 32, 3)`` and ``int64``
+        labels ``(batch,)``.
+
+    Raises:
+        DataError: as :func:`load_splits`, or for a bad ``batch_size``.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    sizes = {"train": _check_size(train_size, "train_size"),
+             "test": _check_size(test_size, "test_size")}
+    wanted = ("train", "val", "test") if val_size is not None else SPLITS
+    arrays, names = load_splits(name, wanted, data_dir=data_dir, archive=archive, sizes=sizes,
+                                seed=seed, val_size=val_size)
+    (x_train, y_train), (x_test, y_test) = arrays["train"], arrays["test"]
+    x_val, y_val = arrays.get("val", (np.zeros((0,) + IMAGE_SHAPE, np.uint8), np.zeros((0,), np.int64)))
+    info = dataset_info(name, names, x_train.shape[0], x_test.shape[0], x_val.shape[0])
+    batch_size, seed = int(batch_size), int(seed)
+    x, y = tf.constant(x_train), tf.constant(y_train)  # shared by both training pipelines
+    n = x_train.shape[0]
+    return Splits(
+        train=_train_pipeline(x, y, info, batch_size, seed, augment, drop_remainder),
+        val=_test_pipeline(x_val, y_val, info, batch_size) if val_size is not None else None,
+        test=_test_pipeline(x_test, y_test, info, batch_size),
+        train_plain=_eval_pipeline(x, y, info, batch_size, shuffle_seed=seed + 2),
+        info=info,
+        steps_per_epoch=int(n // batch_size if drop_remainder else math.ceil(n / batch_size)),
+    )
 
 
 def make_datasets(
@@ -848,43 +1041,19 @@ def make_datasets(
     augment: bool = True,
     drop_remainder: bool = False,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset, DatasetInfo]:
-    """Builds the training and test pipelines.
+    """The training and test pipelines, without a validation split.
 
-    Args:
-        name: one of :data:`DATASETS`.
-        batch_size: examples per batch.
-        data_dir: prepared TFDS folder (default: TFDS's default data dir).
-        archive: original ``cifar-*-python.tar.gz``, its extracted folder or
-            their parent folder; takes precedence over TFDS.
-        train_size: keep a class-balanced seeded subset of this many training
-            examples (``synthetic``: generate this many; default 1024).
-        test_size: same for the test split (``synthetic`` default 256).
-        seed: seed of the subsets, the per-epoch shuffle and the augmentation.
-        augment: apply reflect-pad / random-crop / flip to training batches.
-        drop_remainder: drop the last incomplete training batch (the test
-            pipeline always keeps every example).
+    Same arguments as :func:`make_splits` (without ``val_size``).
 
     Returns:
-        ``(train_ds, test_ds, info)``. Both datasets yield ``(images, labels)``
-        with ``float32`` normalised images ``(batch, 32, 32, 3)`` and ``int64``
-        labels ``(batch,)``. ``train_ds`` is reshuffled (and re-augmented)
-        every time it is iterated, deterministically from ``seed``.
-
-    Raises:
-        DataError: as :func:`load_arrays`, or for a bad ``batch_size``.
+        ``(train_ds, test_ds, info)``. ``train_ds`` is reshuffled (and
+        re-augmented) every time it is iterated, deterministically from
+        ``seed``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
-        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
-    sizes = {"train": _check_size(train_size, "train_size"),
-             "test": _check_size(test_size, "test_size")}
-    arrays, names = _load(name, SPLITS, data_dir=data_dir, archive=archive, sizes=sizes, seed=seed)
-    (x_train, y_train), (x_test, y_test) = arrays["train"], arrays["test"]
-    info = dataset_info(name, names, x_train.shape[0], x_test.shape[0])
-    train = _train_pipeline(x_train, y_train, info, int(batch_size), int(seed), augment,
-                            drop_remainder)
-    test = _test_pipeline(x_test, y_test, info, int(batch_size))
-    return train, test, info
+    splits = make_splits(name, batch_size=batch_size, data_dir=data_dir, archive=archive,
+                         train_size=train_size, test_size=test_size, seed=seed, augment=augment,
+                         drop_remainder=drop_remainder)
+    return splits.train, splits.test, splits.info
 
 
 def measure_throughput(dataset: tf.data.Dataset, steps: int, *, warmup: int = 2) -> float:

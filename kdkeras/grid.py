@@ -10,7 +10,9 @@ cells, one training run each, keyed by their run folder (see
 * KD runs: every NR student from every R teacher of its half;
 
 for each seed. Baselines come first, so teachers exist before the KD cells
-that need them. ``--shard=i/n`` takes every n-th cell of that order, so shards
+that need them. A *suite* config (a ``grids:`` list, e.g.
+``configs/reduced/cifar10_wrn.yaml``) runs several grids in its order, with
+shared settings, and adds a summary across them. ``--shard=i/n`` takes every n-th cell of that order, so shards
 are disjoint and together complete. Each run is claimed with a lock file next
 to its folder, so two processes on a shared ``--logdir`` never train the same
 run; a KD cell whose teacher another shard is training waits for it.
@@ -30,6 +32,19 @@ from kdkeras import config as config_lib
 
 HALVES = ("left", "right")
 GRID_FIELDS = ("name", "table", "net", "dataset", "halves", "seeds", "settings")
+SUITE_FIELDS = ("name", "grids", "dataset", "seeds", "settings")
+
+#: The accuracies a table can show: ``(name, results.json key, title)``. The
+#: first is the paper's protocol; the best-on-test one is optimistic, since
+#: it selects the epoch on the split it reports.
+MEASURES = (
+    ("final", "test_accuracy", "final-epoch test accuracy (the paper's protocol)"),
+    ("at_best_val", "test_accuracy_at_best_val", "test accuracy at the best validation epoch"),
+    ("precise_bn", "test_accuracy_precise_bn", "final-epoch test accuracy with precise BN statistics"),
+    ("batch_stats", "test_accuracy_batch_stats", "final-epoch test accuracy with batch statistics"),
+    ("best_on_test", "best_test_accuracy",
+     "best-epoch test accuracy (OPTIMISTIC: the epoch is selected on the test split itself)"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,14 +79,57 @@ class GridSpec:
     settings: dict = dataclasses.field(default_factory=dict)
 
 
-def load_grid(path: str) -> GridSpec:
-    """Reads a grid config YAML (see ``configs/tables/``)."""
+def _read_yaml(path: str) -> dict:
     import yaml
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"Grid config '{path}' does not exist.")
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"Grid config '{path}' is not valid YAML: {' '.join(str(err).split())}")
+    if not isinstance(data, dict):
+        raise ValueError(f"Grid config '{path}' must hold a mapping.")
+    return data
+
+
+def load_grids(path: str) -> tuple[str, list[GridSpec]]:
+    """Reads a grid config or a suite config.
+
+    A suite config lists grid configs (``grids:``, paths relative to it) and
+    may set ``dataset``, ``seeds`` and ``settings`` for all of them (a grid's
+    own ``settings`` win); its grids run in the listed order.
+
+    Returns:
+        ``(name, specs)``: the config's name and its grids (one for a grid config).
+    """
+    data = _read_yaml(path)
+    if "grids" not in data:
+        spec = load_grid(path)
+        return spec.name, [spec]
+    unknown = sorted(set(data) - set(SUITE_FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown key(s) {', '.join(unknown)} in suite '{path}'. "
+                         f"Valid keys: {', '.join(SUITE_FIELDS)}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    specs = []
+    for entry in data["grids"] or ():
+        spec = load_grid(os.path.join(folder, entry))
+        if "dataset" in data:
+            spec.dataset = data["dataset"]
+        if "seeds" in data:
+            spec.seeds = int(data["seeds"])
+        spec.settings = {**(data.get("settings") or {}), **spec.settings}
+        specs.append(spec)
+    if not specs:
+        raise ValueError(f"Suite '{path}' lists no grids.")
+    return data.get("name") or os.path.splitext(os.path.basename(path))[0], specs
+
+
+def load_grid(path: str) -> GridSpec:
+    """Reads a grid config YAML (see ``configs/tables/``)."""
+    data = _read_yaml(path)
     unknown = sorted(set(data) - set(GRID_FIELDS))
     if unknown:
         raise ValueError(f"Unknown key(s) {', '.join(unknown)} in '{path}'. Valid keys: {', '.join(GRID_FIELDS)}.")
@@ -243,8 +301,11 @@ def state(cell: Cell) -> str:
     return "to do"
 
 
-def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="auto") -> str:
+def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="auto", callbacks=None) -> str:
     """Trains ``cell`` unless finished or claimed; waits for a claimed teacher.
+
+    ``callbacks``: a function of the cell's config and run folder returning
+    extra Keras callbacks for its ``fit`` (instruments such as gradient flow).
 
     Returns:
         ``"done"`` (already finished), ``"trained"`` or ``"skipped"`` (another
@@ -262,16 +323,29 @@ def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="
     try:
         if is_finished(cell.run_dir):
             return "done"
-        train_and_evaluate(cell.config, logdir, log=log, verbose=verbose)
+        extra = callbacks(cell.config, cell.run_dir) if callbacks else ()
+        train_and_evaluate(cell.config, logdir, log=log, verbose=verbose, callbacks=extra)
         return "trained"
     finally:
         release(cell.run_dir)
 
 
-def print_plan(spec: GridSpec, cells, mine, index, count, out=print) -> None:
-    """Lists the cells of this shard with their state, and a summary."""
+def plan_all(specs, logdir: str, half=None, students=None, teachers=None) -> list[Cell]:
+    """The cells of several grids in order (:func:`plan` of each), each run once."""
+    cells, seen = [], set()
+    for spec in specs:
+        for cell in plan(spec, logdir, half, students, teachers):
+            if cell.run_dir not in seen:
+                seen.add(cell.run_dir)
+                cells.append(cell)
+    return cells
+
+
+def print_plan(spec, cells, mine, index, count, out=print) -> None:
+    """Lists the cells of this shard with their state, and a summary (``spec``: a grid or a name)."""
     states = {}
-    out(f"Grid {spec.name}: {len(cells)} runs, shard {index}/{count} has {len(mine)}")
+    name = getattr(spec, "name", spec)
+    out(f"Grid {name}: {len(cells)} runs, shard {index}/{count} has {len(mine)}")
     for cell in mine:
         s = state(cell)
         states[s] = states.get(s, 0) + 1
@@ -280,14 +354,19 @@ def print_plan(spec: GridSpec, cells, mine, index, count, out=print) -> None:
     out("  " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
 
 
-def run(spec: GridSpec, cells, logdir: str, log=print, verbose="auto") -> dict:
-    """Runs the cells in order with a progress line per cell; returns counts by outcome."""
+def run(spec, cells, logdir: str, log=print, verbose="auto", callbacks=None) -> dict:
+    """Runs the cells in order with a progress line per cell; returns counts by outcome.
+
+    ``spec``: the grid (or a suite's name) shown in the progress lines;
+    ``callbacks``: as in :func:`run_cell`.
+    """
+    name = getattr(spec, "name", spec)
     outcomes = {}
     for i, cell in enumerate(cells, start=1):
-        log(f"[{i}/{len(cells)}] {spec.name}: {cell.label}")
-        outcome = run_cell(cell, logdir, log=log, verbose=verbose)
+        log(f"[{i}/{len(cells)}] {name}: {cell.label}")
+        outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    log(f"{spec.name}: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))
+    log(f"{name}: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))
     return outcomes
 
 
@@ -296,16 +375,19 @@ def _label(token: str) -> str:
 
 
 def _accuracies(run_dirs, key) -> list[float]:
+    """Per-seed accuracies (percent) of the finished runs that report ``key``."""
     from kdkeras.training import is_finished, load_results
 
-    return [100.0 * load_results(d)[key] for d in run_dirs if is_finished(d)]
+    values = (load_results(d).get(key) for d in run_dirs if is_finished(d))
+    return [100.0 * v for v in values if v is not None]
 
 
 def collect(spec: GridSpec, logdir: str, key="test_accuracy", half=None, students=None, teachers=None):
     """``{half: kdkeras.tables.TableHalf}`` of the finished runs (accuracy in percent).
 
     Args:
-        key: ``"test_accuracy"`` (final epoch) or ``"best_test_accuracy"``.
+        key: a ``results.json`` key of :data:`MEASURES`, e.g.
+            ``"test_accuracy"`` (final epoch).
     """
     from kdkeras.tables import TableHalf
 
@@ -341,25 +423,34 @@ def _combine_pngs(paths, out_path):
     save_png(fig, out_path, dpi=100)
 
 
-def _long_rows(half_name, epoch, half, wide_csv):
-    """The paper-layout CSV of one half as long rows (half, epoch, row, student, mean, std, n)."""
+def _long_rows(half_name, measure, half, wide_csv):
+    """The paper-layout CSV of one half as long rows (half, measure, row, student, mean, std, n)."""
     rows = []
     for record in csv.DictReader(io.StringIO(wide_csv)):
         for student in half.students:
-            rows.append([half_name, epoch, record["row"], student, record[student],
+            rows.append([half_name, measure, record["row"], student, record[student],
                          record.get(f"{student}_std", ""), record.get(f"{student}_n", "")])
     return rows
+
+
+def _present(halves) -> bool:
+    """Whether any cell of ``{half: TableHalf}`` has a value."""
+    return any(v for h in halves.values() for cells in (h.kd, h.baseline, h.nr_baseline)
+               for v in cells.values())
 
 
 def write_tables(spec: GridSpec, logdir: str, half=None, students=None, teachers=None, log=print) -> str:
     """Writes ``<logdir>/<grid>/table.md``, ``table.csv``, ``table.png`` and ``comparison.md``.
 
     ``table.md`` has the paper's layout (teachers x students, then Baseline,
-    NR-baseline, Acc. drop, Distil. gain) for the final and the best epoch,
-    mean +- std over seeds; ``table.csv`` holds the same numbers as long rows
-    ``half,epoch,row,student,mean,std,n``; ``table.png`` is a heatmap of each
-    half; ``comparison.md`` (CIFAR-100 paper tables only) puts every cell
-    beside the paper's printed value.
+    NR-baseline, Acc. drop, Distil. gain), mean +- std over seeds, once per
+    measure of :data:`MEASURES` that the runs report: the final epoch (the
+    paper's protocol), the best validation epoch (runs with ``val_size``),
+    precise BN, batch statistics, and the best epoch on the test split,
+    labelled optimistic. ``table.csv`` holds the same numbers as long rows
+    ``half,measure,row,student,mean,std,n``; ``table.png`` is a heatmap of
+    the final epoch; ``comparison.md`` (CIFAR-100 paper tables only) puts
+    every final-epoch cell beside the paper's printed value.
     """
     import tempfile
 
@@ -369,15 +460,18 @@ def write_tables(spec: GridSpec, logdir: str, half=None, students=None, teachers
 
     folder = os.path.join(logdir, spec.name)
     os.makedirs(folder, exist_ok=True)
-    final = collect(spec, logdir, "test_accuracy", half, students, teachers)
-    best = collect(spec, logdir, "best_test_accuracy", half, students, teachers)
+    measured = {}
+    for name, key, what in MEASURES:
+        halves = collect(spec, logdir, key, half, students, teachers)
+        if name == "final" or _present(halves):
+            measured[name] = (what, halves)
+    final = measured["final"][1]
     title = f"{spec.name}: {spec.net} on {spec.dataset}, {spec.seeds} seed(s)"
     md, csv_parts, comparison, pngs = [f"# {title}\n"], [], [f"# {title}: ours / paper\n"], []
     for name in final:
-        for what, halves in (("final epoch", final), ("best epoch", best)):
-            md.append(tables.render_markdown(halves[name], f"{name} half, {what} test accuracy (%)"))
-        for what, halves in (("final", final), ("best", best)):
-            csv_parts += _long_rows(name, what, halves[name], tables.render_csv(halves[name]))
+        for measure, (what, halves) in measured.items():
+            md.append(tables.render_markdown(halves[name], f"{name} half, {what} (%)"))
+            csv_parts += _long_rows(name, measure, halves[name], tables.render_csv(halves[name]))
         png = os.path.join(tempfile.mkdtemp(), f"{name}.png")
         tables.render_heatmap(final[name], png, f"{spec.net} {name} half (final epoch)")
         pngs.append(png)
@@ -387,7 +481,7 @@ def write_tables(spec: GridSpec, logdir: str, half=None, students=None, teachers
     atomic_write_text(os.path.join(folder, "table.md"), "\n\n".join(md) + "\n")
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["half", "epoch", "row", "student", "mean", "std", "n"])
+    writer.writerow(["half", "measure", "row", "student", "mean", "std", "n"])
     writer.writerows(csv_parts)
     atomic_write_text(os.path.join(folder, "table.csv"), out.getvalue())
     if pngs:
@@ -395,4 +489,127 @@ def write_tables(spec: GridSpec, logdir: str, half=None, students=None, teachers
     if len(comparison) > 1:
         atomic_write_text(os.path.join(folder, "comparison.md"), "\n\n".join(comparison) + "\n")
     log(f"Tables written to {folder}")
+    return folder
+
+
+# --------------------------------------------------------------------------
+# Summary across the grids of a suite
+# --------------------------------------------------------------------------
+
+
+def _per_seed(run_dirs_by_seed: dict, key: str) -> dict:
+    """``{seed: accuracy in percent}`` of the finished runs reporting ``key``."""
+    from kdkeras.training import is_finished, load_results
+
+    out = {}
+    for seed, directory in run_dirs_by_seed.items():
+        if is_finished(directory):
+            value = load_results(directory).get(key)
+            if value is not None:
+                out[seed] = 100.0 * value
+    return out
+
+
+def _stats(values) -> str:
+    from kdkeras import tables
+
+    values = list(values)
+    stats = tables.summarize(values)
+    if stats is None:
+        return tables.MISSING
+    mean, std = stats
+    n = len(values)
+    return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
+
+
+def _paired(a: dict, b: dict) -> list[float]:
+    """Per-seed differences ``a - b`` over the seeds both have."""
+    return [a[s] - b[s] for s in sorted(set(a) & set(b))]
+
+
+def summary_rows(specs, logdir: str) -> list[dict]:
+    """One row per (grid, half, student, measure): R baseline, NR baseline, best KD, drop, gains.
+
+    Differences (``acc_drop`` = R - NR, ``kd_gain_over_nr`` = KD - NR,
+    ``distil_gain`` = KD - R) are taken per seed and then averaged, so their
+    ``±`` is the spread over seeds of the difference itself. The KD column
+    uses the teacher with the best mean over seeds (by the final-epoch
+    accuracy, as the paper's tables).
+    """
+    rows = []
+    for spec in specs:
+        dirs = {}
+        for name, role, student, teacher, cfg in table_configs(spec):
+            key = (name, student)
+            slot = dirs.setdefault(key, {"baseline": {}, "nr_baseline": {}, "kd": {}})
+            run = config_lib.run_dir(cfg, logdir)
+            if role == "kd":
+                slot["kd"].setdefault(teacher, {})[cfg.seed] = run
+            else:
+                slot[role][cfg.seed] = run
+        for (half, student), slot in dirs.items():
+            finals = {t: _per_seed(d, "test_accuracy") for t, d in slot["kd"].items()}
+            means = {t: sum(v.values()) / len(v) for t, v in finals.items() if v}
+            teacher = max(means, key=means.get) if means else None
+            for measure, key, what in MEASURES:
+                r = _per_seed(slot["baseline"], key)
+                nr = _per_seed(slot["nr_baseline"], key)
+                kd = _per_seed(slot["kd"][teacher], key) if teacher else {}
+                if not (r or nr or kd):
+                    continue
+                rows.append({
+                    "grid": spec.name, "net": spec.net, "half": half, "student": _label(student),
+                    "teacher": _label(teacher) if teacher else None, "measure": measure, "title": what,
+                    "r_baseline": r, "nr_baseline": nr, "kd": kd,
+                    "acc_drop": _paired(r, nr), "kd_gain_over_nr": _paired(kd, nr),
+                    "distil_gain": _paired(kd, r),
+                })
+    return rows
+
+
+def write_summary(name: str, specs, logdir: str, log=print) -> str:
+    """Writes ``<logdir>/<name>/summary.md`` and ``summary.csv``: every grid of a suite in one table per measure.
+
+    Columns: R baseline, NR baseline, the NR student distilled from its best
+    teacher, ``Acc. drop`` (R - NR), ``KD - NR`` (what KD recovers) and
+    ``Distil. gain`` (KD - R, as the paper's tables), mean ± std over seeds.
+    """
+    from kdkeras.io_utils import atomic_write_text
+
+    rows = summary_rows(specs, logdir)
+    folder = os.path.join(logdir, name)
+    os.makedirs(folder, exist_ok=True)
+    md = [f"# {name}: {len(specs)} grid(s), mean ± std over seeds (n per cell in summary.csv)\n"]
+    for measure, _, what in MEASURES:
+        chosen = [r for r in rows if r["measure"] == measure]
+        if not chosen:
+            continue
+        md.append(f"## {what} (%)\n")
+        md.append("| grid | student | teacher | R baseline | NR baseline | NR + KD | Acc. drop (R - NR) "
+                  "| KD - NR | Distil. gain (KD - R) |")
+        md.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in chosen:
+            md.append(f"| {r['grid']} | {r['student']} | {r['teacher'] or '—'} | "
+                      f"{_stats(r['r_baseline'].values())} | {_stats(r['nr_baseline'].values())} | "
+                      f"{_stats(r['kd'].values())} | {_stats(r['acc_drop'])} | {_stats(r['kd_gain_over_nr'])} | "
+                      f"{_stats(r['distil_gain'])} |")
+        md.append("")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    columns = ("r_baseline", "nr_baseline", "kd", "acc_drop", "kd_gain_over_nr", "distil_gain")
+    writer.writerow(["grid", "net", "half", "student", "teacher", "measure", "column", "mean", "std", "n",
+                     "values"])
+    from kdkeras import tables
+
+    for r in rows:
+        for column in columns:
+            values = list(r[column].values()) if isinstance(r[column], dict) else r[column]
+            stats = tables.summarize(values)
+            writer.writerow([r["grid"], r["net"], r["half"], r["student"], r["teacher"] or "", r["measure"],
+                             column, "" if stats is None else f"{stats[0]:.4f}",
+                             "" if stats is None else f"{stats[1]:.4f}", len(values),
+                             " ".join(f"{v:.2f}" for v in values)])
+    atomic_write_text(os.path.join(folder, "summary.md"), "\n".join(md) + "\n")
+    atomic_write_text(os.path.join(folder, "summary.csv"), out.getvalue())
+    log(f"Summary written to {folder}")
     return folder

@@ -10,9 +10,16 @@ per-family learning-rate schedules:
 
 KD: temperature 4, alpha 0.9. Schedules are functions of the optimizer step,
 so they resume exactly from a checkpoint.
+
+A run shorter (or longer) than the recipe gets the recipe's schedule scaled
+to its length (:func:`scale_schedule`): step milestones keep their place as
+a fraction of the run (WRN: 25/50/75%), an exponential decay keeps the
+recipe's ratio of final to initial learning rate.
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 
@@ -61,6 +68,58 @@ def recipe_for(model_name: str, distill: bool = False) -> dict:
     if distill and family == "mobilenetv2":
         recipe["epochs"] = 300
     return recipe
+
+
+def scale_schedule(recipe: dict, epochs: int) -> dict:
+    """The recipe's learning-rate schedule fitted to a run of ``epochs`` epochs.
+
+    * ``step``: each milestone ``m`` of the recipe's ``E`` epochs becomes
+      ``round(m * epochs / E)`` (halves round up), at least 1, without
+      repeats; ``lr_gamma`` (the factor per milestone) is unchanged. WRN's
+      30/60/90 of 120 becomes 25/50/75% of the run, e.g. 5/10/15 of 20.
+    * ``exponential``: ``lr_gamma ** (E / epochs)`` per epoch, so the run
+      ends at the recipe's final/initial ratio ``lr_gamma ** E``.
+    * ``constant``: unchanged.
+
+    Args:
+        recipe: a dict from :func:`recipe_for` (``epochs``, ``lr_schedule``,
+            ``lr_milestones``, ``lr_gamma``).
+        epochs: the run's number of epochs.
+
+    Returns:
+        ``{"lr_milestones": tuple, "lr_gamma": float}`` for the run.
+    """
+    base = int(recipe["epochs"])
+    milestones = tuple(int(m) for m in recipe["lr_milestones"])
+    gamma = float(recipe["lr_gamma"])
+    if epochs == base:
+        return {"lr_milestones": milestones, "lr_gamma": gamma}
+    if recipe["lr_schedule"] == "step":
+        scaled = []
+        for m in milestones:
+            value = max(1, math.floor(m * epochs / base + 0.5))
+            if value not in scaled:
+                scaled.append(value)
+        return {"lr_milestones": tuple(scaled), "lr_gamma": gamma}
+    if recipe["lr_schedule"] == "exponential":
+        return {"lr_milestones": milestones, "lr_gamma": gamma ** (base / epochs)}
+    return {"lr_milestones": milestones, "lr_gamma": gamma}
+
+
+def describe_schedule(lr, schedule, milestones, gamma, epochs) -> str:
+    """One line describing a run's learning-rate schedule, e.g. for the start of a run.
+
+    Example: ``"step: lr 0.1, x0.2 at epochs 5, 10, 15 of 20 (final 0.0008)"``.
+    """
+    if schedule == "step":
+        active = [m for m in milestones if m < epochs]
+        final = lr * gamma ** len(active)
+        at = ", ".join(str(m) for m in milestones) or "none"
+        return f"step: lr {lr:g}, x{gamma:g} at epochs {at} of {epochs} (final {final:.3g})"
+    if schedule == "exponential":
+        return (f"exponential: lr {lr:g}, x{gamma:.5g} per epoch over {epochs} epochs "
+                f"(final {lr * gamma ** (epochs - 1):.3g})")
+    return f"constant: lr {lr:g} for {epochs} epochs"
 
 
 def make_lr_schedule(lr, schedule, milestones, gamma, steps_per_epoch):

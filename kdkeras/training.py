@@ -19,12 +19,13 @@ repeating an interrupted run resumes from its last finished epoch
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import filecmp
 import json
-import math
 import os
 import shutil
+import sys
 import time
 import zipfile
 
@@ -178,7 +179,7 @@ def resolve_teacher(config, logdir: str, log=_print, verbose="auto", train_teach
     Returns:
         ``(teacher_model, teacher_run_dir_or_path)``.
     """
-    if config_lib._is_model_file(config.teacher):
+    if config_lib.is_model_file(config.teacher):
         return load_model_file(config.teacher, "teacher"), config.teacher
     teacher_dir = ensure_teacher_run(config, logdir, log=log, verbose=verbose, train_teacher=train_teacher)
     return load_model_file(os.path.join(teacher_dir, MODEL_FILE), "teacher"), teacher_dir
@@ -261,6 +262,187 @@ def check_teacher(teacher, config, info) -> None:
         )
 
 
+# --------------------------------------------------------------------------
+# The steps of a run. train_and_evaluate calls them in order; tuning trials
+# and benchmarks call the same functions, so a setting that changes a run
+# changes them too.
+# --------------------------------------------------------------------------
+
+
+def make_run_data(config):
+    """Step 2: the run's pipelines (:class:`kdkeras.data.Splits`), with every data setting of ``config``.
+
+    Seeds the global RNGs with ``config.seed`` first, so the pipelines are the
+    same whoever builds them.
+    """
+    import keras
+
+    from kdkeras import data as data_lib
+
+    keras.utils.set_random_seed(config.seed)
+    return data_lib.make_splits(
+        config.dataset,
+        batch_size=config.batch_size,
+        data_dir=config.data_dir,
+        archive=config.archive,
+        train_size=config.train_size,
+        test_size=config.test_size,
+        val_size=config.val_size,
+        seed=config.seed,
+        augment=config.augment,
+    )
+
+
+def build_run_model(config, data, teacher=None, strategy=None):
+    """Step 3: the compiled model of a run: a :class:`~kdkeras.distiller.Distiller` (KD) or the student.
+
+    The student's weights depend only on ``config.seed`` (the global RNGs
+    are seeded here, right before it is built), and its optimizer and lr
+    schedule on ``config`` and the number of steps per epoch.
+
+    Args:
+        config: the resolved :class:`kdkeras.config.RunConfig` (its
+            ``temperature``, ``alpha`` and ``lr`` are used as they are; a
+            tuning trial passes its own values this way).
+        data: the run's :class:`kdkeras.data.Splits` (classes, image shape,
+            steps per epoch).
+        teacher: the teacher ``keras.Model`` of a KD run.
+        strategy: a ``tf.distribute`` strategy to build under (default: none).
+
+    Returns:
+        ``(model, student)``: the model to ``fit`` and the student inside it
+        (the same object for a baseline).
+    """
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        keras.utils.set_random_seed(config.seed)
+        student = build_student(config, data.info.num_classes, data.info.image_shape)
+        optimizer = make_optimizer(config, data.steps_per_epoch)
+        if config.distill:
+            from kdkeras.distiller import Distiller
+
+            if teacher is None:
+                raise ValueError(f"KD run {config.model} needs its teacher model.")
+            check_teacher(teacher, config, data.info)
+            model = Distiller(student, teacher, temperature=config.temperature, alpha=config.alpha)
+            model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution,
+                          jit_compile=config.jit_compile)
+        else:
+            model = student
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                steps_per_execution=config.steps_per_execution,
+                jit_compile=config.jit_compile,
+            )
+    return model, student
+
+
+def training_callbacks(config, data, *, evaluate_test: bool = True) -> list:
+    """Step 4a: the callbacks that shape training and the metrics it logs, in order.
+
+    A non-finite loss stops first; then ``lr`` / ``epoch_time_s``, the KD
+    schedule (``--kd_epochs``), the test split's metrics (``test_*``; never
+    in a tuning trial, ``evaluate_test=False``) and the per-epoch precise-BN
+    accuracy (``--precise_bn_every_epoch``). Tuning trials use exactly
+    these, so no setting can change a run without changing a trial.
+    """
+    from kdkeras.callbacks import EpochStats, EvaluateSplits, KDSchedule, PreciseBNEvaluation, StopOnNonFiniteLoss
+
+    callbacks = [StopOnNonFiniteLoss(), EpochStats()]
+    if config.distill and config.kd_epochs:
+        callbacks.append(KDSchedule(config.kd_epochs, config.alpha))
+    if evaluate_test:
+        callbacks.append(EvaluateSplits({"test": data.test}))
+    if config.precise_bn and config.precise_bn_every_epoch:
+        splits = {"val": data.val} if data.val is not None else {}
+        if evaluate_test:
+            splits["test"] = data.test
+        callbacks.append(PreciseBNEvaluation(data.train_plain, config.precise_bn, splits))
+    return callbacks
+
+
+def record_callbacks(work_dir: str, initial_epoch: int) -> list:
+    """Step 4b: the callbacks that record a run in its folder (history, backup, TensorBoard).
+
+    The history row is written before the backup, so a process killed
+    between the two resumes from the previous backup and rewrites that
+    epoch's row instead of leaving a gap.
+    """
+    import keras
+
+    from kdkeras.callbacks import HistoryCSV, TensorBoard
+
+    return [
+        HistoryCSV(os.path.join(work_dir, HISTORY_FILE), initial_epoch=initial_epoch),
+        keras.callbacks.BackupAndRestore(os.path.join(work_dir, BACKUP_DIR), save_freq="epoch",
+                                         delete_checkpoint=False, double_checkpoint=True),
+        TensorBoard(os.path.join(work_dir, TENSORBOARD_DIR)),
+    ]
+
+
+def fit_run(model, config, data, callbacks, verbose="auto"):
+    """Step 5: ``model.fit`` on the run's training split, validated on its validation split (if any)."""
+    return model.fit(data.train, epochs=config.epochs, validation_data=data.val, shuffle=False,
+                     callbacks=list(callbacks), verbose=fit_verbosity(verbose))
+
+
+def fit_verbosity(verbose="auto"):
+    """``fit``'s ``verbose``: ``"auto"`` is a progress bar on a terminal, one line per epoch otherwise."""
+    if verbose != "auto":
+        return verbose
+    return 1 if getattr(sys.stdout, "isatty", lambda: False)() else 2
+
+
+def _best(history, key):
+    """``(best value, 1-based epoch)`` of ``key`` in ``history`` (first epoch on ties)."""
+    values = [row.get(key) for row in history]
+    if not values or any(v is None for v in values):
+        return None, None
+    index = max(range(len(values)), key=values.__getitem__)
+    return values[index], index + 1
+
+
+def final_measurements(config, model, data, history) -> dict:
+    """Step 6a: the run's numbers: final and selected accuracies, BatchNorm-statistics checks.
+
+    * ``test_accuracy`` / ``test_loss``: the final epoch (the paper's protocol).
+    * ``best_test_accuracy`` / ``best_test_epoch``: the best epoch *on the
+      test split*, optimistic (selected on the data it reports).
+    * With a validation split: ``val_accuracy`` (final), ``best_val_accuracy``,
+      ``best_val_epoch`` and ``test_accuracy_at_best_val`` (the test accuracy
+      of the epoch the validation split selects).
+    * ``test_accuracy_batch_stats`` (and ``val_...``): the final model
+      with every BatchNorm layer using the evaluated batch's statistics;
+      ``batch_stats_gap`` is its difference to ``test_accuracy``.
+    * With ``precise_bn``: ``test_accuracy_precise_bn`` (and ``val_...``)
+      after the moving statistics are replaced by population statistics;
+      the model keeps those statistics (it is saved with them).
+    """
+    from kdkeras import batchnorm
+
+    last = history[-1]
+    out = {"test_accuracy": last["test_accuracy"], "test_loss": last.get("test_loss")}
+    out["best_test_accuracy"], out["best_test_epoch"] = _best(history, "test_accuracy")
+    if data.val is not None:
+        out["val_accuracy"] = last["val_accuracy"]
+        out["val_loss"] = last.get("val_loss")
+        out["best_val_accuracy"], out["best_val_epoch"] = _best(history, "val_accuracy")
+        out["test_accuracy_at_best_val"] = history[out["best_val_epoch"] - 1]["test_accuracy"]
+    for split, dataset in data.eval_splits().items():
+        out[f"{split}_accuracy_batch_stats"] = batchnorm.batch_statistics_accuracy(model, dataset)
+    out["batch_stats_gap"] = out["test_accuracy_batch_stats"] - out["test_accuracy"]
+    if config.precise_bn:
+        batchnorm.precise_bn(model, data.train_plain, config.precise_bn)
+        for split, dataset in data.eval_splits().items():
+            out[f"{split}_accuracy_precise_bn"] = model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"]
+    return out
+
+
 def _readable(path: str, kind: str) -> bool:
     try:
         if kind == "h5":
@@ -338,7 +520,8 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
         logdir: root folder of all runs.
         callbacks: extra Keras callbacks for ``fit``.
         log: function printing progress messages.
-        verbose: ``fit`` verbosity (``"auto"``: progress bar on a terminal).
+        verbose: ``fit`` verbosity (``"auto"``: a progress bar on a terminal,
+            one line per epoch otherwise).
         train_teacher: train a teacher given by name that has no finished run
             in ``logdir`` first (else fail before training).
 
@@ -347,124 +530,108 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     """
     config_lib.validate(config)
     directory = config_lib.run_dir(config, logdir)
-    if is_finished(directory):
-        results = load_results(directory)
-        log(f"{config_lib.run_name(config)} already finished: test_accuracy="
-            f"{results['test_accuracy']:.4f} (best {results['best_test_accuracy']:.4f}); "
-            f"stored result in {directory}")
-        return {**results, "run_dir": directory}
+    if is_finished(directory):  # 1. the run folder: a finished run is reported, not repeated
+        return _report_finished(config, directory, log)
     check_logdir(logdir)
-
-    import keras
-
-    from kdkeras import data as data_lib
-    from kdkeras.callbacks import EpochStats, HistoryCSV, KDSchedule, StopOnNonFiniteLoss, read_history
-    from kdkeras.io_utils import atomic_write_json, atomic_write_text
-    from kdkeras.models.convert import save_model
-    from kdkeras.profiling import profile
-
     strategy = make_strategy(config.strategy)
     chief = _is_chief()
+    work_dir = directory if chief else os.path.join(directory, ".workers", str(os.getpid()))
+    os.makedirs(work_dir, exist_ok=True)
     teacher, teacher_source = (None, None)
     if config.distill:
         teacher, teacher_source = resolve_teacher(config, logdir, log=log, verbose=verbose,
                                                   train_teacher=train_teacher)
-
-    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
-    keras.utils.set_random_seed(config.seed)
-    train_ds, test_ds, info = data_lib.make_datasets(
-        config.dataset,
-        batch_size=config.batch_size,
-        data_dir=config.data_dir,
-        archive=config.archive,
-        train_size=config.train_size,
-        test_size=config.test_size,
-        seed=config.seed,
-        augment=config.augment,
-    )
-    steps_per_epoch = math.ceil(info.train_examples / config.batch_size)
-
-    work_dir = directory if chief else os.path.join(directory, ".workers", str(os.getpid()))
-    os.makedirs(work_dir, exist_ok=True)
-    name = config_lib.run_name(config)
+    data = make_run_data(config)  # 2
+    model, student = build_run_model(config, data, teacher, strategy)  # 3
+    initial_epoch = _prepare_resume(work_dir, log)
     if chief:
-        atomic_write_text(os.path.join(directory, CONFIG_FILE),
-                          config_lib.to_yaml(config, {"run": name}))
+        _write_config(config, directory)
+        _save_initial_weights(student, directory, initial_epoch)
+    _log_start(config, data, student, directory, work_dir, initial_epoch, log)
+    all_callbacks = [*training_callbacks(config, data), *record_callbacks(work_dir, initial_epoch),
+                     *callbacks]  # 4
+    fit_run(model, config, data, all_callbacks, verbose)  # 5
+    return _summarise(config, model, student, data, directory, work_dir, teacher_source, chief, log)  # 6
 
-    with strategy.scope():
-        student = build_student(config, info.num_classes, info.image_shape)
-        optimizer = make_optimizer(config, steps_per_epoch)
-        if config.distill:
-            from kdkeras.distiller import Distiller
 
-            check_teacher(teacher, config, info)
-            model = Distiller(student, teacher, temperature=config.temperature, alpha=config.alpha)
-            model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution,
-                          jit_compile=config.jit_compile)
-        else:
-            model = student
-            model.compile(
-                optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                steps_per_execution=config.steps_per_execution,
-                jit_compile=config.jit_compile,
-            )
+def _report_finished(config, directory, log) -> dict:
+    results = load_results(directory)
+    log(f"{config_lib.run_name(config)} already finished: test_accuracy="
+        f"{results['test_accuracy']:.4f}; stored result in {directory}")
+    return {**results, "run_dir": directory}
 
-    counts = profile(student)
+
+def _prepare_resume(work_dir: str, log) -> int:
+    """Repairs the backup of an interrupted run; returns the epoch it resumes from (0: a new run)."""
     backup_dir = os.path.join(work_dir, BACKUP_DIR)
     repair_backup(backup_dir, log=log)
-    initial_epoch = _backup_epoch(backup_dir)
-    history_path = os.path.join(work_dir, HISTORY_FILE)
-    kd_part = f" (KD in the first {config.kd_epochs} epochs only)" if config.distill and config.kd_epochs else ""
-    what = (f"{config.model} from teacher {config.teacher}{kd_part}" if config.distill
-            else f"{config.model} on hard targets")
+    return _backup_epoch(backup_dir)
+
+
+def _write_config(config, directory: str) -> None:
+    from kdkeras.io_utils import atomic_write_text
+
+    atomic_write_text(os.path.join(directory, CONFIG_FILE),
+                      config_lib.to_yaml(config, {"run": config_lib.run_name(config)}))
+
+
+def _save_initial_weights(student, directory: str, initial_epoch: int) -> None:
+    """The student before its first step: the start of the 1-D loss-landscape path."""
+    initial_path = os.path.join(directory, INITIAL_WEIGHTS_FILE)
+    if initial_epoch or os.path.exists(initial_path):
+        return
+    tmp_initial = os.path.join(directory, f".tmp-{os.getpid()}.{INITIAL_WEIGHTS_FILE}")
+    student.save_weights(tmp_initial)
+    os.replace(tmp_initial, initial_path)
+
+
+def _log_start(config, data, student, directory, work_dir, initial_epoch, log) -> None:
+    from kdkeras.profiling import profile
+    from kdkeras.recipes import describe_schedule
+
+    name = config_lib.run_name(config)
+    backup_dir = os.path.join(work_dir, BACKUP_DIR)
     if initial_epoch >= config.epochs:
         log(f"All {config.epochs} epochs of {name} finished before the interruption: "
             f"writing its final files from {backup_dir}")
-    elif initial_epoch:
+        return
+    if initial_epoch:
         log(f"Resuming {name} at epoch {initial_epoch + 1}/{config.epochs} from {backup_dir}")
-    else:
-        log(f"Training {what}: {config.epochs} epochs on {config.dataset} "
-            f"({info.train_examples} train / {info.test_examples} test images), "
-            f"{counts.params:,} params -> {directory}")
+        return
+    kd_part = f" (KD in the first {config.kd_epochs} epochs only)" if config.distill and config.kd_epochs else ""
+    what = (f"{config.model} from teacher {config.teacher}{kd_part}" if config.distill
+            else f"{config.model} on hard targets")
+    info = data.info
+    val = f" / {info.val_examples} validation" if info.val_examples else ""
+    log(f"Training {what}: {config.epochs} epochs on {config.dataset} "
+        f"({info.train_examples} train{val} / {info.test_examples} test images), "
+        f"{profile(student).params:,} params -> {directory}")
+    log("Learning rate: " + describe_schedule(config.lr, config.lr_schedule, config.lr_milestones or (),
+                                              config.lr_gamma, config.epochs))
 
-    initial_path = os.path.join(directory, INITIAL_WEIGHTS_FILE)
-    if chief and not initial_epoch and not os.path.exists(initial_path):
-        # The student before its first step: the start of the 1-D loss-landscape path.
-        tmp_initial = os.path.join(directory, f".tmp-{os.getpid()}.{INITIAL_WEIGHTS_FILE}")
-        student.save_weights(tmp_initial)
-        os.replace(tmp_initial, initial_path)
 
-    # Order matters at each epoch end: a non-finite loss stops before anything
-    # is saved; the history row is written before the backup, so a process
-    # killed between the two resumes from the previous backup and rewrites
-    # that epoch's row instead of leaving a gap.
-    all_callbacks = [
-        StopOnNonFiniteLoss(),
-        EpochStats(),
-        *([KDSchedule(config.kd_epochs, config.alpha)] if config.distill and config.kd_epochs else []),
-        HistoryCSV(history_path, initial_epoch=initial_epoch),
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False,
-                                         double_checkpoint=True),
-        keras.callbacks.TensorBoard(os.path.join(work_dir, TENSORBOARD_DIR)),
-        *callbacks,
-    ]
-    model.fit(train_ds, epochs=config.epochs, validation_data=test_ds, shuffle=False,
-              callbacks=all_callbacks, verbose=verbose)
+def _summarise(config, model, student, data, directory, work_dir, teacher_source, chief, log) -> dict:
+    """Step 6: final measurements, ``model.keras`` and ``results.json`` (the chief only)."""
+    from kdkeras.callbacks import read_history
+    from kdkeras.io_utils import atomic_write_json
+    from kdkeras.models.convert import save_model
+    from kdkeras.profiling import profile
 
-    history = read_history(history_path)
-    if not chief:
-        return {"run_dir": directory}
+    history = read_history(os.path.join(work_dir, HISTORY_FILE))
+    name = config_lib.run_name(config)
+    backup_dir = os.path.join(work_dir, BACKUP_DIR)
     if len(history) < config.epochs:
         raise RuntimeError(f"{name} stopped after {len(history)} of {config.epochs} epochs; "
                            f"repeat the command to resume from {backup_dir}.")
-    accuracies = [row["val_accuracy"] for row in history]
-    best_epoch = max(range(len(accuracies)), key=accuracies.__getitem__)
+    measured = final_measurements(config, model, data, history)  # every worker: evaluate is collective
+    if not chief:
+        return {"run_dir": directory}
     model_path = os.path.join(directory, MODEL_FILE)
     tmp_path = os.path.join(directory, f".{MODEL_FILE}.tmp.keras")
     save_model(student, tmp_path)  # plain Keras layers: loads without kdkeras
     os.replace(tmp_path, model_path)
+    counts = profile(student)
+    info = data.info
     results = {
         "run": name,
         "model": config.model,
@@ -472,24 +639,36 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
         "teacher_run": teacher_source,
         "dataset": config.dataset,
         "epochs": config.epochs,
-        "test_accuracy": accuracies[-1],
-        "best_test_accuracy": accuracies[best_epoch],
-        "best_epoch": best_epoch + 1,
-        "test_loss": history[-1].get("val_loss"),
+        **measured,
         "params": counts.params,
         "macs": counts.macs,
         "seed": config.seed,
         "temperature": config.temperature if config.distill else None,
         "alpha": config.alpha if config.distill else None,
         "kd_epochs": config.kd_epochs if config.distill else None,
+        "precise_bn": config.precise_bn,
+        "lr_milestones": list(config.lr_milestones or ()),
+        "lr_gamma": config.lr_gamma,
         "train_examples": info.train_examples,
+        "val_examples": info.val_examples,
         "test_examples": info.test_examples,
         "wall_time_s": round(sum(row.get("epoch_time_s") or 0.0 for row in history), 3),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(os.path.join(directory, RESULTS_FILE), results)
     shutil.rmtree(backup_dir, ignore_errors=True)
-    log(f"Finished {name}: test_accuracy={results['test_accuracy']:.4f} "
-        f"(best {results['best_test_accuracy']:.4f} at epoch {results['best_epoch']}), "
-        f"{results['wall_time_s']:.0f} s -> {directory}")
+    log(f"Finished {name}: " + format_results(results) + f", {results['wall_time_s']:.0f} s -> {directory}")
     return {**results, "run_dir": directory}
+
+
+def format_results(results: dict) -> str:
+    """One line of a run's accuracies: final test, validation-selected, BatchNorm checks."""
+    parts = [f"test_accuracy={results['test_accuracy']:.4f} (final epoch)"]
+    if results.get("best_val_epoch"):
+        parts.append(f"{results['test_accuracy_at_best_val']:.4f} at the best validation epoch "
+                     f"{results['best_val_epoch']}")
+    if results.get("test_accuracy_batch_stats") is not None:
+        parts.append(f"{results['test_accuracy_batch_stats']:.4f} with batch statistics")
+    if results.get("test_accuracy_precise_bn") is not None:
+        parts.append(f"{results['test_accuracy_precise_bn']:.4f} with precise BN")
+    return "; ".join(parts)

@@ -2,15 +2,21 @@
 
 One search tunes the KD settings of one student/teacher pair under one
 recipe (the same settings as :func:`kdkeras.training.train_and_evaluate`).
-Every trial builds the student from the registry, wraps it in a
-:class:`kdkeras.distiller.Distiller` with the frozen teacher (loaded once)
-and the trial's temperature ``T``, ``alpha`` and learning rate, trains it for
-the run's epochs and scores it by its best ``val_accuracy`` (the accuracy on
-the dataset's test split, as every run of this project reports)::
+Every trial is built and trained by the run pipeline's own steps
+(:func:`kdkeras.training.make_run_data`, :func:`~kdkeras.training.build_run_model`,
+:func:`~kdkeras.training.training_callbacks`), with the trial's temperature
+``T``, ``alpha`` and learning rate, so every data and training setting
+(``--noaugment``, ``--kd_epochs``, ``--dropout``, ...) applies to trials
+exactly as to a run. A trial is scored by its best ``val_accuracy`` on a
+**validation split** held out of the training images (``--val_size``;
+default 10% of them). The search never evaluates the test split: the best
+trial's test accuracy is measured once, after the search, on its
+validation-selected checkpoint, and reported separately in ``best.json``::
 
     <logdir>/<dataset>/tune/<student>_from_<teacher>-s<seed>[-<hash>]/
         oracle.json, tuner0.json   KerasTuner's search state
         trial_<id>/trial.json      one trial: values, status, score
+        trial_<id>/history.csv     its epochs (history-<i>.csv: execution i > 0)
         trial_<id>/checkpoint.weights.h5  its best epoch (distiller weights)
         tensorboard/<id>/          TensorBoard logs with the HParams dashboard
         best.json                  best values, score and the trials table
@@ -22,10 +28,11 @@ trials. The search is resumable: repeating the command reloads the folder,
 never repeats a finished trial, reruns an interrupted one from its start, and
 a larger ``max_trials`` adds trials.
 
-Each execution ``i`` of a trial starts from ``keras.utils.set_random_seed(seed
-+ i)`` and fresh datasets with that seed, so the trials of a search share the
-student's initial weights and data order and differ only in the tuned
-values.
+Each execution ``i`` of a trial is the run with seed ``seed + i``: its
+datasets and the student's initial weights come from that seed, so the
+trials of a search share them and differ only in the tuned values, and a
+trial's first epoch equals the first epoch of ``distill.py`` with the same
+settings.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import json
 import logging
 import math
 import numbers
@@ -54,6 +62,8 @@ DEFAULT_RANGES = {"temperature": (1.0, 20.0), "alpha": (0.0, 1.0), "lr": (0.02, 
 #: How each range is sampled.
 SAMPLING = {"temperature": "log", "alpha": "linear", "lr": "log"}
 OBJECTIVE = "val_accuracy"
+#: Validation split of a search without ``--val_size``: this fraction of the training images.
+DEFAULT_VAL_FRACTION = 0.1
 TUNE_DIR = "tune"
 BEST_FILE = "best.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -178,15 +188,32 @@ def check_search_settings(tuner: str, max_trials, executions_per_trial) -> None:
             raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}.")
 
 
+def with_validation(config: config_lib.RunConfig) -> config_lib.RunConfig:
+    """``config`` with a validation split: its own ``val_size``, else 10% of its training images.
+
+    Without ``train_size``, the size of the dataset's training split is read
+    from the data (the archive or TFDS folder of ``config``).
+    """
+    if config.val_size is not None:
+        return config
+    total = config.train_size
+    if total is None:
+        from kdkeras.data import split_size
+
+        total = split_size(config.dataset, "train", data_dir=config.data_dir, archive=config.archive)
+    return dataclasses.replace(config, val_size=max(1, round(total * DEFAULT_VAL_FRACTION)))
+
+
 def search_config(config: config_lib.RunConfig) -> config_lib.RunConfig:
-    """``config`` with the tuned settings at the recipe's values.
+    """``config`` with a validation split (:func:`with_validation`) and the tuned settings at the recipe's values.
 
     The search folder's name and the teacher run (which inherits the
-    student's non-recipe settings, ``lr`` included) must not depend on values
-    that the search varies.
+    student's non-recipe settings, ``lr`` and ``val_size`` included) must not
+    depend on values that the search varies; the teacher never trains on the
+    validation images.
     """
     recipe = recipes.recipe_for(config.model, distill=True)
-    return dataclasses.replace(config, **{name: recipe[name] for name in TUNED})
+    return dataclasses.replace(with_validation(config), **{name: recipe[name] for name in TUNED})
 
 
 def tune_name(config: config_lib.RunConfig, space: SearchSpace | None = None, tuner: str = "bayesian",
@@ -219,51 +246,53 @@ def tune_dir(config: config_lib.RunConfig, logdir: str, space: SearchSpace | Non
 
 def teacher_location(config: config_lib.RunConfig, logdir: str) -> str:
     """Where the search's teacher comes from: its ``.keras`` file or its baseline run folder."""
-    if config_lib._is_model_file(config.teacher):
+    if config_lib.is_model_file(config.teacher):
         return config.teacher
     return config_lib.run_dir(config_lib.teacher_config(search_config(config)), logdir)
 
 
 class KDHyperModel(keras_tuner.HyperModel):
-    """Builds and trains one KD trial: a registry student distilled from a fixed teacher.
+    """Builds and trains one KD trial with the run pipeline's own steps.
 
     ``build(hp)`` declares ``temperature``, ``alpha`` and ``lr`` (ranges as
-    ``hp.Float``, fixed values as ``hp.Fixed``) and returns a compiled
-    :class:`kdkeras.distiller.Distiller` of a fresh student
-    (:func:`kdkeras.models.registry.build_model`) and the teacher, trained by
-    :class:`kdkeras.optimizers.PyTorchSGD` with the run's momentum, weight
-    decay and lr schedule (:func:`kdkeras.recipes.make_lr_schedule`) started
-    from the trial's lr. ``fit`` trains it on the run's datasets
-    (:func:`kdkeras.data.make_datasets`) unless data is given.
+    ``hp.Float``, fixed values as ``hp.Fixed``) and returns what
+    :func:`kdkeras.training.build_run_model` builds for the run with the
+    trial's values: a compiled :class:`kdkeras.distiller.Distiller` of a fresh
+    student and the teacher. ``fit`` trains it on the run's training split
+    (:func:`kdkeras.training.make_run_data`, every data setting applied) with
+    the run's training callbacks (:func:`kdkeras.training.training_callbacks`,
+    without the test split), validated on the run's validation split.
 
     Args:
-        config: the run's resolved :class:`kdkeras.config.RunConfig` (its
-            ``temperature``, ``alpha`` and ``lr`` are ignored: ``space``
-            decides them).
+        config: the run's resolved :class:`kdkeras.config.RunConfig`, with a
+            ``val_size`` (see :func:`with_validation`); its ``temperature``,
+            ``alpha`` and ``lr`` are ignored: ``space`` decides them.
         teacher: the teacher ``keras.Model``, or a function returning it
             (called on the first ``build``).
         space: the :class:`SearchSpace` (default: :data:`DEFAULT_RANGES`).
-        num_classes: student outputs.
-        input_shape: ``(H, W, C)`` of one image.
-        steps_per_epoch: optimizer steps per epoch (places the schedule's
-            epoch milestones).
         name: the hypermodel's name.
 
     Attributes:
-        execution: index of the trial's current execution; the student's
-            weights and the data use ``config.seed + execution``.
+        execution: index of the trial's current execution; the data and the
+            student's weights use ``config.seed + execution``.
+        history_path: where ``fit`` writes the trial's ``history.csv``
+            (``None``: nowhere).
+
+    Raises:
+        ValueError: ``config`` has no validation split.
     """
 
-    def __init__(self, config, teacher, *, space=None, num_classes=100, input_shape=(32, 32, 3),
-                 steps_per_epoch=1, name="kd_distiller"):
+    def __init__(self, config, teacher, *, space=None, name="kd_distiller"):
         super().__init__(name=name)
+        if config.val_size is None:
+            raise ValueError("A tuning trial needs a validation split (config.val_size); the test split is "
+                             "never used to select settings. See kdkeras.tuning.with_validation.")
         self.config = config
         self.space = space or SearchSpace()
         self._teacher = teacher
-        self.num_classes = int(num_classes)
-        self.input_shape = tuple(input_shape)
-        self.steps_per_epoch = int(steps_per_epoch)
         self.execution = 0
+        self.history_path = None
+        self._data = None
 
     @property
     def teacher(self):
@@ -290,51 +319,65 @@ class KDHyperModel(keras_tuner.HyperModel):
                 values[name] = hp.Fixed(name, entry)
         return values
 
-    def build(self, hp):
-        """A compiled :class:`~kdkeras.distiller.Distiller` with the values of ``hp``."""
-        from kdkeras.distiller import Distiller
-        from kdkeras.training import build_student, make_optimizer
-
-        config = self.config
+    def trial_config(self, hp) -> config_lib.RunConfig:
+        """The run that the current execution of the trial ``hp`` trains (its values, its seed)."""
         values = self.declare_hyperparameters(hp)
-        # After KerasTuner's clear_session (which also resets the dtype policy).
-        keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
-        keras.utils.set_random_seed(self.seed)
-        student = build_student(config, self.num_classes, self.input_shape)
-        optimizer = make_optimizer(config, self.steps_per_epoch, lr=values["lr"])
-        model = Distiller(student, self.teacher, temperature=values["temperature"], alpha=values["alpha"])
-        model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution,
-                      jit_compile=config.jit_compile)
+        return dataclasses.replace(self.config, seed=self.seed, **{k: float(v) for k, v in values.items()})
+
+    def data(self, config=None):
+        """The current execution's :class:`kdkeras.data.Splits` (built by ``build``, else now)."""
+        from kdkeras.training import make_run_data
+
+        config = config or dataclasses.replace(self.config, seed=self.seed)
+        if self._data is None or self._data[0] != config.seed:
+            self._data = (config.seed, make_run_data(config))
+        return self._data[1]
+
+    def build(self, hp):
+        """The compiled model of the trial ``hp`` (:func:`kdkeras.training.build_run_model`)."""
+        from kdkeras.training import build_run_model, make_run_data
+
+        config = self.trial_config(hp)
+        # Fresh pipelines for every build: a reused dataset would continue its
+        # shuffle where the previous trial left it.
+        self._data = (config.seed, make_run_data(config))
+        model, student = build_run_model(config, self._data[1], self.teacher)
         # Built now, so that loading a checkpoint (Hyperband continuing a
         # trial) restores the momentum buffers too.
-        optimizer.build(student.trainable_variables)
+        model.optimizer.build(student.trainable_variables)
         return model
 
-    def make_datasets(self):
-        """``(train_ds, test_ds, info)`` of the run, seeded for the current execution."""
-        from kdkeras.data import make_datasets
-
-        config = self.config
-        return make_datasets(config.dataset, batch_size=config.batch_size, data_dir=config.data_dir,
-                             archive=config.archive, train_size=config.train_size,
-                             test_size=config.test_size, seed=self.seed)
-
     def fit(self, hp, model, *args, **kwargs):
-        """Trains ``model``; without data arguments, on fresh datasets of the run.
+        """Trains ``model`` on the run's training split, validated on its validation split.
 
-        A Hyperband trial that continues an earlier one (``initial_epoch`` >
-        0) starts its lr schedule at that epoch's step, so the schedule's
-        milestones stay where the recipe puts them.
+        Data arguments are refused: a trial trains on the run's own data and
+        is scored on the validation split, never the test split. A Hyperband
+        trial that continues an earlier one (``initial_epoch`` > 0) starts its
+        lr schedule at that epoch's step, so the schedule's milestones stay
+        where the recipe puts them.
+
+        Raises:
+            ValueError: data (``x``, ``y``, ``validation_data``) is passed.
         """
-        if not args and "x" not in kwargs:
-            train_ds, test_ds, _ = self.make_datasets()
-            args = (train_ds,)
-            kwargs.setdefault("validation_data", test_ds)
+        from kdkeras.callbacks import HistoryCSV
+        from kdkeras.training import training_callbacks
+
+        given = [k for k in ("x", "y", "validation_data", "validation_split") if k in kwargs]
+        if args or given:
+            raise ValueError("KDHyperModel.fit trains on the run's own splits; do not pass data "
+                             f"(received {', '.join(given) or 'positional data'}).")
+        config = self.trial_config(hp)
+        data = self.data(config)
+        self._data = None  # consumed: the next build makes fresh pipelines
         initial_epoch = kwargs.get("initial_epoch") or 0
         if initial_epoch:
-            model.optimizer.iterations.assign(initial_epoch * self.steps_per_epoch)
+            model.optimizer.iterations.assign(initial_epoch * data.steps_per_epoch)
+        callbacks = training_callbacks(config, data, evaluate_test=False)
+        if self.history_path:
+            callbacks.append(HistoryCSV(self.history_path, initial_epoch=initial_epoch))
+        kwargs["callbacks"] = callbacks + list(kwargs.get("callbacks") or [])
         kwargs.setdefault("shuffle", False)  # the datasets shuffle themselves, seeded
-        return model.fit(*args, **kwargs)
+        return model.fit(data.train, validation_data=data.val, **kwargs)
 
 
 class _KDTunerMixin:
@@ -352,12 +395,16 @@ class _KDTunerMixin:
         return super().run_trial(trial, *args, **kwargs)
 
     def _build_and_fit_model(self, trial, *args, **kwargs):
-        self.hypermodel.execution = self._execution
+        execution = self._execution
+        self.hypermodel.execution = execution
+        self.hypermodel.history_path = os.path.join(
+            self.get_trial_dir(trial.trial_id), "history.csv" if not execution else f"history-{execution}.csv")
         self._execution += 1
         try:
             return super()._build_and_fit_model(trial, *args, **kwargs)
         finally:
             self.hypermodel.execution = 0
+            self.hypermodel.history_path = None
 
 
 class KDBayesianOptimization(_KDTunerMixin, keras_tuner.BayesianOptimization):
@@ -390,8 +437,9 @@ def make_tuner(config, logdir: str = "logs", *, space=None, tuner: str = "bayesi
 
     The teacher comes from :func:`kdkeras.training.resolve_teacher` (a
     ``.keras`` file, or the teacher's baseline run, trained first when
-    missing). Neither the teacher nor the data is loaded when no trial is left
-    to run, nor on the chief of a distributed search.
+    missing). It is not loaded when no trial is left to run, nor on the chief
+    of a distributed search. ``config`` without ``val_size`` gets the default
+    validation split (:func:`with_validation`).
 
     Args:
         config: a resolved KD :class:`kdkeras.config.RunConfig`.
@@ -422,7 +470,7 @@ def make_tuner(config, logdir: str = "logs", *, space=None, tuner: str = "bayesi
     check_search_settings(tuner, max_trials, executions_per_trial)
     role = distributed_role()
     base = search_config(config)
-    folder = tune_dir(config, logdir, space, tuner, executions_per_trial)
+    folder = tune_dir(base, logdir, space, tuner, executions_per_trial)
     directory, project_name = os.path.split(folder)
     strategy = None
     if role != "chief":
@@ -455,18 +503,13 @@ def make_tuner(config, logdir: str = "logs", *, space=None, tuner: str = "bayesi
     if isinstance(search.oracle, keras_tuner.Oracle):  # not a worker's proxy of the chief's oracle
         search.oracle.max_trials = max_trials  # Hyperband stops there too
 
-    if role != "chief" and _trials_left(search, max_trials):
-        from kdkeras.data import make_datasets
+    if role != "chief":
+        # Loaded now when trials are left (a missing teacher is trained first),
+        # else only if the best trial's test accuracy is still to be measured.
+        def load_teacher():
+            return training.resolve_teacher(base, logdir, log=log, verbose=verbose)[0]
 
-        _, _, info = make_datasets(config.dataset, batch_size=config.batch_size, data_dir=config.data_dir,
-                                   archive=config.archive, train_size=config.train_size,
-                                   test_size=config.test_size, seed=config.seed)
-        teacher = training.resolve_teacher(base, logdir, log=log, verbose=verbose)[0]
-        training.check_teacher(teacher, config, info)
-        hypermodel._teacher = teacher
-        hypermodel.num_classes = info.num_classes
-        hypermodel.input_shape = tuple(info.image_shape)
-        hypermodel.steps_per_epoch = math.ceil(info.train_examples / config.batch_size)
+        hypermodel._teacher = load_teacher() if _trials_left(search, max_trials) else load_teacher
     return search
 
 
@@ -526,9 +569,12 @@ def distill_command(config, values: dict, logdir: str = "logs") -> str:
     would look for a teacher trained with that lr.
     """
     base = search_config(config)
-    defaults = config_lib._recipe_defaults(config.model, distill=True)
+    defaults = config_lib.recipe_defaults(config.model, distill=True)
+    # distill.py scales the recipe's schedule to --epochs itself.
+    scaled = config_lib.recipe_defaults(config.model, distill=True, epochs=base.epochs)
+    defaults.update({k: scaled[k] for k in ("lr_milestones", "lr_gamma")})
     teacher = config.teacher
-    if not config_lib._is_model_file(teacher) and values["lr"] != defaults["lr"]:
+    if not config_lib.is_model_file(teacher) and values["lr"] != defaults["lr"]:
         from kdkeras.training import MODEL_FILE
 
         teacher = os.path.join(teacher_location(config, logdir), MODEL_FILE)
@@ -544,28 +590,62 @@ def distill_command(config, values: dict, logdir: str = "logs") -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+def best_trial_row(oracle) -> dict | None:
+    """The completed trial with the highest validation score (``None`` before one completes)."""
+    completed = [r for r in trial_rows(oracle) if r["status"] == "COMPLETED" and r[OBJECTIVE] is not None]
+    return max(completed, key=lambda r: r[OBJECTIVE]) if completed else None
+
+
+def measure_test_accuracy(search, trial_id: str) -> float:
+    """Test accuracy of a trial's checkpoint (its best validation epoch), measured once, after the search.
+
+    The model is rebuilt by the hypermodel, the checkpoint KerasTuner kept
+    for the trial (the epoch with the best ``val_accuracy``) is loaded, and
+    the run's test split is evaluated. This is the only place a search reads
+    the test split.
+    """
+    trial = search.oracle.get_trial(trial_id)
+    model = search.load_model(trial)
+    data = search.hypermodel.data()
+    return float(model.evaluate(data.test, verbose=0, return_dict=True)["accuracy"])
+
+
+def _stored_test_accuracy(folder: str, trial_id: str):
+    """The test accuracy ``best.json`` already holds for ``trial_id`` (``None``: not measured yet)."""
+    path = os.path.join(folder, BEST_FILE)
+    try:
+        with open(path) as f:
+            best = json.load(f).get("best") or {}
+    except (OSError, ValueError):
+        return None
+    return best.get("test_accuracy") if best.get("trial") == trial_id else None
+
+
 def write_results(search, config, logdir: str, space=None, tuner: str = "bayesian",
-                  executions_per_trial: int = 1) -> dict:
+                  executions_per_trial: int = 1, test_accuracy: float | None = None) -> dict:
     """Writes ``best.json`` (atomically) into the search folder and returns it.
 
     Keys: ``name``, ``student``, ``teacher``, ``teacher_run``, ``dataset``,
-    ``epochs``, ``seed``, ``tuner``, ``objective``, ``max_trials``,
-    ``executions_per_trial``, ``search_space``, ``completed_trials``,
-    ``best`` (``trial``, ``temperature``, ``alpha``, ``lr``,
-    ``val_accuracy``; ``None`` before a trial completes),
-    ``distill_command``, ``trials`` (see :func:`trial_rows`), ``config``
-    and ``updated_at``.
+    ``epochs``, ``seed``, ``tuner``, ``objective``, ``val_size``,
+    ``max_trials``, ``executions_per_trial``, ``search_space``,
+    ``completed_trials``, ``best`` (``trial``, ``temperature``, ``alpha``,
+    ``lr``, ``val_accuracy`` (the selection score) and ``test_accuracy``
+    (measured once after the search, see :func:`measure_test_accuracy`;
+    ``None`` until then); ``best`` is ``None`` before a trial completes),
+    ``distill_command``, ``trials`` (see :func:`trial_rows`), ``config`` and
+    ``updated_at``.
     """
     from kdkeras.io_utils import atomic_write_json
 
     space = space or SearchSpace()
     rows = trial_rows(search.oracle)
     completed = [r for r in rows if r["status"] == "COMPLETED" and r[OBJECTIVE] is not None]
-    best_row = max(completed, key=lambda r: r[OBJECTIVE]) if completed else None
+    best_row = best_trial_row(search.oracle)
     best = None
     command = None
     if best_row is not None:
-        best = {"trial": best_row["trial"], **{n: best_row[n] for n in TUNED}, OBJECTIVE: best_row[OBJECTIVE]}
+        best = {"trial": best_row["trial"], **{n: best_row[n] for n in TUNED}, OBJECTIVE: best_row[OBJECTIVE],
+                "test_accuracy": test_accuracy}
         command = distill_command(config, best, logdir)
     results = {
         "name": tune_name(config, space, tuner, executions_per_trial),
@@ -577,6 +657,7 @@ def write_results(search, config, logdir: str, space=None, tuner: str = "bayesia
         "seed": config.seed,
         "tuner": tuner,
         "objective": OBJECTIVE,
+        "val_size": search_config(config).val_size,
         "max_trials": search.oracle.max_trials,
         "executions_per_trial": executions_per_trial,
         "search_space": space.to_dict(),
@@ -631,7 +712,10 @@ def tune(config, logdir: str = "logs", *, space=None, tuner: str = "bayesian", m
         ``tune_dir`` added; on a worker of a distributed search only
         ``{"tune_dir", "role"}`` (the chief writes ``best.json``).
     """
+    from kdkeras import training
+
     space = space or SearchSpace()
+    config = with_validation(config)
     search = make_tuner(config, logdir, space=space, tuner=tuner, max_trials=max_trials,
                         executions_per_trial=executions_per_trial, log=log, verbose=verbose)
     folder = search.project_dir
@@ -648,20 +732,27 @@ def tune(config, logdir: str = "logs", *, space=None, tuner: str = "bayesian", m
             f"{os.environ['KERASTUNER_ORACLE_PORT']}).")
     all_callbacks = [keras.callbacks.TensorBoard(os.path.join(folder, TENSORBOARD_DIR)), *callbacks]
     with _quiet_retracing():
-        search.search(epochs=config.epochs, callbacks=all_callbacks, verbose=verbose)
+        search.search(epochs=config.epochs, callbacks=all_callbacks, verbose=training.fit_verbosity(verbose))
     if role == "worker":
         log(f"Worker {os.environ['KERASTUNER_TUNER_ID']} finished; the chief writes "
             f"{os.path.join(folder, BEST_FILE)}.")
         return {"tune_dir": folder, "role": role}
 
-    results = write_results(search, config, logdir, space, tuner, executions_per_trial)
+    best_row = best_trial_row(oracle)
+    test_accuracy = None
+    if best_row is not None:
+        test_accuracy = _stored_test_accuracy(folder, best_row["trial"])
+        if test_accuracy is None:
+            test_accuracy = measure_test_accuracy(search, best_row["trial"])
+    results = write_results(search, config, logdir, space, tuner, executions_per_trial, test_accuracy)
     best = results["best"]
     log(format_table(results["trials"], best["trial"] if best else None))
     if best is None:
         log(f"No trial completed yet; repeat the command to continue the search in {folder}.")
     else:
         log(f"Best trial {best['trial']}: T={best['temperature']:.4g}, alpha={best['alpha']:.4f}, "
-            f"lr={best['lr']:.4g}, {OBJECTIVE}={best[OBJECTIVE]:.4f} "
-            f"({results['completed_trials']} trials) -> {os.path.join(folder, BEST_FILE)}")
+            f"lr={best['lr']:.4g}, {OBJECTIVE}={best[OBJECTIVE]:.4f} on the validation split "
+            f"({results['val_size']} images, {results['completed_trials']} trials); its test accuracy, "
+            f"measured once after the search: {best['test_accuracy']:.4f} -> {os.path.join(folder, BEST_FILE)}")
         log(f"Train the student with these values:\n  {results['distill_command']}")
     return {**results, "tune_dir": folder}

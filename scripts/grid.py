@@ -7,9 +7,17 @@ Examples:
     python scripts/grid.py --table=6 --shard=2/8 --logdir=/shared/logs            # one of 8 machines
     python scripts/grid.py --config=configs/smoke_grid.yaml                      # tiny synthetic grid
     python scripts/grid.py --config=configs/ablations/early_kd_wrn22x2.yaml --kd_epochs=30
+    python scripts/grid.py --config=configs/reduced/cifar10_wrn.yaml \
+        --archive=cifar-10-subset-20k.tar.gz --logdir=logs/reduced            # a suite of grids
+    python scripts/grid.py --table=3 --gradient_flow_epochs=2               # gradient flow of every run
 
 Finished runs are reused, never trained twice; results go to
 <logdir>/<grid>/table.md, table.csv, table.png and (CIFAR-100) comparison.md.
+A suite config (a list of grids) also writes <logdir>/<suite>/summary.md and
+summary.csv. Tables show the final-epoch test accuracy (the paper's
+protocol), and, where the runs report them, the test accuracy at the best
+validation epoch (--val_size), with precise BN (--precise_bn), with batch
+statistics, and at the best test epoch (labelled optimistic).
 """
 
 from kdkeras import cli  # first: quiets TensorFlow, keeps scripts/ off sys.path
@@ -18,7 +26,7 @@ from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("table", None, "Paper table 1-6 (configs/tables/table<N>_*.yaml).")
-flags.DEFINE_string("config", None, "A grid config YAML instead of --table.")
+flags.DEFINE_string("config", None, "A grid config YAML, or a suite config listing grids, instead of --table.")
 flags.DEFINE_enum("half", None, ["left", "right"], "Only this half of the table.")
 flags.DEFINE_list("students", None, "Only these students, e.g. NR_g8,NR_g16.")
 flags.DEFINE_list("teachers", None, "Only these teachers, e.g. R_G1,R_G2.")
@@ -33,12 +41,16 @@ flags.DEFINE_integer("batch_size", None, "Batch size of every run.")
 flags.DEFINE_float("lr", None, "Initial learning rate of every run.")
 flags.DEFINE_integer("train_size", None, "Training subset size.")
 flags.DEFINE_integer("test_size", None, "Test subset size.")
+flags.DEFINE_integer("val_size", None, "Validation images held out of the training split (adds the "
+                     "best-validation-epoch tables).")
+flags.DEFINE_integer("precise_bn", None, "Precise BN over N training batches after training.")
 flags.DEFINE_string("strategy", None, "auto, mirrored, multiworker or none.")
 flags.DEFINE_integer("kd_epochs", None, "KD only in the first N epochs of every KD run (early-hint ablation).")
 flags.DEFINE_string("logdir", "logs", "Root folder of all runs (shared between shards).")
+cli.define_instrument_flags()
 
-_OVERRIDES = ("data_dir", "archive", "epochs", "batch_size", "lr", "train_size", "test_size", "strategy",
-              "kd_epochs")
+_OVERRIDES = ("data_dir", "archive", "epochs", "batch_size", "lr", "train_size", "test_size", "val_size",
+              "precise_bn", "strategy", "kd_epochs")
 
 
 def main(argv):
@@ -47,27 +59,34 @@ def main(argv):
 
     if bool(FLAGS.table) == bool(FLAGS.config):
         cli.fail("pass exactly one of --table=N (1-6) or --config=PATH.")
-    spec = grid.load_grid(FLAGS.config or grid.table_config_path(FLAGS.table))
-    if FLAGS.dataset:
-        spec.dataset = FLAGS.dataset
-    if FLAGS.seeds is not None:
-        if FLAGS.seeds < 1:
-            cli.fail(f"--seeds must be a positive integer. Received: {FLAGS.seeds}.")
-        spec.seeds = FLAGS.seeds
-    spec.settings.update({k: FLAGS[k].value for k in _OVERRIDES if FLAGS[k].value is not None})
-    if spec.settings.get("kd_epochs") is not None:
-        spec.name += f"-kd{spec.settings['kd_epochs']}"  # its own tables, next to the KD-throughout ones
+    name, specs = grid.load_grids(FLAGS.config or grid.table_config_path(FLAGS.table))
+    if FLAGS.seeds is not None and FLAGS.seeds < 1:
+        cli.fail(f"--seeds must be a positive integer. Received: {FLAGS.seeds}.")
+    for spec in specs:
+        if FLAGS.dataset:
+            spec.dataset = FLAGS.dataset
+        if FLAGS.seeds is not None:
+            spec.seeds = FLAGS.seeds
+        spec.settings.update({k: FLAGS[k].value for k in _OVERRIDES if FLAGS[k].value is not None})
+        if spec.settings.get("kd_epochs") is not None:
+            spec.name += f"-kd{spec.settings['kd_epochs']}"  # its own tables, next to the KD-throughout ones
+    if len(specs) == 1:
+        name = specs[0].name
     index, count = grid.parse_shard(FLAGS.shard)
-    cells = grid.plan(spec, FLAGS.logdir, FLAGS.half, FLAGS.students, FLAGS.teachers)
+    cells = grid.plan_all(specs, FLAGS.logdir, FLAGS.half, FLAGS.students, FLAGS.teachers)
     mine = grid.shard(cells, index, count)
     if FLAGS.dry_run:
-        grid.print_plan(spec, cells, mine, index, count)
+        grid.print_plan(name, cells, mine, index, count)
         return
     from kdkeras.training import check_logdir
 
     check_logdir(FLAGS.logdir)
-    grid.run(spec, mine, FLAGS.logdir)
-    grid.write_tables(spec, FLAGS.logdir, FLAGS.half, FLAGS.students, FLAGS.teachers)
+    cli.check_instrument_flags()
+    grid.run(name, mine, FLAGS.logdir, callbacks=cli.instrument_callbacks)
+    for spec in specs:
+        grid.write_tables(spec, FLAGS.logdir, FLAGS.half, FLAGS.students, FLAGS.teachers)
+    if len(specs) > 1:
+        grid.write_summary(name, specs, FLAGS.logdir)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,12 @@ Examples:
     python scripts/tune.py --student=wrn10x1_NR_g2 --teacher=wrn10x1_R_g2 \
         --dataset=synthetic --epochs=1 --train_size=128 --test_size=64 --max_trials=2   # smoke run
 
-Every other flag is distill.py's. Each trial trains the student for --epochs
-with the trial's values and is scored by its best val_accuracy (on the test
-split). The search lives in <logdir>/<dataset>/tune/<student>_from_<teacher>-s<seed>[-hash]:
+Every other flag is distill.py's, and a trial trains exactly as distill.py
+would with the trial's values. Each trial is scored by its best val_accuracy
+on a validation split held out of the training images (--val_size; default
+10% of them); the test split is never seen by the search: the best trial's
+test accuracy is measured once, after the search, and reported apart in
+best.json. The search lives in <logdir>/<dataset>/tune/<student>_from_<teacher>-s<seed>[-hash]:
 repeating the command continues it (finished trials are never rerun) and a
 larger --max_trials adds trials. At the end, best.json holds the best values
 and every trial, and the distill.py command for a run with the best values is

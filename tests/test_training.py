@@ -63,15 +63,18 @@ def test_run_folder_contents(kd_run):
 
     history = read_history(os.path.join(run_dir, "history.csv"))
     assert [row["epoch"] for row in history] == [0, 1]
-    for key in ("loss", "ce", "kd", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s"):
+    for key in ("loss", "ce", "kd", "accuracy", "test_loss", "test_accuracy", "test_kd", "lr", "epoch_time_s"):
         assert all(np.isfinite(row[key]) for row in history), key
-    assert history[0]["lr"] == pytest.approx(0.1)
+    assert not any(key.startswith("val_") for key in history[0])  # no validation split asked for
+    # 2 epochs: the WRN milestones 30/60/90 of 120 scale to epochs 1 and 2.
+    assert [row["lr"] for row in history] == [pytest.approx(0.1), pytest.approx(0.02)]
 
     stored = json.load(open(os.path.join(run_dir, "results.json")))
     assert RESULT_KEYS <= set(stored)
     assert stored["teacher"] == "wrn10x1_R_g2" and stored["epochs"] == 2 and stored["seed"] == 0
-    assert stored["test_accuracy"] == pytest.approx(history[-1]["val_accuracy"])
-    assert stored["best_test_accuracy"] == pytest.approx(max(r["val_accuracy"] for r in history))
+    assert stored["test_accuracy"] == pytest.approx(history[-1]["test_accuracy"])
+    assert stored["best_test_accuracy"] == pytest.approx(max(r["test_accuracy"] for r in history))
+    assert "best_val_epoch" not in stored and stored["val_examples"] == 0
     expected = profile(build_model("wrn10x1_NR_g2", num_classes=100))
     assert (stored["params"], stored["macs"]) == (expected.params, expected.macs)
 
@@ -193,6 +196,6 @@ def test_mixed_precision_run_keeps_a_float32_kd_loss(tmp_path):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     history = read_history(os.path.join(results["run_dir"], "history.csv"))
-    assert all(np.isfinite(history[0][k]) for k in ("loss", "ce", "kd", "val_loss"))
+    assert all(np.isfinite(history[0][k]) for k in ("loss", "ce", "kd", "test_loss"))
     student = keras.saving.load_model(os.path.join(results["run_dir"], "model.keras"), safe_mode=True)
     assert student.get_layer("stage1_block1_unit1_gconv").dtype_policy.name == "mixed_float16"

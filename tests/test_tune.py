@@ -63,9 +63,10 @@ def search(tmp_path_factory):
 
 
 def test_build_gives_a_compiled_distiller_with_the_trial_values():
-    config = kd_config(lr_milestones=[1], lr_gamma=0.5)
+    config = tuning.search_config(kd_config(lr_milestones=[1], lr_gamma=0.5))
+    assert config.val_size == 13  # 10% of the 128 training images
     teacher = build_model(TEACHER, num_classes=100)
-    hypermodel = tuning.KDHyperModel(config, teacher, steps_per_epoch=2)
+    hypermodel = tuning.KDHyperModel(config, teacher)  # 2 steps per epoch: 128 images, batch 64
     hp = keras_tuner.HyperParameters()
     hypermodel.declare_hyperparameters(hp)
     hp.values.update(temperature=7.5, alpha=0.25, lr=0.05)
@@ -105,8 +106,8 @@ def test_build_gives_a_compiled_distiller_with_the_trial_values():
 
 def test_continued_trial_starts_its_schedule_at_its_epoch():
     # Hyperband continues a trial at `initial_epoch`: the schedule must be there too.
-    config = kd_config(lr_milestones=[1], lr_gamma=0.5)
-    hypermodel = tuning.KDHyperModel(config, build_model(TEACHER, num_classes=100), steps_per_epoch=2)
+    config = tuning.search_config(kd_config(lr_milestones=[1], lr_gamma=0.5))
+    hypermodel = tuning.KDHyperModel(config, build_model(TEACHER, num_classes=100))
     hp = keras_tuner.HyperParameters()
     hypermodel.declare_hyperparameters(hp)
     hp.values.update(temperature=4.0, alpha=0.9, lr=0.2)
@@ -115,6 +116,15 @@ def test_continued_trial_starts_its_schedule_at_its_epoch():
     assert int(model.optimizer.iterations) == 4  # 2 steps of epoch 2 after the 2 of epoch 1
     assert float(model.optimizer.learning_rate) == pytest.approx(0.1)
     assert len(history.history["val_accuracy"]) == 1
+    with pytest.raises(ValueError, match="do not pass data"):
+        hypermodel.fit(hp, model, epochs=1, validation_data=None)
+
+
+def test_a_trial_needs_a_validation_split():
+    with pytest.raises(ValueError, match="needs a validation split"):
+        tuning.KDHyperModel(kd_config(), build_model(TEACHER, num_classes=100))
+    assert tuning.with_validation(kd_config(val_size=20)).val_size == 20
+    assert tuning.with_validation(kd_config(train_size=None)).val_size == 102  # 10% of synthetic's 1024
 
 
 def test_search_space_and_flag_validation():
@@ -193,7 +203,10 @@ def test_search_trains_the_teacher_then_persists_every_trial(search):
     assert sorted(fits) == sorted(t["temperature"] for t in trials)  # each trial trained with its T
     best = stored["best"]
     assert best["val_accuracy"] == max(t["val_accuracy"] for t in trials)
-    assert best == {k: v for k, v in trials[int(best["trial"])].items() if k in best}
+    assert {k: v for k, v in best.items() if k != "test_accuracy"} == {
+        k: v for k, v in trials[int(best["trial"])].items() if k in best}
+    assert 0 <= best["test_accuracy"] <= 1 and stored["val_size"] == 13
+    assert "--val_size=13" in stored["distill_command"]
     command = stored["distill_command"]
     assert f"--student={STUDENT}" in command and "--epochs=1" in command and "--train_size=128" in command
     assert f"--temperature={best['temperature']:.6g}" in command and f"--lr={best['lr']:.6g}" in command
@@ -278,3 +291,81 @@ def test_script_user_errors_are_one_line_with_exit_code_2(tmp_path, args, fragme
     errors = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert len(errors) == 1 and fragment in errors[0], result.stderr
     assert "Traceback" not in result.stderr and not logdir.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")  # the counting test pipeline
+def test_the_search_never_evaluates_the_test_split(tmp_path, monkeypatch):
+    """The test split is read once, after the search, for the best trial only."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from kdkeras import training
+
+    reads, phase = [], ["search"]
+    original = training.make_run_data
+
+    def counted(dataset):
+        batches = list(dataset.as_numpy_iterator())
+
+        def generate():
+            reads.append(phase[0])
+            yield from batches
+
+        return tf.data.Dataset.from_generator(generate, output_signature=dataset.element_spec)
+
+    def make_run_data(config):
+        splits = original(config)
+        return dataclasses.replace(splits, test=counted(splits.test))
+
+    measure = tuning.measure_test_accuracy
+
+    def measure_after_search(search, trial_id):
+        phase[0] = "after"
+        return measure(search, trial_id)
+
+    # The teacher's own baseline run reports its test accuracy (the paper's
+    # protocol, no selection): trained first, before counting.
+    training.ensure_teacher_run(tuning.search_config(kd_config(val_size=16)), str(tmp_path), log=Log(),
+                                verbose=0)
+    monkeypatch.setattr(training, "make_run_data", make_run_data)
+    monkeypatch.setattr(tuning, "measure_test_accuracy", measure_after_search)
+    results, _, fits = run_tune(kd_config(val_size=16), str(tmp_path), max_trials=2)
+    assert len(fits) == 2 and results["completed_trials"] == 2
+    assert reads == ["after"]  # one pass over the test split, after both trials
+    assert results["best"]["test_accuracy"] is not None
+
+    reads.clear()
+    again, _, fits = run_tune(kd_config(val_size=16), str(tmp_path), max_trials=2)
+    assert fits == [] and reads == []  # measured once: a repeated command reuses it
+    assert again["best"]["test_accuracy"] == results["best"]["test_accuracy"]
+
+
+def test_a_trial_trains_exactly_as_distill_py(tmp_path):
+    """Same settings (--noaugment, --kd_epochs, a validation split): the same first epoch."""
+    from kdkeras.callbacks import read_history
+
+    settings = {**TINY, "epochs": 2, "val_size": 16, "augment": False, "kd_epochs": 1}
+    config = kd_config(**settings)
+    results, _, _ = run_tune(config, str(tmp_path), max_trials=1,
+                             space=tuning.SearchSpace(temperature=3.0, alpha=0.7, lr=(0.05, 0.2)))
+    folder = results["tune_dir"]
+    trial = results["trials"][0]
+    teacher = os.path.join(results["teacher_run"], "model.keras")
+    run = helpers.run_script(
+        "distill.py", f"--student={STUDENT}", f"--teacher={teacher}", "--dataset=synthetic", "--epochs=2",
+        "--train_size=128", "--test_size=64", "--batch_size=64", "--val_size=16", "--noaugment", "--kd_epochs=1",
+        f"--temperature={trial['temperature']!r}", f"--alpha={trial['alpha']!r}", f"--lr={trial['lr']!r}",
+        f"--logdir={tmp_path / 'runs'}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    [run_dir] = [os.path.join(root, "history.csv") for root, _, files in os.walk(tmp_path / "runs")
+                 if "history.csv" in files and "_from_" in root]
+    ours = read_history(os.path.join(folder, "trial_0", "history.csv"))
+    theirs = read_history(run_dir)
+    shared = sorted((set(ours[0]) & set(theirs[0])) - {"epoch_time_s"})
+    assert {"loss", "ce", "kd", "accuracy", "val_loss", "val_accuracy", "lr", "alpha"} <= set(shared)
+    assert not any(k.startswith("test_") for k in ours[0])  # a trial never sees the test split
+    for row in (0, 1):  # epoch 2 trains on hard targets only (--kd_epochs=1) in both
+        for key in shared:
+            assert ours[row][key] == pytest.approx(theirs[row][key], rel=1e-5, abs=1e-6), (row, key)
+    assert ours[1]["alpha"] == 0.0

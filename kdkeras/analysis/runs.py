@@ -120,9 +120,11 @@ def load_initial_model(run: Run):
 def split_arrays(config, split: str = "test", size: int | None = None, seed: int = 0):
     """A fixed, normalised subset of one split of the run's dataset.
 
-    The run's own data source and subset (``train_size`` / ``test_size``) are
-    used first; ``size`` then keeps a class-balanced subset of that, chosen
-    from ``seed`` (the same examples every call).
+    The run's own data source, subsets (``train_size`` / ``test_size``) and
+    validation split (``val_size``: ``"train"`` never holds a validation
+    image, ``"val"`` is that split) are used first; ``size`` then keeps a
+    class-balanced subset of that, chosen from ``seed`` (the same examples
+    every call).
 
     Returns:
         ``(images, labels, class_names)``: ``float32`` ``(N, 32, 32, 3)``
@@ -131,10 +133,10 @@ def split_arrays(config, split: str = "test", size: int | None = None, seed: int
     """
     from kdkeras import data as data_lib
 
-    run_size = config.train_size if split == "train" else config.test_size
-    arrays, names = data_lib._load(config.dataset, (split,), data_dir=config.data_dir,
-                                   archive=config.archive, sizes={split: run_size},
-                                   seed=config.seed)
+    sizes = {"train": config.train_size, "test": config.test_size}
+    arrays, names = data_lib.load_splits(config.dataset, (split,), data_dir=config.data_dir,
+                                         archive=config.archive, sizes=sizes, seed=config.seed,
+                                         val_size=config.val_size)
     images, labels = arrays[split]
     if size is not None and size < len(labels):
         keep = data_lib._subset_indices(labels, int(size), int(seed))

@@ -1,0 +1,179 @@
+"""The validation protocol: held-out split, validation-selected results and tables, precise BN in runs."""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import yaml
+import helpers
+
+from kdkeras import config as config_lib
+from kdkeras import data as data_lib
+from kdkeras import grid
+from kdkeras.callbacks import read_history
+
+STUDENT, TEACHER = "wrn10x1_NR_g2", "wrn10x1_R_g2"
+SETTINGS = {"epochs": 3, "train_size": 192, "test_size": 64, "batch_size": 64, "val_size": 48, "precise_bn": 2}
+
+
+# --------------------------------------------------------------------------- the split
+
+
+def test_validation_split_is_held_out_balanced_seeded_and_independent_of_train_size(tmp_path):
+    from cifar_archives import CIFAR10, write_cifar
+
+    archive, _, _ = write_cifar(str(tmp_path), CIFAR10, n_train=300, n_test=50)
+    arrays, _ = data_lib.load_splits("cifar10", ("train", "val", "test"), archive=archive, val_size=50)
+    (xt, yt), (xv, yv) = arrays["train"], arrays["val"]
+    assert xt.shape[0] == 250 and xv.shape[0] == 50 and np.bincount(yv).tolist() == [5] * 10
+    every = data_lib.load_splits("cifar10", ("train",), archive=archive)[0]["train"][0]
+    keys = lambda x: {a.tobytes() for a in x}  # noqa: E731
+    assert keys(xt) | keys(xv) == keys(every) and not keys(xt) & keys(xv)  # a partition
+    smaller, _ = data_lib.load_splits("cifar10", ("train", "val"), archive=archive, val_size=50,
+                                      sizes={"train": 100})
+    assert np.array_equal(smaller["val"][0], xv) and smaller["train"][0].shape[0] == 100
+    assert not keys(smaller["train"][0]) & keys(xv)
+    other_seed, _ = data_lib.load_splits("cifar10", ("val",), archive=archive, val_size=50, seed=1)
+    assert not np.array_equal(other_seed["val"][0], xv)
+    with pytest.raises(data_lib.DataError, match="val_size=300 leaves no training images"):
+        data_lib.load_splits("cifar10", ("train", "val"), archive=archive, val_size=300)
+    with pytest.raises(data_lib.DataError, match="needs val_size"):
+        data_lib.load_splits("cifar10", ("val",), archive=archive)
+
+
+def test_a_teacher_inherits_the_validation_split():
+    kd = config_lib.resolve({"model": STUDENT, "teacher": TEACHER, "dataset": "synthetic", **SETTINGS})
+    teacher = config_lib.teacher_config(kd)
+    assert (teacher.val_size, teacher.precise_bn) == (48, 2)  # never trained on the student's validation images
+    assert config_lib.run_name(teacher) != config_lib.run_name(
+        config_lib.resolve({"model": TEACHER, "dataset": "synthetic", **{**SETTINGS, "val_size": None}}))
+
+
+# --------------------------------------------------------------------------- a suite with validation
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    root = tmp_path_factory.mktemp("suite")
+    grid_config = {"name": "tiny_val", "net": "wrn10x1", "halves": {"left": {"students": ["NR_g2"],
+                                                                               "teachers": ["R_g2"]}}}
+    (root / "tiny.yaml").write_text(yaml.safe_dump(grid_config))
+    (root / "tiny_nodrop.yaml").write_text(yaml.safe_dump({**grid_config, "name": "tiny_val_nodrop",
+                                                           "settings": {"dropout": 0.0}}))
+    (root / "suite.yaml").write_text(yaml.safe_dump({"name": "tiny_suite", "dataset": "synthetic", "seeds": 2,
+                                                     "settings": SETTINGS, "grids": ["tiny.yaml", "tiny_nodrop.yaml"]}))
+    logdir = str(root / "logs")
+    result = helpers.run_script("grid.py", f"--config={root / 'suite.yaml'}", f"--logdir={logdir}", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    name, specs = grid.load_grids(str(root / "suite.yaml"))
+    return name, specs, logdir, result.stdout
+
+
+def _results(specs, logdir):
+    out = {}
+    for spec in specs:
+        for half, role, student, teacher, cfg in grid.table_configs(spec):
+            directory = config_lib.run_dir(cfg, logdir)
+            out[(spec.name, role, cfg.seed)] = (directory, json.load(open(os.path.join(directory, "results.json"))))
+    return out
+
+
+def test_runs_report_validation_selected_and_batchnorm_numbers(suite):
+    name, specs, logdir, stdout = suite
+    assert name == "tiny_suite" and [s.name for s in specs] == ["tiny_val", "tiny_val_nodrop"]
+    assert specs[1].settings["dropout"] == 0.0 and specs[1].settings["val_size"] == 48
+    runs = _results(specs, logdir)
+    assert len(runs) == 2 * 3 * 2  # grids x (R, NR, KD) x seeds
+    for (grid_name, role, seed), (directory, results) in runs.items():
+        history = read_history(os.path.join(directory, "history.csv"))
+        assert [row["epoch"] for row in history] == [0, 1, 2]
+        val = [row["val_accuracy"] for row in history]
+        best = int(np.argmax(val))
+        assert results["best_val_epoch"] == best + 1
+        assert results["best_val_accuracy"] == pytest.approx(val[best])
+        assert results["test_accuracy_at_best_val"] == pytest.approx(history[best]["test_accuracy"])
+        assert results["test_accuracy"] == pytest.approx(history[-1]["test_accuracy"])
+        assert results["val_accuracy"] == pytest.approx(history[-1]["val_accuracy"])
+        assert (results["train_examples"], results["val_examples"], results["test_examples"]) == (192, 48, 64)
+        for key in ("test_accuracy_precise_bn", "val_accuracy_precise_bn", "test_accuracy_batch_stats"):
+            assert 0 <= results[key] <= 1
+        assert results["batch_stats_gap"] == pytest.approx(results["test_accuracy_batch_stats"]
+                                                           - results["test_accuracy"])
+        assert results["lr_milestones"] == [1, 2]  # 30/60/90 of 120 scaled to 3 epochs (0.75 -> 1, 1.5 -> 2)
+        saved = yaml.safe_load(open(os.path.join(directory, "config.yaml")))
+        assert saved["lr_milestones"] == [1, 2] and saved["val_size"] == 48
+
+
+def test_model_file_keeps_the_precise_statistics(suite):
+    from kdkeras import batchnorm
+    from kdkeras.training import load_model_file, make_run_data
+
+    _, specs, logdir, _ = suite
+    directory, results = _results(specs, logdir)[("tiny_val", "nr_baseline", 0)]
+    config = config_lib.resolve(config_lib.load_yaml(os.path.join(directory, "config.yaml")))
+    model = load_model_file(os.path.join(directory, "model.keras"))
+    data = make_run_data(config)
+    expected = batchnorm.population_statistics(model, data.train_plain, config.precise_bn)
+    for (mean, var), bn in zip(expected, batchnorm.batchnorm_layers(model)):
+        np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), var, rtol=1e-4, atol=1e-5)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    accuracy = model.evaluate(data.test, verbose=0, return_dict=True)["accuracy"]
+    assert accuracy == pytest.approx(results["test_accuracy_precise_bn"], abs=1e-6)
+
+
+def _table_rows(folder):
+    with open(os.path.join(folder, "table.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tables_show_the_validation_selected_numbers(suite):
+    _, specs, logdir, _ = suite
+    runs = _results(specs, logdir)
+    folder = os.path.join(logdir, "tiny_val")
+    text = open(os.path.join(folder, "table.md")).read()
+    assert "test accuracy at the best validation epoch" in text and "OPTIMISTIC" in text
+    assert "with precise BN" in text and "with batch statistics" in text
+    rows = {(r["measure"], r["row"]): r for r in _table_rows(folder)}
+    for measure, key, _ in grid.MEASURES:
+        for row, role in (("Baseline", "baseline"), ("NR-baseline", "nr_baseline"), ("R-g2", "kd")):
+            values = [100 * runs[("tiny_val", role, seed)][1][key] for seed in (0, 1)]
+            assert float(rows[(measure, row)]["mean"]) == pytest.approx(np.mean(values), abs=0.01), (measure, row)
+            assert float(rows[(measure, row)]["std"]) == pytest.approx(np.std(values, ddof=1), abs=0.01)
+            assert rows[(measure, row)]["n"] == "2"
+
+
+def test_suite_summary_pairs_seeds(suite):
+    name, specs, logdir, stdout = suite
+    assert f"Summary written to {os.path.join(logdir, name)}" in stdout
+    runs = _results(specs, logdir)
+    with open(os.path.join(logdir, name, "summary.csv"), newline="") as f:
+        rows = {(r["grid"], r["measure"], r["column"]): r for r in csv.DictReader(f)}
+    for spec in specs:
+        for measure, key, _ in grid.MEASURES:
+            get = lambda role: np.array([100 * runs[(spec.name, role, s)][1][key] for s in (0, 1)])  # noqa: E731
+            expected = {"r_baseline": get("baseline"), "nr_baseline": get("nr_baseline"), "kd": get("kd"),
+                        "acc_drop": get("baseline") - get("nr_baseline"),
+                        "kd_gain_over_nr": get("kd") - get("nr_baseline"),
+                        "distil_gain": get("kd") - get("baseline")}
+            for column, values in expected.items():
+                row = rows[(spec.name, measure, column)]
+                assert float(row["mean"]) == pytest.approx(values.mean(), abs=1e-3), (spec.name, measure, column)
+                assert float(row["std"]) == pytest.approx(values.std(ddof=1), abs=1e-3)
+    md = open(os.path.join(logdir, name, "summary.md")).read()
+    assert "| tiny_val_nodrop | NR-g2 | R-g2 |" in md and "OPTIMISTIC" in md
+
+
+def test_reduced_protocol_suite_plans_both_depths_and_the_dropout_ablation(tmp_path):
+    name, specs = grid.load_grids(os.path.join(helpers.ROOT, "configs", "reduced", "cifar10_wrn.yaml"))
+    cells = grid.plan_all(specs, str(tmp_path))
+    nets = {c.config.model.split("_")[0] for c in cells}
+    assert len(nets) == 2
+    for cell in cells:
+        assert cell.config.dataset == "cifar10" and cell.config.val_size and cell.config.precise_bn
+    per_seed = len(cells) // specs[0].seeds
+    assert specs[0].seeds >= 2 and per_seed == 2 * 2 * 3  # depths x dropout (0.3, 0) x (R, NR, KD)
+    assert {c.config.dropout for c in cells} == {None, 0.0}
