@@ -39,7 +39,7 @@ _EXPORTS = {
 
 _SUBMODULES = ("callbacks", "cli", "config", "data", "distiller", "layers", "losses", "models",
                "optimizers", "paper", "profiling", "recipes", "training", "tuning", "analysis", "grid",
-               "tables", "io_utils")
+               "tables", "io_utils", "batchnorm")
 
 __all__ = sorted(_EXPORTS)
 

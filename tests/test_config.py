@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from kdkeras import config as config_lib
 from kdkeras.config import RunConfig, resolve, run_name, teacher_config
@@ -105,3 +106,43 @@ def test_teacher_file_named_model_keras_is_named_after_its_run_folder():
     assert config_lib.run_name(config).startswith("wrn16x1_NR_g2_from_wrn16x1_R_g2-s0.")
     other = config_lib.resolve({"model": "wrn16x1_NR_g2", "teacher": "elsewhere/teacher.keras"})
     assert config_lib.run_name(other).startswith("wrn16x1_NR_g2_from_teacher.")
+
+
+def test_schedule_follows_epochs_unless_given():
+    scaled = resolve({"model": "wrn22x2_R_g2", "epochs": 20})
+    assert (scaled.lr_milestones, scaled.lr_gamma) == ((5, 10, 15), 0.2)
+    explicit = resolve({"model": "wrn22x2_R_g2", "epochs": 20, "lr_milestones": [7]})
+    assert explicit.lr_milestones == (7,)
+    gamma = resolve({"model": "wrn22x2_R_g2", "epochs": 20, "lr_gamma": 0.5})
+    assert (gamma.lr_milestones, gamma.lr_gamma) == ((5, 10, 15), 0.5)
+    mobile = resolve({"model": "mobilenetv2_R_g2", "epochs": 12})
+    assert mobile.lr_gamma == pytest.approx(0.98**10)
+    assert resolve({"model": "mobilenetv2_R_g2", "epochs": 12, "lr_gamma": 0.9}).lr_gamma == 0.9
+    # The scaled schedule is part of the run's name (as the epochs are), an explicit one too.
+    assert len({run_name(scaled), run_name(explicit), run_name(gamma)}) == 3
+    # A YAML round trip (config.yaml) gives the same run.
+    assert resolve(yaml.safe_load(config_lib.to_yaml(scaled))) == scaled
+
+
+def test_teacher_scales_its_own_schedule_and_inherits_an_explicit_one():
+    kd = resolve({"model": "mobilenetv2_NR_g2", "teacher": "mobilenetv2_R_G4", "epochs": 10})
+    teacher = teacher_config(kd)
+    assert kd.lr_gamma == pytest.approx(0.98**30) and teacher.lr_gamma == pytest.approx(0.98**12)
+    kd = resolve({"model": "wrn16x1_NR_g2", "teacher": "wrn16x1_R_g2", "epochs": 20, "lr_milestones": [4, 8]})
+    assert teacher_config(kd).lr_milestones == (4, 8)
+    kd = resolve({"model": "wrn16x1_NR_g2", "teacher": "wrn16x1_R_g2", "epochs": 20})
+    assert teacher_config(kd).lr_milestones == (5, 10, 15)
+    assert run_name(teacher_config(kd)) == run_name(resolve({"model": "wrn16x1_R_g2", "epochs": 20}))
+
+
+def test_validation_and_precise_bn_settings():
+    c = resolve({"model": "wrn16x1_R_g2", "val_size": 100, "precise_bn": 8, "precise_bn_every_epoch": True})
+    assert (c.val_size, c.precise_bn, c.precise_bn_every_epoch) == (100, 8, True)
+    names = {run_name(resolve({"model": "wrn16x1_R_g2", **extra}))
+             for extra in ({}, {"val_size": 100}, {"precise_bn": 8}, {"precise_bn": 8, "precise_bn_every_epoch": True})}
+    assert len(names) == 4 and "wrn16x1_R_g2-s0" in names
+    for settings, fragment in (({"val_size": 0}, "val_size must be a positive integer"),
+                               ({"precise_bn": -1}, "precise_bn must be a positive integer"),
+                               ({"precise_bn_every_epoch": True}, "precise_bn_every_epoch needs precise_bn")):
+        with pytest.raises(ValueError, match=fragment):
+            resolve({"model": "wrn16x1_R_g2", **settings})

@@ -46,3 +46,33 @@ def test_constant_and_bad_schedule():
     assert make_lr_schedule(0.3, "constant", (), 1.0, 5) == 0.3
     with pytest.raises(ValueError, match="Valid choices: step, exponential, constant"):
         make_lr_schedule(0.1, "cosine", (), 1.0, 5)
+
+
+@pytest.mark.parametrize("epochs, milestones", [(120, (30, 60, 90)), (20, (5, 10, 15)), (10, (3, 5, 8)),
+                                                 (4, (1, 2, 3)), (2, (1, 2)), (1, (1,)), (240, (60, 120, 180))])
+def test_step_milestones_keep_their_place_in_the_run(epochs, milestones):
+    from kdkeras.recipes import scale_schedule
+
+    scaled = scale_schedule(recipe_for("wrn22x2_R_g2"), epochs)
+    assert scaled == {"lr_milestones": milestones, "lr_gamma": 0.2}
+    assert scale_schedule(recipe_for("resnet18_R_g2"), epochs)["lr_gamma"] == 0.1
+
+
+def test_exponential_schedule_keeps_the_final_to_initial_ratio():
+    from kdkeras.recipes import scale_schedule
+
+    for model, distill, base in (("mobilenetv2_R_g2", False, 120), ("mobilenetv2_NR_g2", True, 300)):
+        for epochs in (10, 30, 500):
+            gamma = scale_schedule(recipe_for(model, distill), epochs)["lr_gamma"]
+            assert gamma**epochs == pytest.approx(0.98**base, rel=1e-9)
+            s = make_lr_schedule(0.1, "exponential", (), gamma, 7)
+            assert _lr_at_epoch_start(s, epochs, 7) == pytest.approx(0.1 * 0.98**base, rel=1e-4)  # float32
+
+
+def test_describe_schedule():
+    from kdkeras.recipes import describe_schedule
+
+    assert describe_schedule(0.1, "step", (5, 10, 15), 0.2, 20) == \
+        "step: lr 0.1, x0.2 at epochs 5, 10, 15 of 20 (final 0.0008)"
+    assert describe_schedule(0.1, "constant", (), 1.0, 3) == "constant: lr 0.1 for 3 epochs"
+    assert describe_schedule(0.1, "exponential", (), 0.5, 3).endswith("(final 0.025)")

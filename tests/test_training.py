@@ -199,3 +199,14 @@ def test_mixed_precision_run_keeps_a_float32_kd_loss(tmp_path):
     assert all(np.isfinite(history[0][k]) for k in ("loss", "ce", "kd", "test_loss"))
     student = keras.saving.load_model(os.path.join(results["run_dir"], "model.keras"), safe_mode=True)
     assert student.get_layer("stage1_block1_unit1_gconv").dtype_policy.name == "mixed_float16"
+
+
+def test_explicit_milestones_are_kept_and_followed(tmp_path):
+    config = config_lib.resolve({"model": "wrn10x1_R_g2", **TINY, "epochs": 3, "lr_milestones": [2]})
+    log = Log()
+    results = train_and_evaluate(config, str(tmp_path), log=log, verbose=0)
+    assert any("Learning rate: step: lr 0.1, x0.2 at epochs 2 of 3" in m for m in log)
+    saved = yaml.safe_load(open(os.path.join(results["run_dir"], "config.yaml")))
+    assert saved["lr_milestones"] == [2] and results["lr_milestones"] == [2]
+    history = read_history(os.path.join(results["run_dir"], "history.csv"))
+    assert [row["lr"] for row in history] == [pytest.approx(0.1), pytest.approx(0.1), pytest.approx(0.02)]
