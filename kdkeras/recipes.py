@@ -1,4 +1,4 @@
-"""The paper's training recipe (section 5; SPEC section 4).
+"""The paper's training recipe (section 5 of the paper; docs/training.md).
 
 SGD (batch 128, lr 0.1, momentum 0.9, coupled weight decay 4e-4), 120
 epochs for every baseline and KD run (MobileNetV2 KD students: 300), and

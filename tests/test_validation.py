@@ -177,3 +177,25 @@ def test_reduced_protocol_suite_plans_both_depths_and_the_dropout_ablation(tmp_p
     per_seed = len(cells) // specs[0].seeds
     assert specs[0].seeds >= 2 and per_seed == 2 * 2 * 3  # depths x dropout (0.3, 0) x (R, NR, KD)
     assert {c.config.dropout for c in cells} == {None, 0.0}
+
+
+def test_bnstats_script_diagnoses_runs(suite, tmp_path):
+    _, specs, logdir, _ = suite
+    runs = _results(specs, logdir)
+    chosen = [runs[("tiny_val", role, 0)] for role in ("baseline", "nr_baseline")]
+    output = str(tmp_path / "bn_variance.png")
+    result = helpers.run_script("bnstats.py", f"--runs={','.join(d for d, _ in chosen)}", "--batches=2",
+                                f"--output={output}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.getsize(output) > 0 and "precise+drop" in result.stdout
+    for directory, results in chosen:
+        diagnosis = json.load(open(os.path.join(directory, "bnstats.json")))
+        assert diagnosis["moving"] == pytest.approx(results["test_accuracy"])
+        # The same population statistics as the run's own precise BN: the same accuracy.
+        assert diagnosis["precise"] == pytest.approx(results["test_accuracy_precise_bn"], abs=1e-6)
+        assert diagnosis["batch"] == pytest.approx(results["test_accuracy_batch_stats"], abs=1e-6)
+        ratios = [layer["variance_ratio"] for layer in diagnosis["layers"]]
+        assert ratios[0] == pytest.approx(1.0, abs=1e-5)  # the first BatchNorm comes before any dropout
+        assert max(ratios) > 1.0  # layers after a dropout see a larger variance with it on
+    bad = helpers.run_script("bnstats.py", "--runs=/nonexistent/run")
+    assert bad.returncode == 2 and len(helpers.error_lines(bad.stderr)) == 1
