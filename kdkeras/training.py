@@ -535,14 +535,14 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     check_logdir(logdir)
     strategy = make_strategy(config.strategy)
     chief = _is_chief()
-    work_dir = directory if chief else os.path.join(directory, ".workers", str(os.getpid()))
-    os.makedirs(work_dir, exist_ok=True)
     teacher, teacher_source = (None, None)
-    if config.distill:
+    if config.distill:  # before the run folder exists: a missing teacher fails without leaving one
         teacher, teacher_source = resolve_teacher(config, logdir, log=log, verbose=verbose,
                                                   train_teacher=train_teacher)
     data = make_run_data(config)  # 2
     model, student = build_run_model(config, data, teacher, strategy)  # 3
+    work_dir = directory if chief else os.path.join(directory, ".workers", str(os.getpid()))
+    os.makedirs(work_dir, exist_ok=True)
     initial_epoch = _prepare_resume(work_dir, log)
     if chief:
         _write_config(config, directory)

@@ -16,7 +16,7 @@ from kdkeras import grid
 from kdkeras.callbacks import read_history
 
 STUDENT, TEACHER = "wrn10x1_NR_g2", "wrn10x1_R_g2"
-SETTINGS = {"epochs": 3, "train_size": 192, "test_size": 64, "batch_size": 64, "val_size": 48, "precise_bn": 2}
+SETTINGS = {"epochs": 2, "train_size": 128, "test_size": 64, "batch_size": 64, "val_size": 48, "precise_bn": 2}
 
 
 # --------------------------------------------------------------------------- the split
@@ -89,7 +89,7 @@ def test_runs_report_validation_selected_and_batchnorm_numbers(suite):
     assert len(runs) == 2 * 3 * 2  # grids x (R, NR, KD) x seeds
     for (grid_name, role, seed), (directory, results) in runs.items():
         history = read_history(os.path.join(directory, "history.csv"))
-        assert [row["epoch"] for row in history] == [0, 1, 2]
+        assert [row["epoch"] for row in history] == [0, 1]
         val = [row["val_accuracy"] for row in history]
         best = int(np.argmax(val))
         assert results["best_val_epoch"] == best + 1
@@ -97,12 +97,12 @@ def test_runs_report_validation_selected_and_batchnorm_numbers(suite):
         assert results["test_accuracy_at_best_val"] == pytest.approx(history[best]["test_accuracy"])
         assert results["test_accuracy"] == pytest.approx(history[-1]["test_accuracy"])
         assert results["val_accuracy"] == pytest.approx(history[-1]["val_accuracy"])
-        assert (results["train_examples"], results["val_examples"], results["test_examples"]) == (192, 48, 64)
+        assert (results["train_examples"], results["val_examples"], results["test_examples"]) == (128, 48, 64)
         for key in ("test_accuracy_precise_bn", "val_accuracy_precise_bn", "test_accuracy_batch_stats"):
             assert 0 <= results[key] <= 1
         assert results["batch_stats_gap"] == pytest.approx(results["test_accuracy_batch_stats"]
                                                            - results["test_accuracy"])
-        assert results["lr_milestones"] == [1, 2]  # 30/60/90 of 120 scaled to 3 epochs (0.75 -> 1, 1.5 -> 2)
+        assert results["lr_milestones"] == [1, 2]  # 30/60/90 of 120 scaled to 2 epochs (0.5 -> 1, 1 -> 1, 1.5 -> 2)
         saved = yaml.safe_load(open(os.path.join(directory, "config.yaml")))
         assert saved["lr_milestones"] == [1, 2] and saved["val_size"] == 48
 
