@@ -146,3 +146,16 @@ def test_validation_and_precise_bn_settings():
                                ({"precise_bn_every_epoch": True}, "precise_bn_every_epoch needs precise_bn")):
         with pytest.raises(ValueError, match=fragment):
             resolve({"model": "wrn16x1_R_g2", **settings})
+
+
+def test_run_names_are_stable():
+    """Settings -> run name, as stored when these names were fixed: existing run folders stay found."""
+    import json
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "run_names.json")
+    for case, entry in json.load(open(path)).items():
+        config = resolve(entry["settings"])
+        assert run_name(config) == entry["run_name"], case
+        if "teacher_run_name" in entry:
+            assert run_name(teacher_config(config)) == entry["teacher_run_name"], case
