@@ -1,6 +1,6 @@
 """The same networks and KD step in PyTorch, for speed comparisons only.
 
-Mirrors kdkeras's WRN (SPEC section 2) layer for layer: grouped unit
+Mirrors kdkeras's WRN (docs/models.md) layer for layer: grouped unit
 ``GConv3x3 -> BN -> Conv1x1``, pre-activation blocks, dropout 0.3, 1x1
 projection shortcuts on shape changes (R) or none (NR). PyTorch is not a
 dependency of kdkeras: ``pip install torch`` to run ``scripts/bench.py

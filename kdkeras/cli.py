@@ -14,14 +14,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# scripts/profile.py shadows the standard library's `profile` module (which
-# cProfile, and through it Keras, imports) while scripts/ is first on
-# sys.path, as it is for any script run from there. The scripts never import
-# each other, so take their folder off the path.
-_script_dir = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else None
-if _script_dir and os.path.exists(os.path.join(_script_dir, "profile.py")):
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _script_dir]
-
 #: Exit code of a user mistake (as argparse / absl use for bad flags).
 USAGE_EXIT_CODE = 2
 

@@ -33,7 +33,7 @@ import keras
 from kdkeras.losses import (
     PAPER_ALPHA,
     PAPER_TEMPERATURE,
-    _check_temperature,
+    check_temperature,
     kd_loss_terms,
 )
 
@@ -94,7 +94,7 @@ class Distiller(keras.Model):
                     f"Received: {arg_name}={model!r}"
                 )
         _check_output_shapes(student, teacher)
-        _check_temperature(temperature)
+        check_temperature(temperature)
         _check_alpha(alpha)
         super().__init__(**kwargs)
 
@@ -176,7 +176,7 @@ class Distiller(keras.Model):
         return self.student(x, training=training)
 
     def train_step(self, data):
-        import tensorflow as tf  # TF backend only (STYLE rule 14).
+        import tensorflow as tf  # the gradient tape: TF backend only
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         _check_no_sample_weight(sample_weight)
@@ -286,7 +286,7 @@ def _tf_replica_share_of_mean(per_example):
     Returns:
         float32 scalar.
     """
-    import tensorflow as tf  # tf.distribute replica context (STYLE rule 14).
+    import tensorflow as tf  # tf.distribute replica context: TF backend only
 
     local_batch = keras.ops.cast(keras.ops.shape(per_example)[0], "float32")
     replica_context = tf.distribute.get_replica_context()

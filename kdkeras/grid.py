@@ -23,11 +23,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import os
-import socket
-import time
 
+from kdkeras import claims
 from kdkeras import config as config_lib
 
 HALVES = ("left", "right")
@@ -234,69 +232,16 @@ def shard(cells: list[Cell], index: int, count: int) -> list[Cell]:
     return cells[index::count]
 
 
-# --------------------------------------------------------------------------
-# Claims: one lock file per run folder, safe for concurrent shards
-# --------------------------------------------------------------------------
-
-
-def _lock_path(run_dir):
-    return run_dir.rstrip(os.sep) + ".lock"
-
-
-def _lock_owner_alive(path) -> bool:
-    try:
-        with open(path) as f:
-            owner = json.load(f)
-    except (OSError, ValueError):
-        return True  # being written: treat as held
-    if owner.get("host") != socket.gethostname():
-        return True  # cannot check another machine's processes
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, ValueError):
-        return True
-    return True
-
-
-def try_claim(run_dir: str) -> bool:
-    """Atomically creates ``<run_dir>.lock``; breaks a lock whose process on this host died."""
-    path = _lock_path(run_dir)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if _lock_owner_alive(path):
-                return False
-            try:
-                os.remove(path)  # stale: its process is gone
-            except FileNotFoundError:
-                pass
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, f)
-        return True
-    return False
-
-
-def release(run_dir: str) -> None:
-    try:
-        os.remove(_lock_path(run_dir))
-    except FileNotFoundError:
-        pass
-
-
 def state(cell: Cell) -> str:
     """``done``, ``running`` (claimed), ``interrupted`` (resumable) or ``to do``."""
-    from kdkeras.training import is_finished
+    from kdkeras.training.run_folder import RunFolder
 
-    if is_finished(cell.run_dir):
+    folder = RunFolder(cell.run_dir)
+    if folder.is_finished():
         return "done"
-    if os.path.exists(_lock_path(cell.run_dir)) and _lock_owner_alive(_lock_path(cell.run_dir)):
+    if claims.is_claimed(cell.run_dir):
         return "running"
-    if os.path.isdir(os.path.join(cell.run_dir, "backup")):
+    if folder.is_interrupted():
         return "interrupted"
     return "to do"
 
@@ -317,7 +262,7 @@ def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="
         return "done"
     if cell.kind == "kd":
         ensure_teacher_run(cell.config, logdir, log=log, verbose=verbose, poll_s=poll_s)
-    if not try_claim(cell.run_dir):
+    if not claims.try_claim(cell.run_dir):
         log(f"Skipping {cell.label}: another process is training it")
         return "skipped"
     try:
@@ -327,7 +272,7 @@ def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="
         train_and_evaluate(cell.config, logdir, log=log, verbose=verbose, callbacks=extra)
         return "trained"
     finally:
-        release(cell.run_dir)
+        claims.release(cell.run_dir)
 
 
 def plan_all(specs, logdir: str, half=None, students=None, teachers=None) -> list[Cell]:

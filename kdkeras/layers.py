@@ -4,7 +4,7 @@
 Keras 3 on the TensorFlow backend runs every grouped convolution through an
 XLA-compiled function (``keras/src/backend/tensorflow/nn.py``, ``conv``), which
 on CPU is 60-180x slower than TensorFlow's own grouped ``tf.nn.conv2d``
-(SPEC section 5). This subclass keeps the ``Conv2D(groups=...)`` interface,
+(docs/benchmarks.md, "What makes it fast"). This subclass keeps the ``Conv2D(groups=...)`` interface,
 config and weight layout ``(kh, kw, C_in / groups, filters)`` and only swaps
 the kernel call.
 """

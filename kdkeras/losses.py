@@ -36,7 +36,7 @@ PAPER_TEMPERATURE = 4.0
 PAPER_ALPHA = 0.9
 
 
-def _check_temperature(temperature):
+def check_temperature(temperature):
     if (
         isinstance(temperature, bool)
         or not isinstance(temperature, numbers.Real)
@@ -104,7 +104,7 @@ def kd_loss_terms(
     Raises:
         ValueError: if `temperature` is not a positive number.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     temperature = float(temperature)
     s = _as_float32_logits(student_logits, from_logits)  # (batch, num_classes)
     t = ops.stop_gradient(_as_float32_logits(teacher_logits, from_logits))

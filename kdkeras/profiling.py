@@ -1,6 +1,6 @@
 """Parameter and multiply-accumulate counts of built Keras models.
 
-Conventions of the paper's Tables 8 and 9 (SPEC section 3):
+Conventions of the paper's Tables 8 and 9 (docs/models.md, "Counting"):
 
 * params: every trainable weight (kernels, biases, BN gamma/beta). BN moving
   statistics are not counted (``count_params()`` would count them).

@@ -37,36 +37,35 @@ _COMMON = {
     "temperature": 4.0,
     "alpha": 0.9,
 }
-_FAMILY = {
-    "wrn": {"lr_schedule": "step", "lr_milestones": (30, 60, 90), "lr_gamma": 0.2},
-    "resnet18": {"lr_schedule": "step", "lr_milestones": (30, 60, 90), "lr_gamma": 0.1},
-    "mobilenetv2": {"lr_schedule": "exponential", "lr_milestones": (), "lr_gamma": 0.98},
-}
-
-
-def family_of(model_name: str) -> str:
-    """``"wrn"``, ``"resnet18"`` or ``"mobilenetv2"`` for a model name."""
-    net = model_name.split("_")[0]
-    return "wrn" if net.startswith("wrn") else net
 
 
 def recipe_for(model_name: str, distill: bool = False) -> dict:
     """The paper's default settings for training ``model_name``.
 
+    The settings common to every network (section 5 of the paper) plus the
+    learning-rate schedule its family registered
+    (:func:`kdkeras.models.registry.family_recipe`: WRN, ResNet-18 and
+    MobileNetV2 each own theirs).
+
     Args:
-        model_name: e.g. ``"wrn22x10_NR_G4"`` (a path to a model file gets the
-            common settings with the WRN schedule).
-        distill: whether the model is a KD student (MobileNetV2 students
-            train for 300 epochs).
+        model_name: e.g. ``"wrn22x10_NR_G4"``.
+        distill: whether the model is a KD student (a family may train its
+            students longer: MobileNetV2 300 epochs).
 
     Returns:
         A dict with ``epochs, batch_size, lr, momentum, weight_decay,
         temperature, alpha, lr_schedule, lr_milestones, lr_gamma``.
+
+    Raises:
+        ValueError: the network of ``model_name`` is unknown.
     """
-    family = family_of(model_name)
-    recipe = {**_COMMON, **_FAMILY.get(family, _FAMILY["wrn"])}
-    if distill and family == "mobilenetv2":
-        recipe["epochs"] = 300
+    from kdkeras.models import family_recipe
+
+    family = family_recipe(model_name.split("_")[0])
+    distill_epochs = family.pop("distill_epochs", None)
+    recipe = {**_COMMON, **family}
+    if distill and distill_epochs:
+        recipe["epochs"] = distill_epochs
     return recipe
 
 

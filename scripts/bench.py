@@ -5,6 +5,7 @@ Examples:
     python scripts/bench.py --model=wrn22x2_NR_g16 --mode=distill --teacher=wrn22x2_R_G4 --steps=20
     python scripts/bench.py --model=wrn22x2_R_G4 --mode=infer          # inference forward (a teacher's cost)
     python scripts/bench.py --mode=data --steps=200                 # the augmented CIFAR pipeline alone
+    python scripts/bench.py --mode=data --dataset=cifar100 --archive=cifar-100-python.tar.gz  # a real source
     python scripts/bench.py --model=wrn22x2_R_g16 --framework=torch  # the same network in PyTorch
 
 train/distill run the real compiled step (PyTorchSGD, KD loss, Distiller) on
@@ -13,7 +14,7 @@ reported images_per_sec is their median (all are listed in "runs"). The last
 line printed is one JSON object with the numbers.
 """
 
-from kdkeras import cli  # first: quiets TensorFlow, keeps scripts/ off sys.path
+from kdkeras import cli  # first: quiets TensorFlow's start-up logging
 
 import json  # noqa: E402
 import os  # noqa: E402
@@ -38,6 +39,10 @@ flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
 flags.DEFINE_bool("mixed_precision", False, "mixed_float16 policy (GPU).")
 flags.DEFINE_integer("threads", None, "PyTorch: torch.set_num_threads (default: its own).")
 flags.DEFINE_integer("train_size", 50000, "--mode=data: synthetic training-set size.")
+flags.DEFINE_string("dataset", "synthetic", "--mode=data: cifar100, cifar10 or synthetic (checks that a data "
+                    "source loads, with its sizes).")
+flags.DEFINE_string("archive", None, "--mode=data: original CIFAR archive or its folder.")
+flags.DEFINE_string("data_dir", None, "--mode=data: prepared TFDS folder.")
 
 
 def _device():
@@ -51,23 +56,28 @@ def _device():
 
 
 def _bench_keras(model_name, mode, teacher_name):
-    import keras
     import tensorflow as tf
 
+    from kdkeras import config as config_lib
     from kdkeras.data import pipeline_options
-    from kdkeras.distiller import Distiller
-    from kdkeras.models.registry import build_model
-    from kdkeras.optimizers import PyTorchSGD
+    from kdkeras.training import build_run_model, build_student, make_run_data
 
-    if FLAGS.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    keras.utils.set_random_seed(0)
+    # The run pipeline's own steps build the model, its optimizer and the
+    # distiller, as for a real run of these settings on synthetic data.
+    config = config_lib.resolve({
+        "model": model_name, "teacher": teacher_name if mode == "distill" else None, "dataset": "synthetic",
+        "batch_size": FLAGS.batch_size, "steps_per_execution": FLAGS.steps_per_execution,
+        "jit_compile": FLAGS.jit_compile, "mixed_precision": FLAGS.mixed_precision})
+    data = make_run_data(config)
     batch = FLAGS.batch_size
     x = tf.random.normal((batch, 32, 32, 3))
-    y = tf.random.uniform((batch,), 0, 100, dtype=tf.int64)
+    y = tf.random.uniform((batch,), 0, data.info.num_classes, dtype=tf.int64)
     # The same tf.data options as the training pipelines (autotuning off).
     dataset = tf.data.Dataset.from_tensors((x, y)).repeat().with_options(pipeline_options())
-    student = build_model(model_name)
+    teacher = None
+    if mode == "distill":
+        teacher = build_student(config_lib.teacher_config(config), data.info.num_classes, data.info.image_shape)
+    model, student = build_run_model(config, data, teacher)
     if mode == "infer":
         forward = tf.function(lambda: student(x, training=False))
         for _ in range(FLAGS.warmup):
@@ -79,17 +89,6 @@ def _bench_keras(model_name, mode, teacher_name):
                 forward()
             rates.append(batch * FLAGS.steps / (time.perf_counter() - start))
         return rates, FLAGS.steps
-    optimizer = PyTorchSGD(0.1, momentum=0.9, weight_decay=4e-4)
-    if mode == "distill":
-        model = Distiller(student, build_model(teacher_name))
-        model.compile(optimizer=optimizer, steps_per_execution=FLAGS.steps_per_execution,
-                      jit_compile=FLAGS.jit_compile)
-    else:
-        model = student
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                      steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile)
     spe = FLAGS.steps_per_execution
     warmup = max(FLAGS.warmup, spe)
     model.fit(dataset, steps_per_epoch=warmup - warmup % spe, epochs=1, verbose=0)
@@ -102,11 +101,16 @@ def _bench_keras(model_name, mode, teacher_name):
     return rates, steps
 
 
-def _bench_data():
+def _bench_data(record):
     from kdkeras.data import make_datasets, measure_throughput
 
-    train_ds, _, _ = make_datasets("synthetic", batch_size=FLAGS.batch_size,
-                                   train_size=FLAGS.train_size, test_size=256)
+    synthetic = FLAGS.dataset == "synthetic"
+    start = time.perf_counter()
+    train_ds, _, info = make_datasets(FLAGS.dataset, batch_size=FLAGS.batch_size, archive=FLAGS.archive,
+                                      data_dir=FLAGS.data_dir, train_size=FLAGS.train_size if synthetic else None,
+                                      test_size=256 if synthetic else None)
+    record.update(dataset=info.name, train_examples=info.train_examples, test_examples=info.test_examples,
+                  num_classes=info.num_classes, load_s=round(time.perf_counter() - start, 2))
     dataset = train_ds.repeat()
     return [measure_throughput(dataset, FLAGS.steps, warmup=FLAGS.warmup)
             for _ in range(FLAGS.repeats)], FLAGS.steps
@@ -127,7 +131,7 @@ def main(argv):
         if name:
             parse_model_name(name)
 
-    record = {"model": FLAGS.model if mode != "data" else "synthetic-pipeline", "mode": mode,
+    record = {"model": FLAGS.model if mode != "data" else f"{FLAGS.dataset}-pipeline", "mode": mode,
               "teacher": FLAGS.teacher if mode == "distill" else None,
               "framework": FLAGS.framework, "batch_size": FLAGS.batch_size}
     if FLAGS.framework == "torch":
@@ -149,7 +153,7 @@ def main(argv):
         import keras
         import tensorflow as tf
 
-        rates, steps = _bench_data() if mode == "data" else _bench_keras(FLAGS.model, mode, FLAGS.teacher)
+        rates, steps = _bench_data(record) if mode == "data" else _bench_keras(FLAGS.model, mode, FLAGS.teacher)
         record.update(images_per_sec=round(statistics.median(rates), 2),
                       runs=[round(r, 2) for r in rates], steps=steps, device=_device(),
                       steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile,

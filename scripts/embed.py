@@ -15,7 +15,7 @@ or --worst the 3 worst classes (lowest accuracy on the split) of the first
 run are shown.
 """
 
-from kdkeras import cli  # first: quiets TensorFlow, keeps scripts/ off sys.path
+from kdkeras import cli  # first: quiets TensorFlow's start-up logging
 
 from absl import flags  # noqa: E402
 

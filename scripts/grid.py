@@ -20,7 +20,7 @@ validation epoch (--val_size), with precise BN (--precise_bn), with batch
 statistics, and at the best test epoch (labelled optimistic).
 """
 
-from kdkeras import cli  # first: quiets TensorFlow, keeps scripts/ off sys.path
+from kdkeras import cli  # first: quiets TensorFlow's start-up logging
 
 from absl import flags  # noqa: E402
 

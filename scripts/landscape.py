@@ -14,7 +14,7 @@ the weight-decay term. --compare writes one PNG overlaying the runs' curves
 (--output, default in the first run's dataset folder).
 """
 
-from kdkeras import cli  # first: quiets TensorFlow, keeps scripts/ off sys.path
+from kdkeras import cli  # first: quiets TensorFlow's start-up logging
 
 import sys  # noqa: E402
 

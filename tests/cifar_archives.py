@@ -15,8 +15,8 @@ import numpy as np
 
 from kdkeras import data
 
-CIFAR100 = data._SPECS["cifar100"]
-CIFAR10 = data._SPECS["cifar10"]
+CIFAR100 = data.specs.SPECS["cifar100"]
+CIFAR10 = data.specs.SPECS["cifar10"]
 
 
 

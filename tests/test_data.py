@@ -331,9 +331,9 @@ def test_bad_size_values(bad):
 
 def test_subset_indices_balanced_when_classes_unequal():
     labels = np.array([0] * 50 + [1] * 5 + [2] * 5)
-    idx = data._subset_indices(labels, 12, seed=0)
+    idx = data.loading.subset_indices(labels, 12, seed=0)
     assert np.bincount(labels[idx], minlength=3).tolist() == [4, 4, 4]
-    idx = data._subset_indices(labels, 20, seed=0)
+    idx = data.loading.subset_indices(labels, 20, seed=0)
     assert np.bincount(labels[idx], minlength=3).tolist() == [10, 5, 5]
 
 
@@ -445,7 +445,7 @@ def test_reflect_indices_match_tf_pad():
     oy = tf.constant([0, 8, 3])
     ox = tf.constant([8, 0, 5])
     flip = tf.constant([False, True, False])
-    out = data._crop_flip(tf.constant(images), oy, ox, flip).numpy()
+    out = data.crop_flip(tf.constant(images), oy, ox, flip).numpy()
     for k in range(3):
         win = padded[k, oy[k] : oy[k] + 32, ox[k] : ox[k] + 32]
         np.testing.assert_array_equal(out[k], win[:, ::-1] if flip[k] else win)

@@ -470,7 +470,7 @@ def test_disk_full_mid_run_keeps_the_finished_epochs_and_resumes(tmp_path):
     # the failure came before epoch 2's backup, so the backup holds epoch 1.
     assert [int(r["epoch"]) for r in _rows(os.path.join(run_dir, "history.csv"))] == [0]
     assert not [f for f in os.listdir(run_dir) if f.endswith(".tmp")]
-    assert training._backup_epoch(os.path.join(run_dir, "backup")) == 1
+    assert training.backup_epoch(os.path.join(run_dir, "backup")) == 1
     assert not os.path.exists(os.path.join(run_dir, "results.json"))
 
     again = _drive(tmp_path, "none", str(logdir))  # space freed: the same command again

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from kdkeras import config as config_lib
-from kdkeras import grid
+from kdkeras import claims, grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke_grid.yaml")
@@ -72,9 +72,9 @@ def test_bad_shard(text, error):
 
 def test_claims(tmp_path):
     run_dir = str(tmp_path / "logs" / "synthetic" / "x-s0")
-    assert grid.try_claim(run_dir)
-    assert not grid.try_claim(run_dir)  # held by this (live) process
-    grid.release(run_dir)
+    assert claims.try_claim(run_dir)
+    assert not claims.try_claim(run_dir)  # held by this (live) process
+    claims.release(run_dir)
     # A lock left by a dead process on this host is stale and gets broken.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
@@ -82,8 +82,8 @@ def test_claims(tmp_path):
 
     with open(run_dir + ".lock", "w") as f:
         json.dump({"host": socket.gethostname(), "pid": int(dead), "since": 0}, f)
-    assert grid.try_claim(run_dir)
-    grid.release(run_dir)
+    assert claims.try_claim(run_dir)
+    claims.release(run_dir)
 
 
 def test_smoke_grid_end_to_end_and_resume(tmp_path):

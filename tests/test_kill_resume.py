@@ -78,7 +78,7 @@ def _write_pair(folder, suffix, epoch, valid=True):
 
 
 def test_repair_backup_falls_back_to_the_previous_checkpoint(tmp_path):
-    from kdkeras.training import _backup_epoch, repair_backup
+    from kdkeras.training import backup_epoch, repair_backup
 
     folder = str(tmp_path / "backup")
     os.makedirs(folder)
@@ -86,7 +86,7 @@ def test_repair_backup_falls_back_to_the_previous_checkpoint(tmp_path):
     _write_pair(folder, "", 3, valid=False)
     messages = []
     repair_backup(folder, log=messages.append)
-    assert _backup_epoch(folder) == 2 and "one before it" in messages[0]
+    assert backup_epoch(folder) == 2 and "one before it" in messages[0]
 
     _write_pair(folder, ".bkp", 2, valid=False)
     _write_pair(folder, "", 3, valid=False)
@@ -96,4 +96,4 @@ def test_repair_backup_falls_back_to_the_previous_checkpoint(tmp_path):
     os.makedirs(folder)
     _write_pair(folder, "", 5)
     repair_backup(folder, log=messages.append)  # a good backup is left alone
-    assert _backup_epoch(folder) == 5 and len(messages) == 2
+    assert backup_epoch(folder) == 5 and len(messages) == 2

@@ -41,7 +41,7 @@ def test_every_table8_flop_cell(zoo_profiles):
         if not agrees_with_printed(p.macs / 1e6, printed, 4, tolerance_units=1):
             bad[name] = (p.macs / 1e6, printed)
     assert not bad
-    assert exact >= 105  # SPEC: 105 of 108 exact, 3 differ by one printed unit
+    assert exact >= 105  # docs/models.md: 105 of 108 exact, 3 differ by one printed unit
 
 
 def test_spec_example():
@@ -50,7 +50,7 @@ def test_spec_example():
 
 
 def _wrn_closed_form(depth, width, groups_of, residual, num_classes=100):
-    """Closed-form params / MACs of WRN-d x k, derived from SPEC section 2.
+    """Closed-form params / MACs of WRN-d x k, derived from docs/models.md ("Architectures").
 
     Unit U(cin->cout) at spatial size s: grouped 3x3 (9*cin*cin/g params),
     BN (2*cin), 1x1 (cin*cout); MACs multiply the conv params by s*s.

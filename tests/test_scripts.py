@@ -33,8 +33,8 @@ def error_lines(stderr):
         ("train.py", [], "No model given"),
         ("distill.py", ["--student=wrn22x2_NR_g2"], "No teacher given"),
         ("distill.py", ["--student=wrn22x2_NR_g2", "--teacher=wrn22x2_R_g5"], "'g5'"),
-        ("profile.py", ["--model=resnet19_R_g2"], "Unknown network 'resnet19'"),
-        ("profile.py", ["--csv"], "--csv needs --all"),
+        ("profile_models.py", ["--model=resnet19_R_g2"], "Unknown network 'resnet19'"),
+        ("profile_models.py", ["--csv"], "--csv needs --all"),
         ("grid.py", ["--table=9"], "Valid tables: 1, 2, 3, 4, 5, 6"),
         ("grid.py", ["--table=1", "--shard=5/2"], "0 <= i < n"),
         ("grid.py", ["--table=1", "--students=NR_g3"], "Valid students"),
@@ -43,7 +43,7 @@ def error_lines(stderr):
 )
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path, script, args, fragment):
     logdir = tmp_path / "logs"
-    result = run_script(script, *args, f"--logdir={logdir}" if script != "profile.py" else "--num_classes=100")
+    result = run_script(script, *args, f"--logdir={logdir}" if script != "profile_models.py" else "--num_classes=100")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     errors = error_lines(result.stderr)
@@ -79,7 +79,7 @@ def test_grid_dry_run_lists_the_table(tmp_path):
 
 
 def test_profile_one_model():
-    result = run_script("profile.py", "--model=wrn22x2_R_g2")
+    result = run_script("profile_models.py", "--model=wrn22x2_R_g2")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "655,572 trainable parameters" in result.stdout
     assert "93,647,360 multiply-accumulates" in result.stdout

@@ -27,7 +27,7 @@ def test_validation_split_is_held_out_balanced_seeded_and_independent_of_train_s
 
     archive, _, _ = write_cifar(str(tmp_path), CIFAR10, n_train=300, n_test=50)
     arrays, _ = data_lib.load_splits("cifar10", ("train", "val", "test"), archive=archive, val_size=50)
-    (xt, yt), (xv, yv) = arrays["train"], arrays["val"]
+    (xt, _), (xv, yv) = arrays["train"], arrays["val"]
     assert xt.shape[0] == 250 and xv.shape[0] == 50 and np.bincount(yv).tolist() == [5] * 10
     every = data_lib.load_splits("cifar10", ("train",), archive=archive)[0]["train"][0]
     keys = lambda x: {a.tobytes() for a in x}  # noqa: E731

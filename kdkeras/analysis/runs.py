@@ -1,8 +1,11 @@
 """Opening a run folder for analysis: its settings, model and data.
 
-A run folder (see :mod:`kdkeras.training`) holds ``config.yaml`` and, once
-finished, ``model.keras`` and ``results.json``; ``initial.weights.h5`` holds
-the student's weights before its first step (for the 1-D landscape path).
+A run folder (:class:`kdkeras.training.run_folder.RunFolder`) holds
+``config.yaml`` and, once finished, ``model.keras`` and ``results.json``;
+``initial.weights.h5`` holds the student's weights before its first step
+(for the 1-D landscape path). This module also owns what every instrument
+shares: the splits an instrument may read (:data:`SPLITS`) and where a
+comparison of several runs is written (:func:`compare_output_path`).
 """
 
 from __future__ import annotations
@@ -12,12 +15,11 @@ import os
 
 import numpy as np
 
-from kdkeras import config as config_lib
+from kdkeras.training.run_folder import CONFIG_FILE, INITIAL_WEIGHTS_FILE, MODEL_FILE, RunFolder
 
-CONFIG_FILE = "config.yaml"
-MODEL_FILE = "model.keras"
-RESULTS_FILE = "results.json"
-INITIAL_WEIGHTS_FILE = "initial.weights.h5"
+#: The splits an instrument can read: the test split, the training images,
+#: and the run's validation split (runs trained with ``--val_size``).
+SPLITS = ("test", "train", "val")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +33,12 @@ class Run:
     """
 
     directory: str
-    config: config_lib.RunConfig
+    config: object  # kdkeras.config.RunConfig
     results: dict | None
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.directory)
 
     @property
     def name(self) -> str:
@@ -73,31 +79,25 @@ def load_run(directory: str, *, need_model: bool = True) -> Run:
         FileNotFoundError: one line, when the folder, its ``config.yaml`` or
             (with ``need_model``) its ``model.keras`` is missing.
     """
-    import json
-
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"Run folder '{directory}' does not exist "
                                 f"(expected <logdir>/<dataset>/<run name>, e.g. logs/cifar100/wrn22x2_R_g2-s0).")
-    config_path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.exists(config_path):
+    folder = RunFolder(directory)
+    if not os.path.exists(folder.config_path):
         raise FileNotFoundError(f"'{directory}' is not a run folder: it has no {CONFIG_FILE}.")
-    config = config_lib.resolve(config_lib.load_yaml(config_path))
-    if need_model and not os.path.exists(os.path.join(directory, MODEL_FILE)):
+    config = folder.load_config()
+    if need_model and not os.path.exists(folder.model_path):
         raise FileNotFoundError(f"Run '{directory}' has no {MODEL_FILE} yet: it is not finished "
                                 f"(repeat its training command to resume it).")
-    results = None
-    results_path = os.path.join(directory, RESULTS_FILE)
-    if os.path.exists(results_path):
-        with open(results_path) as f:
-            results = json.load(f)
+    results = folder.load_results() if folder.is_finished() else None
     return Run(directory=directory, config=config, results=results)
 
 
 def load_run_model(run: Run):
     """The run's trained model (``model.keras``, safe mode, kdkeras fast layers)."""
-    from kdkeras.training import load_model_file
+    from kdkeras.training.teachers import load_model_file
 
-    return load_model_file(run.path(MODEL_FILE), "model")
+    return load_model_file(run.folder.model_path, "model")
 
 
 def load_initial_model(run: Run):
@@ -107,7 +107,7 @@ def load_initial_model(run: Run):
         FileNotFoundError: the run has no ``initial.weights.h5`` (trained by a
             kdkeras version that did not save it).
     """
-    path = run.path(INITIAL_WEIGHTS_FILE)
+    path = run.folder.initial_weights_path
     if not os.path.exists(path):
         raise FileNotFoundError(f"Run '{run.directory}' has no {INITIAL_WEIGHTS_FILE} "
                                 f"(initial weights), so its initial-to-final path cannot be drawn; "
@@ -139,8 +139,35 @@ def split_arrays(config, split: str = "test", size: int | None = None, seed: int
                                          val_size=config.val_size)
     images, labels = arrays[split]
     if size is not None and size < len(labels):
-        keep = data_lib._subset_indices(labels, int(size), int(seed))
+        keep = data_lib.subset_indices(labels, int(size), int(seed))
         images, labels = images[keep], labels[keep]
     info = data_lib.dataset_info(config.dataset, names)
     x = data_lib.normalize(images, info.mean, info.std).numpy()
     return x, np.asarray(labels, dtype=np.int64), tuple(info.class_names)
+
+
+def check_split(split: str, config=None) -> str:
+    """``split`` if an instrument can read it for a run of ``config``; else a one-line ``ValueError``."""
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split '{split}'. Valid choices: {', '.join(SPLITS)}.")
+    if split == "val" and config is not None and config.val_size is None:
+        raise ValueError("The run has no validation split (it was trained without --val_size); "
+                         "use --split=test or --split=train.")
+    return split
+
+
+def compare_output_path(runs, prefix: str) -> str:
+    """Where a comparison of several runs goes: ``<dataset folder of the first run>/<prefix>_<A>_vs_<B>....png``.
+
+    The dataset folder is the first run's parent (``<logdir>/<dataset>``); a
+    name longer than 200 characters is shortened with a hash.
+    """
+    import hashlib
+
+    names = [run.name for run in runs]
+    stem = "_vs_".join(names)
+    if len(stem) > 200:
+        digest = hashlib.sha1(stem.encode()).hexdigest()[:8]
+        stem = f"{names[0]}_vs_{len(names) - 1}_runs-{digest}"
+    folder = os.path.dirname(os.path.normpath(runs[0].directory))
+    return os.path.join(folder, f"{prefix}_{stem}.png")

@@ -2,7 +2,7 @@
 
 The paper replaces every 3x3 convolution of a residual block with a "3x3
 grouped convolution followed by a 1x1 convolution" (appendix A.2, Figure 3b).
-SPEC section 2 fixes the unit as::
+docs/models.md ("The grouped unit") fixes the unit as::
 
     U(cin -> cout, s) = GConv3x3(cin -> cin, stride s, groups) -> BN(cin) -> Conv1x1(cin -> cout)
 """

@@ -1,6 +1,6 @@
 """MobileNetV2 (Sandler et al., 2018), CIFAR layout, with grouped 3x3 convs.
 
-SPEC section 2: the depthwise 3x3 convolution of every inverted-residual block
+docs/models.md, "Architectures": the depthwise 3x3 convolution of every inverted-residual block
 is replaced by a grouped 3x3 convolution; all convolutions have biases.
 
 * Stem: ZeroPadding(1) then 1x1 conv 3 -> 32 (so the maps are 34x34), BN, ReLU6.
@@ -18,7 +18,12 @@ from __future__ import annotations
 import keras
 
 from kdkeras.models.blocks import batch_norm, conv
-from kdkeras.models.registry import register_net
+from kdkeras.models.registry import register_family, register_net
+
+#: The paper's MobileNetV2 schedule (section 5): lr x 0.98 after every epoch;
+#: KD students train for 300 epochs instead of 120.
+RECIPE = {"lr_schedule": "exponential", "lr_milestones": (), "lr_gamma": 0.98, "distill_epochs": 300}
+register_family("mobilenetv2", recipe=RECIPE)
 
 #: (expansion t, output channels c, repeats n, first stride s)
 _BLOCK_SETTINGS = (
@@ -104,7 +109,7 @@ def mobilenet_v2(spec, num_classes=100, input_shape=(32, 32, 3), name=None):
     return keras.Model(inputs, outputs, name=name or "mobilenetv2")
 
 
-@register_net(mobilenet_v2_grouped_channels)
+@register_net(mobilenet_v2_grouped_channels, "mobilenetv2")
 def mobilenetv2(**kwargs):
     """MobileNetV2 for CIFAR (paper Table 2)."""
     return mobilenet_v2(**kwargs)

@@ -1,6 +1,6 @@
 """Model-name grammar and the registry of network families.
 
-A model name is ``<net>_<R|NR>_<g|G><n>`` (SPEC section 1), for example
+A model name is ``<net>_<R|NR>_<g|G><n>`` (docs/models.md), for example
 ``wrn22x10_NR_G4``, ``resnet18_R_g8`` or ``mobilenetv2_NR_G16``:
 
 * ``net``: a registered network (``wrn22x2``, ``wrn22x10``, ``wrn28x2``,
@@ -14,7 +14,12 @@ A model name is ``<net>_<R|NR>_<g|G><n>`` (SPEC section 1), for example
 
 This module owns the parser (:func:`parse_model_name`) and its inverse
 (:meth:`ModelSpec.name`), the registry of network entry points
-(:func:`register_net`) and :func:`build_model`.
+(:func:`register_net`) and families (:func:`register_family`), and
+:func:`build_model`. It is a leaf: it imports no other kdkeras module. The
+family modules (``wrn.py``, ``resnet.py``, ``mobilenet_v2.py``) register
+their networks, their name patterns and their training recipes here; the
+package ``kdkeras.models`` imports them, so any import of this module finds
+them registered.
 """
 
 from __future__ import annotations
@@ -25,19 +30,50 @@ import warnings
 from typing import Callable
 
 @dataclasses.dataclass(frozen=True)
-class _NetEntry:
-    builder: Callable  # builder(spec=, num_classes=, input_shape=, name=, **options)
+class NetEntry:
+    """A registered network: how to build it and which layers are grouped.
+
+    Attributes:
+        builder: ``builder(spec=, num_classes=, input_shape=, name=, **options)``.
+        grouped_channels: returns the input channels of every grouped 3x3 conv.
+        family: the family it belongs to (``"wrn"``, ``"resnet18"``, ...).
+    """
+
+    builder: Callable
     grouped_channels: Callable[[], list[int]]
+    family: str
 
 
-_NETS: dict[str, _NetEntry] = {}
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A registered network family.
+
+    Attributes:
+        name: e.g. ``"wrn"``.
+        recipe: the paper's training settings of the family (its learning-rate
+            schedule, and ``distill_epochs`` when KD students train longer);
+            :mod:`kdkeras.recipes` adds the settings common to all families.
+        resolve: ``resolve(net)`` returns a :class:`NetEntry` for a net name
+            outside the registered ones (``wrn<d>x<k>``), ``None`` when the
+            name is not of this family; raises ``ValueError`` for a name of
+            the family with bad values.
+        pattern: how such names look, for error messages.
+    """
+
+    name: str
+    recipe: dict
+    resolve: Callable[[str], "NetEntry | None"] | None = None
+    pattern: str | None = None
+
+
+_NETS: dict[str, NetEntry] = {}
+_FAMILIES: dict[str, Family] = {}
 
 #: The groupings of the paper's Tables 1-9, in the paper's column order.
 PAPER_GROUPINGS = ("g2", "g4", "g8", "g16", "G1", "G2", "G4", "G8", "G16")
 #: The networks of the paper, in the row order of Tables 8 and 9.
 PAPER_NETS = ("wrn22x2", "wrn22x10", "wrn28x2", "wrn40x2", "resnet18", "mobilenetv2")
 
-_WRN_RE = re.compile(r"^wrn(\d+)x(\d+)$")
 _GROUPING_RE = re.compile(r"^([gG])(\d+)$")
 
 
@@ -87,13 +123,22 @@ class ModelSpec:
         return channels // self.group_value
 
 
-def register_net(grouped_channels: Callable[[], list[int]], name: str | None = None):
+def register_family(name: str, *, recipe: dict, resolve=None, pattern: str | None = None) -> Family:
+    """Registers a network family (see :class:`Family`); registering a name twice warns."""
+    if name in _FAMILIES:
+        warnings.warn(f"Family '{name}' is registered twice; the later one wins.")
+    _FAMILIES[name] = Family(name, dict(recipe), resolve, pattern)
+    return _FAMILIES[name]
+
+
+def register_net(grouped_channels: Callable[[], list[int]], family: str, name: str | None = None):
     """Decorator registering a network entry point under ``name`` (default: its name).
 
     Args:
         grouped_channels: returns the channel count of every grouped 3x3
             convolution of the network, so a grouping can be validated before
             anything is built.
+        family: the registered family of the network.
         name: registry key; defaults to the function's name.
 
     The entry point is called as ``fn(spec=, num_classes=, input_shape=,
@@ -105,21 +150,24 @@ def register_net(grouped_channels: Callable[[], list[int]], name: str | None = N
         key = name or f.__name__
         if key in _NETS:
             warnings.warn(f"Network '{key}' is registered twice; the later one wins.")
-        _NETS[key] = _NetEntry(f, grouped_channels)
+        _NETS[key] = NetEntry(f, grouped_channels, family)
         return f
 
     return decorator
 
 
-def _ensure_registered():
-    # Importing the family modules runs their @register_net decorators.
-    from kdkeras.models import mobilenet_v2, resnet, wrn  # noqa: F401
-
-
 def list_nets() -> list[str]:
     """Registered network names (the ``<net>`` part of a model name)."""
-    _ensure_registered()
     return list(_NETS)
+
+
+def family_recipe(net: str) -> dict:
+    """The registered recipe of the family of ``net`` (a copy).
+
+    Raises:
+        ValueError: ``net`` is not a network of a registered family.
+    """
+    return dict(_FAMILIES[net_entry(net).family].recipe)
 
 
 def list_models(include_standard: bool = False) -> list[str]:
@@ -137,25 +185,22 @@ def list_models(include_standard: bool = False) -> list[str]:
     ]
 
 
-def _net_entry(net: str):
-    _ensure_registered()
+def net_entry(net: str) -> NetEntry:
+    """The :class:`NetEntry` of ``net``: a registered network or a family's pattern.
+
+    Raises:
+        ValueError: naming the registered networks and the families' patterns.
+    """
     if net in _NETS:
         return _NETS[net]
-    match = _WRN_RE.match(net)
-    if match:
-        depth, width = int(match.group(1)), int(match.group(2))
-        if (depth - 4) % 6 or depth < 10 or width < 1:
-            raise ValueError(
-                f"Unknown WRN depth/width in '{net}': depth d must satisfy "
-                f"(d - 4) % 6 == 0 and d >= 10 (10, 16, 22, 28, 34, 40, ...) and "
-                f"width k >= 1. Received: depth={depth}, width={width}."
-            )
-        from kdkeras.models import wrn
-
-        return wrn.entry(depth, width)
+    for family in _FAMILIES.values():
+        entry = family.resolve(net) if family.resolve else None
+        if entry is not None:
+            return entry
+    patterns = [f.pattern for f in _FAMILIES.values() if f.pattern]
     raise ValueError(
-        f"Unknown network '{net}'. Valid networks: {', '.join(list_nets())}, "
-        f"or any wrn<d>x<k> with (d - 4) % 6 == 0."
+        f"Unknown network '{net}'. Valid networks: {', '.join(list_nets())}"
+        + (f", or any {' or any '.join(patterns)}." if patterns else ".")
     )
 
 
@@ -174,7 +219,7 @@ def parse_model_name(name: str) -> ModelSpec:
             f"e.g. 'wrn22x10_NR_G4' or 'resnet18_R_g8'."
         )
     net, res, grouping = parts
-    _net_entry(net)  # validates the net part
+    net_entry(net)  # validates the net part
     if res not in ("R", "NR"):
         raise ValueError(
             f"Bad residual token '{res}' in model name '{name}'. Valid choices: "
@@ -195,7 +240,7 @@ def parse_model_name(name: str) -> ModelSpec:
 
 def grouped_channels(net: str) -> list[int]:
     """Input channel counts of every grouped 3x3 convolution of ``net``."""
-    return list(_net_entry(net).grouped_channels())
+    return list(net_entry(net).grouped_channels())
 
 
 def valid_groupings(net: str, max_value: int = 64) -> list[str]:
@@ -225,7 +270,7 @@ def build_model(
         ``(batch, H, W, C)`` to logits ``(batch, num_classes)``.
     """
     spec = parse_model_name(name)
-    entry = _net_entry(spec.net)
+    entry = net_entry(spec.net)
     options = {k: v for k, v in kwargs.items() if v is not None}
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer. Received: {num_classes!r}.")

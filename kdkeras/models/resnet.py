@@ -1,6 +1,6 @@
 """ResNet-18 for CIFAR (He et al., 2016) with grouped units.
 
-SPEC section 2: post-activation BasicBlocks; stem 3x3 conv 3 -> 64, stride 1,
+docs/models.md, "Architectures": post-activation BasicBlocks; stem 3x3 conv 3 -> 64, stride 1,
 BN, ReLU, no max-pool; stages 64/128/256/512 x 2 blocks with strides
 1/2/2/2; no convolution biases. Each 3x3 convolution of a block is replaced
 by the grouped unit ``U`` (paper appendix A.2)::
@@ -16,7 +16,11 @@ from __future__ import annotations
 import keras
 
 from kdkeras.models.blocks import apply_grouped_unit, batch_norm, conv
-from kdkeras.models.registry import register_net
+from kdkeras.models.registry import register_family, register_net
+
+#: The paper's ResNet-18 schedule (section 5): lr / 10 at epochs 30, 60 and 90 of 120.
+RECIPE = {"lr_schedule": "step", "lr_milestones": (30, 60, 90), "lr_gamma": 0.1}
+register_family("resnet18", recipe=RECIPE)
 
 _STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))
 _BLOCKS_PER_STAGE = 2
@@ -93,7 +97,7 @@ def resnet(spec, num_classes=100, input_shape=(32, 32, 3), name=None):
     return keras.Model(inputs, outputs, name=name or "resnet18")
 
 
-@register_net(resnet18_grouped_channels)
+@register_net(resnet18_grouped_channels, "resnet18")
 def resnet18(**kwargs):
     """ResNet-18 for CIFAR (paper Table 1)."""
     return resnet(**kwargs)

@@ -1,6 +1,6 @@
 """Wide residual networks (Zagoruyko & Komodakis, 2016) with grouped units.
 
-WRN-d x k (SPEC section 2): (d - 4) / 6 pre-activation blocks per stage,
+WRN-d x k (docs/models.md, "Architectures"): (d - 4) / 6 pre-activation blocks per stage,
 widths 16k, 32k, 64k, strides 1, 2, 2 on each stage's first block, dropout 0.3
 between the two units of a block, no convolution biases.
 
@@ -19,7 +19,13 @@ from __future__ import annotations
 import keras
 
 from kdkeras.models.blocks import apply_grouped_unit, batch_norm, conv
-from kdkeras.models.registry import _NetEntry, register_net
+import re
+
+from kdkeras.models.registry import NetEntry, register_family, register_net
+
+#: The paper's WRN schedule (section 5): lr / 5 at epochs 30, 60 and 90 of 120.
+RECIPE = {"lr_schedule": "step", "lr_milestones": (30, 60, 90), "lr_gamma": 0.2}
+_WRN_RE = re.compile(r"^wrn(\d+)x(\d+)$")
 
 
 def _check_depth_width(depth, width):
@@ -132,28 +138,46 @@ def entry(depth, width):
     def builder(**kwargs):
         return wide_resnet(**{"depth": depth, "width": width, **kwargs})
 
-    return _NetEntry(builder, lambda: wrn_grouped_channels(depth, width))
+    return NetEntry(builder, lambda: wrn_grouped_channels(depth, width), "wrn")
 
 
-@register_net(lambda: wrn_grouped_channels(22, 2))
+def resolve(net):
+    """The entry of any ``wrn<d>x<k>`` name; ``None`` for a name of another family."""
+    match = _WRN_RE.match(net)
+    if not match:
+        return None
+    depth, width = int(match.group(1)), int(match.group(2))
+    if (depth - 4) % 6 or depth < 10 or width < 1:
+        raise ValueError(
+            f"Unknown WRN depth/width in '{net}': depth d must satisfy "
+            f"(d - 4) % 6 == 0 and d >= 10 (10, 16, 22, 28, 34, 40, ...) and "
+            f"width k >= 1. Received: depth={depth}, width={width}."
+        )
+    return entry(depth, width)
+
+
+register_family("wrn", recipe=RECIPE, resolve=resolve, pattern="wrn<d>x<k> with (d - 4) % 6 == 0")
+
+
+@register_net(lambda: wrn_grouped_channels(22, 2), "wrn")
 def wrn22x2(**kwargs):
     """WRN-22x2 (paper Table 3)."""
     return wide_resnet(**{"depth": 22, "width": 2, **kwargs})
 
 
-@register_net(lambda: wrn_grouped_channels(22, 10))
+@register_net(lambda: wrn_grouped_channels(22, 10), "wrn")
 def wrn22x10(**kwargs):
     """WRN-22x10 (paper Table 4)."""
     return wide_resnet(**{"depth": 22, "width": 10, **kwargs})
 
 
-@register_net(lambda: wrn_grouped_channels(28, 2))
+@register_net(lambda: wrn_grouped_channels(28, 2), "wrn")
 def wrn28x2(**kwargs):
     """WRN-28x2 (paper Table 5)."""
     return wide_resnet(**{"depth": 28, "width": 2, **kwargs})
 
 
-@register_net(lambda: wrn_grouped_channels(40, 2))
+@register_net(lambda: wrn_grouped_channels(40, 2), "wrn")
 def wrn40x2(**kwargs):
     """WRN-40x2 (paper Table 6)."""
     return wide_resnet(**{"depth": 40, "width": 2, **kwargs})

@@ -89,7 +89,7 @@ def test_registering_twice_warns():
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            registry.register_net(entry.grouped_channels, name="wrn22x2")(entry.builder)
+            registry.register_net(entry.grouped_channels, "wrn", name="wrn22x2")(entry.builder)
         assert any("registered twice" in str(w.message) for w in caught)
     finally:
         registry._NETS["wrn22x2"] = entry

@@ -1,0 +1,49 @@
+"""CIFAR-100 / CIFAR-10 / synthetic data for training and evaluation.
+
+Three sources feed the same in-memory arrays (``uint8`` images ``(N, 32, 32, 3)``
+in NHWC order, ``int64`` labels ``(N,)``):
+
+* **TFDS** (default for ``cifar100`` / ``cifar10``, :mod:`~kdkeras.data.tfds_source`):
+  a prepared TensorFlow-Datasets folder (``data_dir``). The network is never
+  tried, so missing data fails within seconds with a :class:`DataError` that
+  says how to provide it.
+* **archive** (``archive=PATH``, :mod:`~kdkeras.data.archive`): the original
+  ``cifar-100-python.tar.gz`` / ``cifar-10-python.tar.gz``, their extracted
+  folder, or the folder that contains either, read with an unpickler that
+  only accepts the few globals a NumPy array needs.
+* **synthetic** (:mod:`~kdkeras.data.synthetic`): learnable random images
+  generated from a fixed seed, for smoke runs.
+
+:mod:`~kdkeras.data.loading` takes subsets and the validation split,
+:mod:`~kdkeras.data.augment` is the paper's augmentation (one sampler),
+:mod:`~kdkeras.data.pipeline` builds the ``tf.data`` pipelines
+(:func:`make_splits`), and :mod:`~kdkeras.data.specs` holds the dataset
+constants and :class:`DataError`. Every user-facing problem raises
+:class:`DataError` with a one-line message naming the fix. See docs/data.md."""
+
+from kdkeras.data.augment import PAD, augment_batch, crop_flip, params_from_bits  # noqa: F401
+from kdkeras.data.loading import load_arrays, load_splits, split_size, subset_indices  # noqa: F401
+from kdkeras.data.pipeline import (  # noqa: F401
+    Splits,
+    make_datasets,
+    make_splits,
+    measure_throughput,
+    normalize,
+    pipeline_options,
+)
+from kdkeras.data.specs import (
+    CIFAR_URL,
+    DATASETS,
+    EVAL_SPLITS,
+    IMAGE_SHAPE,
+    SPLITS,
+    DataError,
+    DatasetInfo,
+    dataset_info,
+)
+
+__all__ = [
+    "CIFAR_URL", "DATASETS", "EVAL_SPLITS", "IMAGE_SHAPE", "PAD", "SPLITS", "DataError", "DatasetInfo", "Splits",
+    "augment_batch", "crop_flip", "dataset_info", "load_arrays", "load_splits", "make_datasets", "make_splits",
+    "measure_throughput", "normalize", "params_from_bits", "pipeline_options", "split_size", "subset_indices",
+]

@@ -1,0 +1,449 @@
+"""The run pipeline: ``train_and_evaluate(config, logdir)`` as a short list of named steps.
+
+1. the run folder (:class:`~kdkeras.training.run_folder.RunFolder`): a
+   finished run is reported, not repeated; a KD run's teacher is found, or
+   trained first (:func:`resolve_teacher`);
+2. :func:`make_run_data`: the pipelines, with every data setting;
+3. :func:`build_run_model`: the compiled student or distiller;
+4. :func:`training_callbacks` and :func:`record_callbacks`;
+5. :func:`fit_run`;
+6. :func:`final_measurements`, then ``model.keras`` and ``results.json``.
+
+Tuning trials (:mod:`kdkeras.tuning`) and benchmarks call the same step
+functions, so a setting cannot change a run without changing them too.
+Repeating a finished run returns its stored results; repeating an
+interrupted one resumes from its last finished epoch
+(``keras.callbacks.BackupAndRestore``, :mod:`kdkeras.training.resume`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import sys
+import time
+
+from kdkeras import claims
+from kdkeras import config as config_lib
+from kdkeras.training import distribute, resume
+from kdkeras.training.run_folder import RunFolder, check_logdir
+from kdkeras.training.teachers import check_teacher, load_model_file
+
+
+def _print(message):
+    print(message, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Step 1: the teacher of a KD run
+# --------------------------------------------------------------------------
+
+
+def resolve_teacher(config, logdir: str, log=_print, verbose="auto", train_teacher: bool = True):
+    """The teacher model of a KD run: a ``.keras`` file or a finished baseline run.
+
+    A teacher given by name whose run (same recipe overrides as the student's
+    command) is not finished in ``logdir`` is trained first, or, with
+    ``train_teacher=False``, is an error (``FileNotFoundError``, one line).
+
+    Returns:
+        ``(teacher_model, teacher_run_dir_or_path)``.
+    """
+    if config_lib.is_model_file(config.teacher):
+        return load_model_file(config.teacher, "teacher"), config.teacher
+    teacher_dir = ensure_teacher_run(config, logdir, log=log, verbose=verbose, train_teacher=train_teacher)
+    return load_model_file(RunFolder(teacher_dir).model_path, "teacher"), teacher_dir
+
+
+def ensure_teacher_run(config, logdir: str, *, log=_print, verbose="auto", train_teacher: bool = True,
+                       poll_s: float = 10.0) -> str:
+    """The finished baseline run of a KD run's teacher (given by name); trained first if missing.
+
+    The teacher's run is claimed (:mod:`kdkeras.claims`) while it trains, so
+    processes sharing ``logdir`` (grid shards, tuning workers, several
+    ``distill.py``) train it once: the others wait for it, and take over the
+    claim if its process died.
+
+    Raises:
+        FileNotFoundError: with ``train_teacher=False``, when the run is not finished.
+
+    Returns:
+        The teacher's run folder.
+    """
+    teacher_cfg = config_lib.teacher_config(config)
+    folder = RunFolder.of(teacher_cfg, logdir)
+    if not folder.is_finished() and not train_teacher:
+        raise FileNotFoundError(
+            f"Teacher {teacher_cfg.model} has no finished run at {folder.path}. Train it first "
+            f"(python scripts/train.py --model={teacher_cfg.model} with the same settings), pass "
+            f"--teacher=PATH.keras, or allow training it on the way (--train_teacher).")
+    waited = False
+    while not folder.is_finished():
+        if claims.try_claim(folder.path):
+            try:
+                if not folder.is_finished():
+                    log(f"Teacher {teacher_cfg.model} has no finished run at {folder.path}: "
+                        f"training it first with the same recipe.")
+                    train_and_evaluate(teacher_cfg, logdir, log=log, verbose=verbose)
+            finally:
+                claims.release(folder.path)
+            break
+        if not waited:
+            log(f"Waiting for teacher {folder.name} (claimed by another process)")
+            waited = True
+        time.sleep(poll_s)
+    return folder.path
+
+
+# --------------------------------------------------------------------------
+# Step 2: data
+# --------------------------------------------------------------------------
+
+
+def make_run_data(config):
+    """The run's pipelines (:class:`kdkeras.data.Splits`), with every data setting of ``config``.
+
+    Seeds the global RNGs with ``config.seed`` first, so the pipelines are the
+    same whoever builds them.
+    """
+    import keras
+
+    from kdkeras import data as data_lib
+
+    keras.utils.set_random_seed(config.seed)
+    return data_lib.make_splits(
+        config.dataset,
+        batch_size=config.batch_size,
+        data_dir=config.data_dir,
+        archive=config.archive,
+        train_size=config.train_size,
+        test_size=config.test_size,
+        val_size=config.val_size,
+        seed=config.seed,
+        augment=config.augment,
+    )
+
+
+# --------------------------------------------------------------------------
+# Step 3: the compiled model
+# --------------------------------------------------------------------------
+
+
+def build_student(config, num_classes: int, input_shape):
+    """The run's (student) model from the registry, with the run's dropout for WRNs."""
+    from kdkeras.models import build_model
+
+    options = {"dropout": config.dropout} if config.model.startswith("wrn") else {}
+    return build_model(config.model, num_classes=num_classes, input_shape=input_shape, **options)
+
+
+def make_optimizer(config, steps_per_epoch: int, lr: float | None = None):
+    """The recipe's SGD (:class:`kdkeras.optimizers.PyTorchSGD`) and lr schedule, from ``lr`` or ``config.lr``."""
+    from kdkeras.optimizers import PyTorchSGD
+    from kdkeras.recipes import make_lr_schedule
+
+    return PyTorchSGD(
+        learning_rate=make_lr_schedule(config.lr if lr is None else lr, config.lr_schedule,
+                                       config.lr_milestones or (), config.lr_gamma, steps_per_epoch),
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+
+
+def build_run_model(config, data, teacher=None, strategy=None):
+    """The compiled model of a run: a :class:`~kdkeras.distiller.Distiller` (KD) or the student.
+
+    The student's weights depend only on ``config.seed`` (the global RNGs
+    are seeded here, right before it is built), and its optimizer and lr
+    schedule on ``config`` and the number of steps per epoch.
+
+    Args:
+        config: the resolved :class:`kdkeras.config.RunConfig` (its
+            ``temperature``, ``alpha`` and ``lr`` are used as they are; a
+            tuning trial passes its own values this way).
+        data: the run's :class:`kdkeras.data.Splits` (classes, image shape,
+            steps per epoch).
+        teacher: the teacher ``keras.Model`` of a KD run.
+        strategy: a ``tf.distribute`` strategy to build under (default: none).
+
+    Returns:
+        ``(model, student)``: the model to ``fit`` and the student inside it
+        (the same object for a baseline).
+    """
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        keras.utils.set_random_seed(config.seed)
+        student = build_student(config, data.info.num_classes, data.info.image_shape)
+        optimizer = make_optimizer(config, data.steps_per_epoch)
+        if config.distill:
+            from kdkeras.distiller import Distiller
+
+            if teacher is None:
+                raise ValueError(f"KD run {config.model} needs its teacher model.")
+            check_teacher(teacher, config, data.info)
+            model = Distiller(student, teacher, temperature=config.temperature, alpha=config.alpha)
+            model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution,
+                          jit_compile=config.jit_compile)
+        else:
+            model = student
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                steps_per_execution=config.steps_per_execution,
+                jit_compile=config.jit_compile,
+            )
+    return model, student
+
+
+# --------------------------------------------------------------------------
+# Step 4: callbacks
+# --------------------------------------------------------------------------
+
+
+def training_callbacks(config, data, *, evaluate_test: bool = True) -> list:
+    """The callbacks that shape training and the metrics it logs, in order.
+
+    A non-finite loss stops first; then ``lr`` / ``epoch_time_s``, the KD
+    schedule (``--kd_epochs``), the test split's metrics (``test_*``; never
+    in a tuning trial, ``evaluate_test=False``) and the per-epoch precise-BN
+    accuracy (``--precise_bn_every_epoch``). Tuning trials use exactly
+    these, so no setting can change a run without changing a trial.
+    """
+    from kdkeras.callbacks import EpochStats, EvaluateSplits, KDSchedule, PreciseBNEvaluation, StopOnNonFiniteLoss
+
+    callbacks = [StopOnNonFiniteLoss(), EpochStats()]
+    if config.distill and config.kd_epochs:
+        callbacks.append(KDSchedule(config.kd_epochs, config.alpha))
+    if evaluate_test:
+        callbacks.append(EvaluateSplits({"test": data.test}))
+    if config.precise_bn and config.precise_bn_every_epoch:
+        splits = {"val": data.val} if data.val is not None else {}
+        if evaluate_test:
+            splits["test"] = data.test
+        callbacks.append(PreciseBNEvaluation(data.train_plain, config.precise_bn, splits))
+    return callbacks
+
+
+def record_callbacks(folder: RunFolder, initial_epoch: int) -> list:
+    """The callbacks that record a run in its folder (history, backup, TensorBoard).
+
+    The history row is written before the backup, so a process killed
+    between the two resumes from the previous backup and rewrites that
+    epoch's row instead of leaving a gap.
+    """
+    import keras
+
+    from kdkeras.callbacks import HistoryCSV, TensorBoard
+
+    return [
+        HistoryCSV(folder.history_path, initial_epoch=initial_epoch),
+        keras.callbacks.BackupAndRestore(folder.backup_dir, save_freq="epoch", delete_checkpoint=False,
+                                         double_checkpoint=True),
+        TensorBoard(folder.tensorboard_dir),
+    ]
+
+
+# --------------------------------------------------------------------------
+# Step 5: fit
+# --------------------------------------------------------------------------
+
+
+def fit_verbosity(verbose="auto"):
+    """``fit``'s ``verbose``: ``"auto"`` is a progress bar on a terminal, one line per epoch otherwise."""
+    if verbose != "auto":
+        return verbose
+    return 1 if getattr(sys.stdout, "isatty", lambda: False)() else 2
+
+
+def fit_run(model, config, data, callbacks, verbose="auto"):
+    """``model.fit`` on the run's training split, validated on its validation split (if any)."""
+    return model.fit(data.train, epochs=config.epochs, validation_data=data.val, shuffle=False,
+                     callbacks=list(callbacks), verbose=fit_verbosity(verbose))
+
+
+# --------------------------------------------------------------------------
+# Step 6: measurements and results
+# --------------------------------------------------------------------------
+
+
+def _best(history, key):
+    """``(best value, 1-based epoch)`` of ``key`` in ``history`` (first epoch on ties)."""
+    values = [row.get(key) for row in history]
+    if not values or any(v is None for v in values):
+        return None, None
+    index = max(range(len(values)), key=values.__getitem__)
+    return values[index], index + 1
+
+
+def final_measurements(config, model, data, history) -> dict:
+    """The run's numbers: final and selected accuracies, BatchNorm-statistics checks.
+
+    * ``test_accuracy`` / ``test_loss``: the final epoch (the paper's protocol).
+    * ``best_test_accuracy`` / ``best_test_epoch``: the best epoch *on the
+      test split*, optimistic (selected on the data it reports).
+    * With a validation split: ``val_accuracy`` (final), ``best_val_accuracy``,
+      ``best_val_epoch`` and ``test_accuracy_at_best_val`` (the test accuracy
+      of the epoch the validation split selects).
+    * ``test_accuracy_batch_stats`` (and ``val_...``): the final model
+      with every BatchNorm layer using the evaluated batch's statistics;
+      ``batch_stats_gap`` is its difference to ``test_accuracy``.
+    * With ``precise_bn``: ``test_accuracy_precise_bn`` (and ``val_...``)
+      after the moving statistics are replaced by population statistics;
+      the model keeps those statistics (it is saved with them).
+    """
+    from kdkeras import batchnorm
+
+    last = history[-1]
+    out = {"test_accuracy": last["test_accuracy"], "test_loss": last.get("test_loss")}
+    out["best_test_accuracy"], out["best_test_epoch"] = _best(history, "test_accuracy")
+    if data.val is not None:
+        out["val_accuracy"] = last["val_accuracy"]
+        out["val_loss"] = last.get("val_loss")
+        out["best_val_accuracy"], out["best_val_epoch"] = _best(history, "val_accuracy")
+        out["test_accuracy_at_best_val"] = history[out["best_val_epoch"] - 1]["test_accuracy"]
+    for split, dataset in data.eval_splits().items():
+        out[f"{split}_accuracy_batch_stats"] = batchnorm.batch_statistics_accuracy(model, dataset)
+    out["batch_stats_gap"] = out["test_accuracy_batch_stats"] - out["test_accuracy"]
+    if config.precise_bn:
+        batchnorm.precise_bn(model, data.train_plain, config.precise_bn)
+        for split, dataset in data.eval_splits().items():
+            out[f"{split}_accuracy_precise_bn"] = model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"]
+    return out
+
+
+def format_results(results: dict) -> str:
+    """One line of a run's accuracies: final test, validation-selected, BatchNorm checks."""
+    parts = [f"test_accuracy={results['test_accuracy']:.4f} (final epoch)"]
+    if results.get("best_val_epoch"):
+        parts.append(f"{results['test_accuracy_at_best_val']:.4f} at the best validation epoch "
+                     f"{results['best_val_epoch']}")
+    if results.get("test_accuracy_batch_stats") is not None:
+        parts.append(f"{results['test_accuracy_batch_stats']:.4f} with batch statistics")
+    if results.get("test_accuracy_precise_bn") is not None:
+        parts.append(f"{results['test_accuracy_precise_bn']:.4f} with precise BN")
+    return "; ".join(parts)
+
+
+def summarise(config, model, student, data, folder: RunFolder, work: RunFolder, teacher_source, chief,
+              log=_print) -> dict:
+    """Final measurements (every worker: ``evaluate`` is collective), then ``model.keras`` and ``results.json``."""
+    from kdkeras.callbacks import read_history
+    from kdkeras.profiling import profile
+
+    history = read_history(work.history_path)
+    if len(history) < config.epochs:
+        raise RuntimeError(f"{folder.name} stopped after {len(history)} of {config.epochs} epochs; "
+                           f"repeat the command to resume from {work.backup_dir}.")
+    measured = final_measurements(config, model, data, history)
+    if not chief:
+        return {"run_dir": folder.path}
+    folder.save_model(student)
+    counts = profile(student)
+    info = data.info
+    results = {
+        "run": folder.name,
+        "model": config.model,
+        "teacher": config.teacher,
+        "teacher_run": teacher_source,
+        "dataset": config.dataset,
+        "epochs": config.epochs,
+        **measured,
+        "params": counts.params,
+        "macs": counts.macs,
+        "seed": config.seed,
+        "temperature": config.temperature if config.distill else None,
+        "alpha": config.alpha if config.distill else None,
+        "kd_epochs": config.kd_epochs if config.distill else None,
+        "precise_bn": config.precise_bn,
+        "lr_milestones": list(config.lr_milestones or ()),
+        "lr_gamma": config.lr_gamma,
+        "train_examples": info.train_examples,
+        "val_examples": info.val_examples,
+        "test_examples": info.test_examples,
+        "wall_time_s": round(sum(row.get("epoch_time_s") or 0.0 for row in history), 3),
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    folder.write_results(results)
+    folder.remove_backup()
+    log(f"Finished {folder.name}: " + format_results(results) + f", {results['wall_time_s']:.0f} s -> {folder.path}")
+    return {**results, "run_dir": folder.path}
+
+
+# --------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------
+
+
+def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print, verbose="auto",
+                       train_teacher: bool = True) -> dict:
+    """Trains (or resumes, or just reports) one run and returns its results.
+
+    Args:
+        config: a resolved :class:`kdkeras.config.RunConfig`.
+        logdir: root folder of all runs.
+        callbacks: extra Keras callbacks for ``fit``.
+        log: function printing progress messages.
+        verbose: ``fit`` verbosity (``"auto"``: a progress bar on a terminal,
+            one line per epoch otherwise).
+        train_teacher: train a teacher given by name that has no finished run
+            in ``logdir`` first (else fail before training).
+
+    Returns:
+        The run's ``results.json`` as a dict (with ``run_dir`` added).
+    """
+    config_lib.validate(config)
+    folder = RunFolder.of(config, logdir)  # 1. the run folder
+    if folder.is_finished():
+        results = folder.load_results()
+        log(f"{folder.name} already finished: test_accuracy={results['test_accuracy']:.4f}; "
+            f"stored result in {folder.path}")
+        return {**results, "run_dir": folder.path}
+    check_logdir(logdir)
+    strategy = distribute.make_strategy(config.strategy)
+    chief = distribute.is_chief()
+    teacher, teacher_source = (None, None)
+    if config.distill:  # before the run folder exists: a missing teacher fails without leaving one
+        teacher, teacher_source = resolve_teacher(config, logdir, log=log, verbose=verbose,
+                                                  train_teacher=train_teacher)
+    data = make_run_data(config)  # 2. data
+    model, student = build_run_model(config, data, teacher, strategy)  # 3. the compiled model
+    work = folder if chief else folder.worker(os.getpid())
+    os.makedirs(work.path, exist_ok=True)
+    initial_epoch = resume.prepare(work.backup_dir, log=log)
+    if chief:
+        folder.write_config(config)
+        if not initial_epoch:
+            folder.save_initial_weights(student)
+    _log_start(config, data, student, folder, work, initial_epoch, log)
+    all_callbacks = [*training_callbacks(config, data), *record_callbacks(work, initial_epoch),
+                     *callbacks]  # 4. callbacks
+    fit_run(model, config, data, all_callbacks, verbose)  # 5. fit
+    return summarise(config, model, student, data, folder, work, teacher_source, chief, log)  # 6. results
+
+
+def _log_start(config, data, student, folder, work, initial_epoch, log) -> None:
+    from kdkeras.profiling import profile
+    from kdkeras.recipes import describe_schedule
+
+    if initial_epoch >= config.epochs:
+        log(f"All {config.epochs} epochs of {folder.name} finished before the interruption: "
+            f"writing its final files from {work.backup_dir}")
+        return
+    if initial_epoch:
+        log(f"Resuming {folder.name} at epoch {initial_epoch + 1}/{config.epochs} from {work.backup_dir}")
+        return
+    kd_part = f" (KD in the first {config.kd_epochs} epochs only)" if config.distill and config.kd_epochs else ""
+    what = (f"{config.model} from teacher {config.teacher}{kd_part}" if config.distill
+            else f"{config.model} on hard targets")
+    info = data.info
+    val = f" / {info.val_examples} validation" if info.val_examples else ""
+    log(f"Training {what}: {config.epochs} epochs on {config.dataset} "
+        f"({info.train_examples} train{val} / {info.test_examples} test images), "
+        f"{profile(student).params:,} params -> {folder.path}")
+    log("Learning rate: " + describe_schedule(config.lr, config.lr_schedule, config.lr_milestones or (),
+                                              config.lr_gamma, config.epochs))

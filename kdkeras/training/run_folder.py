@@ -1,0 +1,188 @@
+"""The run folder: where every file of a run lives, and what those files say about it.
+
+One run, one folder, ``<logdir>/<dataset>/<run name>`` (the name comes from
+:func:`kdkeras.config.run_name`)::
+
+    config.yaml         resolved settings (usable again with --config)
+    history.csv         one row per finished epoch (atomic rewrite)
+    results.json        the final record, written last: its presence means "finished"
+    model.keras         the trained model (the student of a KD run), plain Keras layers
+    initial.weights.h5  the (student) weights before the first step
+    tensorboard/        TensorBoard event files
+    backup/             resume state while the run is unfinished
+
+:class:`RunFolder` is the one owner of these names: training, grids, tuning
+and the analysis instruments all go through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+CONFIG_FILE = "config.yaml"
+HISTORY_FILE = "history.csv"
+RESULTS_FILE = "results.json"
+MODEL_FILE = "model.keras"
+INITIAL_WEIGHTS_FILE = "initial.weights.h5"
+TENSORBOARD_DIR = "tensorboard"
+BACKUP_DIR = "backup"
+#: Non-chief workers of a multi-worker run write here, below the run folder.
+WORKERS_DIR = ".workers"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFolder:
+    """The files of one run.
+
+    Attributes:
+        path: the run folder, ``<logdir>/<dataset>/<run name>``.
+    """
+
+    path: str
+
+    @classmethod
+    def of(cls, config, logdir: str) -> "RunFolder":
+        """The folder of the run of ``config`` in ``logdir``."""
+        from kdkeras import config as config_lib
+
+        return cls(config_lib.run_dir(config, logdir))
+
+    @property
+    def name(self) -> str:
+        """The run name (the folder's base name)."""
+        return os.path.basename(os.path.normpath(self.path))
+
+    def file(self, name: str) -> str:
+        """``<path>/<name>``."""
+        return os.path.join(self.path, name)
+
+    config_path = property(lambda self: self.file(CONFIG_FILE))
+    history_path = property(lambda self: self.file(HISTORY_FILE))
+    results_path = property(lambda self: self.file(RESULTS_FILE))
+    model_path = property(lambda self: self.file(MODEL_FILE))
+    initial_weights_path = property(lambda self: self.file(INITIAL_WEIGHTS_FILE))
+    tensorboard_dir = property(lambda self: self.file(TENSORBOARD_DIR))
+    backup_dir = property(lambda self: self.file(BACKUP_DIR))
+
+    def worker(self, pid: int) -> "RunFolder":
+        """The scratch folder of a non-chief worker process (removed when the run finishes)."""
+        return RunFolder(os.path.join(self.path, WORKERS_DIR, str(pid)))
+
+    def is_finished(self) -> bool:
+        """Whether the run finished (its ``results.json`` exists)."""
+        return os.path.exists(self.results_path)
+
+    def is_interrupted(self) -> bool:
+        """Whether an unfinished run left a backup to resume from."""
+        return not self.is_finished() and os.path.isdir(self.backup_dir)
+
+    def load_results(self) -> dict:
+        """The ``results.json`` of a finished run."""
+        with open(self.results_path) as f:
+            return json.load(f)
+
+    def load_config(self):
+        """The run's :class:`kdkeras.config.RunConfig`, from its ``config.yaml``."""
+        from kdkeras import config as config_lib
+
+        return config_lib.resolve(config_lib.load_yaml(self.config_path))
+
+    def write_config(self, config) -> None:
+        """Writes ``config.yaml`` (atomically), with the run name as its first key."""
+        from kdkeras import config as config_lib
+        from kdkeras.io_utils import atomic_write_text
+
+        atomic_write_text(self.config_path, config_lib.to_yaml(config, {"run": config_lib.run_name(config)}))
+
+    def write_results(self, results: dict) -> None:
+        """Writes ``results.json`` (atomically): from then on the run is finished."""
+        from kdkeras.io_utils import atomic_write_json
+
+        atomic_write_json(self.results_path, results)
+
+    def save_model(self, model) -> None:
+        """Writes ``model.keras`` (atomically) with plain Keras layers, loadable without kdkeras."""
+        from kdkeras.models.convert import save_model
+
+        tmp_path = self.file(f".{MODEL_FILE}.tmp.keras")
+        save_model(model, tmp_path)
+        os.replace(tmp_path, self.model_path)
+
+    def save_initial_weights(self, model) -> None:
+        """Writes ``initial.weights.h5`` (atomically) unless it exists."""
+        if os.path.exists(self.initial_weights_path):
+            return
+        tmp_path = self.file(f".tmp-{os.getpid()}.{INITIAL_WEIGHTS_FILE}")
+        model.save_weights(tmp_path)
+        os.replace(tmp_path, self.initial_weights_path)
+
+    def remove_backup(self) -> None:
+        """Deletes the resume state of a finished run."""
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+def is_finished(run_directory: str) -> bool:
+    """Whether ``run_directory`` holds a finished run (:meth:`RunFolder.is_finished`)."""
+    return RunFolder(run_directory).is_finished()
+
+
+def load_results(run_directory: str) -> dict:
+    """The ``results.json`` of a finished run (:meth:`RunFolder.load_results`)."""
+    return RunFolder(run_directory).load_results()
+
+
+#: Free space (MiB) that :func:`check_logdir` requires on the disk of ``--logdir``
+#: before a run starts; ``KDKERAS_MIN_FREE_MB`` overrides it (0: no check).
+MIN_FREE_MB = 256
+
+
+def check_logdir(logdir: str, min_free_mb: float | None = None) -> None:
+    """Fails early (one line) when ``logdir`` cannot be created or written, or its disk is nearly full.
+
+    The free space is checked first, on the nearest existing folder of
+    ``logdir``, so a nearly full disk is reported before anything is created.
+
+    Args:
+        logdir: the root folder of all runs (created when missing).
+        min_free_mb: free space (MiB) required on its disk. Default: the
+            environment variable ``KDKERAS_MIN_FREE_MB``, else
+            :data:`MIN_FREE_MB`; 0 turns the check off.
+
+    Raises:
+        PermissionError: ``logdir`` cannot be created or written, or its disk
+            has less free space than required.
+        ValueError: ``KDKERAS_MIN_FREE_MB`` is not a number.
+    """
+    if min_free_mb is None:
+        text = os.environ.get("KDKERAS_MIN_FREE_MB", "").strip()
+        try:
+            min_free_mb = float(text) if text else MIN_FREE_MB
+        except ValueError:
+            raise ValueError(f"KDKERAS_MIN_FREE_MB must be a number of MiB (0: no check). Received: {text!r}.")
+    if min_free_mb > 0:
+        existing = os.path.abspath(logdir)
+        while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        try:
+            free_mb = shutil.disk_usage(existing).free / 2**20
+        except OSError:
+            free_mb = None  # unknown here: the write test below still runs
+        if free_mb is not None and free_mb < min_free_mb:
+            raise PermissionError(
+                f"--logdir '{logdir}' is on a nearly full disk: {free_mb:.0f} MiB free, a run needs at "
+                f"least {min_free_mb:g} MiB. Free some space or choose another --logdir "
+                f"(KDKERAS_MIN_FREE_MB sets the limit).")
+    try:
+        os.makedirs(logdir, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(f"Cannot create --logdir '{logdir}': {err.strerror}.")
+    probe = os.path.join(logdir, f".write-test-{os.getpid()}")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as err:
+        raise PermissionError(f"--logdir '{logdir}' is not writable: {err.strerror}.")
