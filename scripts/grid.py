@@ -10,6 +10,8 @@ Examples:
     python scripts/grid.py --config=configs/reduced/cifar10_wrn.yaml \
         --archive=cifar-10-subset-20k.tar.gz --logdir=logs/reduced            # a suite of grids
     python scripts/grid.py --table=3 --gradient_flow_epochs=2               # gradient flow of every run
+    python scripts/grid.py --config=configs/reduced/cifar10_wrn.yaml --logdir=logs/reduced \
+        --export=docs/results                                                # commit-sized copy of the results
 
 Finished runs are reused, never trained twice; results go to
 <logdir>/<grid>/table.md, table.csv, table.png and (CIFAR-100) comparison.md.
@@ -32,6 +34,8 @@ flags.DEFINE_list("students", None, "Only these students, e.g. NR_g8,NR_g16.")
 flags.DEFINE_list("teachers", None, "Only these teachers, e.g. R_G1,R_G2.")
 flags.DEFINE_string("shard", None, "Run part i of n of the cells, e.g. 0/4 (for job arrays).")
 flags.DEFINE_bool("dry_run", False, "List the cells and their state (done, running, interrupted, to do).")
+flags.DEFINE_string("export", None, "Copy the small result files (results.json, history.csv, config.yaml, tables) "
+                    "of every run into this folder, e.g. to commit them; trains nothing.")
 flags.DEFINE_integer("seeds", None, "Seeds per cell (overrides the config).")
 flags.DEFINE_string("dataset", None, "cifar100, cifar10 or synthetic (overrides the config).")
 flags.DEFINE_string("data_dir", None, "Prepared TFDS data folder.")
@@ -77,6 +81,9 @@ def main(argv):
     mine = grid.shard(cells, index, count)
     if FLAGS.dry_run:
         grid.print_plan(name, cells, mine, index, count)
+        return
+    if FLAGS.export:
+        grid.export(name, specs, FLAGS.logdir, FLAGS.export)
         return
     from kdkeras.training import check_logdir
 

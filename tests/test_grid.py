@@ -86,6 +86,7 @@ def test_claims(tmp_path):
     claims.release(run_dir)
 
 
+@pytest.mark.slow
 def test_smoke_grid_end_to_end_and_resume(tmp_path):
     spec = grid.load_grid(SMOKE)
     logdir = str(tmp_path)
@@ -106,6 +107,7 @@ def test_smoke_grid_end_to_end_and_resume(tmp_path):
     assert not os.path.exists(os.path.join(folder, "comparison.md"))  # synthetic: no paper values
 
 
+@pytest.mark.slow
 def test_concurrent_shards_train_every_cell_once(tmp_path):
     command = [sys.executable, os.path.join(ROOT, "scripts", "grid.py"), f"--config={SMOKE}",
                f"--logdir={tmp_path}"]

@@ -23,6 +23,7 @@ def zoo_profiles():
     return results
 
 
+@pytest.mark.slow  # builds all 108 models
 def test_every_table9_parameter_cell(zoo_profiles):
     bad = {
         name: (p.params / 1e6, printed_cell(TABLE9_MPARAMS, name))
@@ -33,6 +34,7 @@ def test_every_table9_parameter_cell(zoo_profiles):
     assert not bad
 
 
+@pytest.mark.slow  # builds all 108 models
 def test_every_table8_flop_cell(zoo_profiles):
     exact, bad = 0, {}
     for name, p in zoo_profiles.items():
@@ -44,7 +46,7 @@ def test_every_table8_flop_cell(zoo_profiles):
     assert exact >= 105  # docs/models.md: 105 of 108 exact, 3 differ by one printed unit
 
 
-def test_spec_example():
+def test_worked_example():
     p = profile(build_model("wrn22x2_R_g2"))
     assert (p.params, p.macs) == (655_572, 93_647_360)
 

@@ -59,6 +59,7 @@ def test_missing_dataset_is_a_fast_clear_error(tmp_path):
     assert "--archive" in line and "--dataset=synthetic" in line
 
 
+@pytest.mark.slow
 def test_distill_smoke_run_then_stored_result(tmp_path):
     args = ["--student=wrn10x1_NR_g2", "--teacher=wrn10x1_R_g2", "--dataset=synthetic", "--epochs=1",
             "--train_size=128", "--test_size=64", f"--logdir={tmp_path}"]

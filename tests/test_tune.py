@@ -14,6 +14,8 @@ from kdkeras import tuning
 from kdkeras.distiller import Distiller
 from kdkeras.models.registry import build_model
 
+pytestmark = pytest.mark.slow  # searches of tiny trials
+
 TINY = {"dataset": "synthetic", "epochs": 1, "train_size": 128, "test_size": 64, "batch_size": 64}
 STUDENT, TEACHER = "wrn10x1_NR_g2", "wrn10x1_R_g2"
 

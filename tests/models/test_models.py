@@ -17,7 +17,12 @@ def _fresh_session():
     keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("name", list_models())
+#: One model per family runs in the quick tier; every other registered model is marked slow.
+QUICK = {"wrn22x2_NR_G4", "resnet18_R_g8", "mobilenetv2_NR_G16"}
+
+
+@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in list_models()])
 def test_registered_model(name, tmp_path):
     model = build_model(name, num_classes=100, input_shape=(32, 32, 3))
     assert model.name == name

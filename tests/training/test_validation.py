@@ -15,6 +15,8 @@ from kdkeras import data as data_lib
 from kdkeras import grid
 from kdkeras.callbacks import read_history
 
+pytestmark = pytest.mark.slow  # a suite of tiny runs
+
 STUDENT, TEACHER = "wrn10x1_NR_g2", "wrn10x1_R_g2"
 SETTINGS = {"epochs": 2, "train_size": 128, "test_size": 64, "batch_size": 64, "val_size": 48, "precise_bn": 2}
 
@@ -199,3 +201,25 @@ def test_bnstats_script_diagnoses_runs(suite, tmp_path):
         assert max(ratios) > 1.0  # layers after a dropout see a larger variance with it on
     bad = helpers.run_script("bnstats.py", "--runs=/nonexistent/run")
     assert bad.returncode == 2 and len(helpers.error_lines(bad.stderr)) == 1
+
+
+def test_export_copies_the_small_files_and_a_copy_reads_as_finished(suite, tmp_path):
+    name, specs, logdir, _ = suite
+    destination = str(tmp_path / "published")
+    result = helpers.run_script("grid.py", f"--config={_suite_path(logdir)}", f"--logdir={logdir}",
+                                f"--export={destination}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = _results(specs, logdir)
+    for directory, results in runs.values():
+        copy = os.path.join(destination, os.path.relpath(directory, logdir))
+        assert json.load(open(os.path.join(copy, "results.json"))) == results
+        assert os.path.exists(os.path.join(copy, "history.csv")) and os.path.exists(os.path.join(copy, "config.yaml"))
+        assert not os.path.exists(os.path.join(copy, "model.keras"))
+    assert os.path.exists(os.path.join(destination, name, "summary.md"))
+    assert os.path.exists(os.path.join(destination, "tiny_val", "table.md"))
+    dry = helpers.run_script("grid.py", f"--config={_suite_path(logdir)}", f"--logdir={destination}", "--dry_run")
+    assert f"{len(runs)} done" in dry.stdout, dry.stdout[-2000:]
+
+
+def _suite_path(logdir):
+    return os.path.join(os.path.dirname(logdir), "suite.yaml")

@@ -14,6 +14,8 @@ from kdkeras.analysis import landscape as landscape_lib
 from kdkeras.analysis import runs
 from kdkeras.training import train_and_evaluate
 
+pytestmark = pytest.mark.slow  # tiny runs and scripts
+
 TINY = {"dataset": "synthetic", "epochs": 2, "train_size": 256, "test_size": 128, "batch_size": 64}
 EXAMPLES = 64
 

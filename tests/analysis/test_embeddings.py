@@ -10,6 +10,8 @@ import helpers
 
 from kdkeras.analysis import embeddings as emb
 
+pytestmark = pytest.mark.slow  # tiny runs and scripts
+
 TINY = {"dataset": "synthetic", "epochs": 2, "train_size": 256, "test_size": 128, "batch_size": 64}
 
 

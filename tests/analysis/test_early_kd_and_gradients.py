@@ -13,7 +13,9 @@ from kdkeras.callbacks import KDSchedule, read_history
 from kdkeras.models.convert import load_model
 from kdkeras.training import train_and_evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow  # tiny runs and scripts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = {"dataset": "synthetic", "train_size": 256, "test_size": 128, "batch_size": 64, "dropout": 0.0}
 KD = {"model": "wrn10x1_NR_g2", "teacher": "wrn10x1_R_g2"}
 

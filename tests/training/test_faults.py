@@ -23,7 +23,7 @@ import pytest
 from kdkeras import config as config_lib
 from kdkeras import training
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "smoke_grid.yaml")
 TINY = {"model": "wrn10x1_R_g2", "dataset": "synthetic", "epochs": 3, "train_size": 256, "test_size": 128,
         "batch_size": 64}
@@ -31,7 +31,8 @@ STEPS_PER_EPOCH = 4  # 256 images / batch 64
 TINY_FLAGS = ["--model=wrn10x1_R_g2", "--dataset=synthetic", "--epochs=3", "--train_size=256",
               "--test_size=128", "--batch_size=64"]
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="fault injection needs SIGKILL (POSIX)")
+pytestmark = [pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="fault injection needs SIGKILL (POSIX)"),
+              pytest.mark.slow]  # processes killed mid-run, full grids
 
 # The driver: ``python driver.py FAULT LOGDIR`` trains the TINY run with FAULT
 # injected (or none: "none"), printing "EPOCH <epoch> <optimizer iterations>"
@@ -427,7 +428,9 @@ def test_check_logdir_reports_a_folder_it_cannot_write_to(tmp_path, monkeypatch)
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, os.strerror(13), path)
 
-    monkeypatch.setattr(training, "open", refuse, raising=False)
+    from kdkeras.training import run_folder
+
+    monkeypatch.setattr(run_folder, "open", refuse, raising=False)
     with pytest.raises(PermissionError) as exc:
         training.check_logdir(str(tmp_path), min_free_mb=0)
     assert str(exc.value) == f"--logdir '{tmp_path}' is not writable: Permission denied."

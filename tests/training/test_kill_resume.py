@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow  # SIGKILLed training processes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = ["--model=wrn10x1_R_g2", "--dataset=synthetic", "--epochs=4", "--train_size=1024",
         "--test_size=64", "--batch_size=64"]
 

@@ -17,6 +17,8 @@ from kdkeras.models.registry import build_model
 from kdkeras.profiling import profile
 from kdkeras.training import train_and_evaluate
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 TINY = {"dataset": "synthetic", "epochs": 2, "train_size": 256, "test_size": 128, "batch_size": 64}
 RESULT_KEYS = {"model", "teacher", "dataset", "epochs", "test_accuracy", "best_test_accuracy",
                "params", "macs", "seed", "wall_time_s"}
