@@ -567,7 +567,7 @@ EXPORTED_TABLE_FILES = ("table.md", "table.csv", "table.png", "comparison.md", "
 
 
 def export(name: str, specs, logdir: str, destination: str, log=print) -> list[str]:
-    """Copies the small result files of every run, table and summary of ``specs`` into ``destination``.
+    """Copies the small result files of every finished run, table and summary of ``specs`` into ``destination``.
 
     The layout below ``destination`` is the one below ``logdir``
     (``<dataset>/<run>/results.json``, ``<grid>/table.md``, ...), so the copy
@@ -579,6 +579,8 @@ def export(name: str, specs, logdir: str, destination: str, log=print) -> list[s
         The copied paths.
     """
     import shutil
+
+    from kdkeras.training import is_finished
 
     copied = []
 
@@ -593,7 +595,8 @@ def export(name: str, specs, logdir: str, destination: str, log=print) -> list[s
                 copied.append(target)
 
     for cell in plan_all(specs, logdir):
-        copy(cell.run_dir, EXPORTED_RUN_FILES)
+        if is_finished(cell.run_dir):  # unfinished runs resume from their log folder, not from a copy
+            copy(cell.run_dir, EXPORTED_RUN_FILES)
     for folder in {spec.name for spec in specs} | {name}:
         copy(os.path.join(logdir, folder), EXPORTED_TABLE_FILES)
     log(f"Exported {len(copied)} files to {destination}")

@@ -34,8 +34,9 @@ flags.DEFINE_list("students", None, "Only these students, e.g. NR_g8,NR_g16.")
 flags.DEFINE_list("teachers", None, "Only these teachers, e.g. R_G1,R_G2.")
 flags.DEFINE_string("shard", None, "Run part i of n of the cells, e.g. 0/4 (for job arrays).")
 flags.DEFINE_bool("dry_run", False, "List the cells and their state (done, running, interrupted, to do).")
-flags.DEFINE_string("export", None, "Copy the small result files (results.json, history.csv, config.yaml, tables) "
-                    "of every run into this folder, e.g. to commit them; trains nothing.")
+flags.DEFINE_string("export", None, "Write the tables from the runs finished so far, then copy them and the small "
+                    "result files of every finished run (results.json, history.csv, config.yaml) into this "
+                    "folder, e.g. to commit them; trains nothing.")
 flags.DEFINE_integer("seeds", None, "Seeds per cell (overrides the config).")
 flags.DEFINE_string("dataset", None, "cifar100, cifar10 or synthetic (overrides the config).")
 flags.DEFINE_string("data_dir", None, "Prepared TFDS data folder.")
@@ -82,18 +83,19 @@ def main(argv):
     if FLAGS.dry_run:
         grid.print_plan(name, cells, mine, index, count)
         return
-    if FLAGS.export:
-        grid.export(name, specs, FLAGS.logdir, FLAGS.export)
-        return
-    from kdkeras.training import check_logdir
+    if not FLAGS.export:
+        from kdkeras.training import check_logdir
 
-    check_logdir(FLAGS.logdir)
-    cli.check_instrument_flags()
-    grid.run(name, mine, FLAGS.logdir, callbacks=cli.instrument_callbacks)
+        check_logdir(FLAGS.logdir)
+        cli.check_instrument_flags()
+        grid.run(name, mine, FLAGS.logdir, callbacks=cli.instrument_callbacks)
+    # The tables from every finished run (--export: also while other runs are still to do).
     for spec in specs:
         grid.write_tables(spec, FLAGS.logdir, FLAGS.half, FLAGS.students, FLAGS.teachers)
     if len(specs) > 1:
         grid.write_summary(name, specs, FLAGS.logdir)
+    if FLAGS.export:
+        grid.export(name, specs, FLAGS.logdir, FLAGS.export)
 
 
 if __name__ == "__main__":

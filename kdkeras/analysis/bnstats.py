@@ -70,8 +70,8 @@ def diagnose(run, *, split: str = "test", num_batches: int = 64) -> dict:
     moving = results.get(f"{split}_accuracy")
     if not run.config.precise_bn:  # model.keras holds the moving averages: measure them directly
         moving = _accuracy(model, dataset)
-    out = {"run": run.name, "kind": run.kind, "label": run.label, "split": split, "num_batches": num_batches,
-           "moving": moving}
+    out = {"run": run.name, "kind": run.kind, "label": run.label, "seed": run.config.seed, "split": split,
+           "num_batches": num_batches, "moving": moving}
     with batchnorm.swapped_statistics(model, off):
         out["precise"] = _accuracy(model, dataset)
     with batchnorm.swapped_statistics(model, on):
@@ -103,25 +103,32 @@ def load_diagnosis(run_directory: str) -> dict | None:
 
 
 def plot_variance_ratios(diagnoses, path: str, title: str = "") -> str:
-    """One line per run: var(dropout on) / var(dropout off) of each BatchNorm layer's input, by depth."""
+    """One line per run: var(dropout on) / var(dropout off) of each BatchNorm layer's input, by depth.
+
+    A colour per kind of run (R, NR, distilled), a line style per seed.
+    """
     from kdkeras.plotting import new_figure, save_png
 
-    fig = new_figure(9, 4.5)
+    fig = new_figure(11, 4.5)
     ax = fig.add_subplot(1, 1, 1)
-    styles = {"R": "-", "NR": "--", "distilled": ":"}
+    colors = {"R": "tab:blue", "NR": "tab:red", "distilled": "tab:green"}
+    seeds = sorted({d.get("seed", 0) for d in diagnoses})
+    styles = ["-", "--", ":", "-."]
     for d in diagnoses:
         ratios = [layer["variance_ratio"] for layer in d["layers"]]
         depth = np.linspace(0, 1, len(ratios))
-        ax.plot(depth, ratios, styles.get(d["kind"], "-"), lw=1.6, label=f"{d['label']} [{d['kind']}]")
+        seed = d.get("seed", 0)
+        label = f"{d['label']} [{d['kind']}]" + (f", seed {seed}" if len(seeds) > 1 else "")
+        ax.plot(depth, ratios, styles[seeds.index(seed) % len(styles)], color=colors.get(d["kind"]), lw=1.4,
+                label=label)
     ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_yscale("log")
     ax.set_xlabel("BatchNorm layer (relative depth: input -> head)")
     ax.set_ylabel("var(dropout on) / var(dropout off)")
     ax.set_title(title or "Variance shift of each BatchNorm layer's input")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return save_png(fig, path)
+    return save_png(fig, path, bbox_inches="tight")
 
 
 def format_table(diagnoses) -> str:

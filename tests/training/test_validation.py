@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -219,6 +220,29 @@ def test_export_copies_the_small_files_and_a_copy_reads_as_finished(suite, tmp_p
     assert os.path.exists(os.path.join(destination, "tiny_val", "table.md"))
     dry = helpers.run_script("grid.py", f"--config={_suite_path(logdir)}", f"--logdir={destination}", "--dry_run")
     assert f"{len(runs)} done" in dry.stdout, dry.stdout[-2000:]
+
+
+def test_export_of_a_partial_suite_writes_its_tables_and_skips_unfinished_runs(suite, tmp_path):
+    name, specs, logdir, _ = suite
+    partial = str(tmp_path / "logs")
+    shutil.copytree(logdir, partial)
+    for config in ("suite.yaml", "tiny.yaml", "tiny_nodrop.yaml"):
+        shutil.copy(os.path.join(os.path.dirname(logdir), config), str(tmp_path / config))
+    runs = _results(specs, partial)
+    unfinished, _ = runs[("tiny_val", "kd", 1)]
+    os.remove(os.path.join(unfinished, "results.json"))
+    os.remove(os.path.join(partial, name, "summary.md"))
+    destination = str(tmp_path / "published")
+    result = helpers.run_script("grid.py", f"--config={_suite_path(partial)}", f"--logdir={partial}",
+                                f"--export={destination}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not os.path.exists(os.path.join(destination, os.path.relpath(unfinished, partial)))
+    finished = [d for key, (d, _) in runs.items() if d != unfinished]
+    assert all(os.path.exists(os.path.join(destination, os.path.relpath(d, partial), "results.json"))
+               for d in finished)
+    with open(os.path.join(destination, name, "summary.csv"), newline="") as f:
+        kd = [r for r in csv.DictReader(f) if r["grid"] == "tiny_val" and r["column"] == "kd"]
+    assert kd and all(r["n"] == "1" for r in kd)  # the tables count the finished seed only
 
 
 def _suite_path(logdir):
