@@ -70,7 +70,8 @@ def diagnose(run, *, split: str = "test", num_batches: int = 64) -> dict:
     moving = results.get(f"{split}_accuracy")
     if not run.config.precise_bn:  # model.keras holds the moving averages: measure them directly
         moving = _accuracy(model, dataset)
-    out = {"run": run.name, "kind": run.kind, "label": run.label, "seed": run.config.seed, "split": split,
+    label = run.label if run.config.dropout is None else f"{run.label}, dropout {run.config.dropout:g}"
+    out = {"run": run.name, "kind": run.kind, "label": label, "seed": run.config.seed, "split": split,
            "num_batches": num_batches, "moving": moving}
     with batchnorm.swapped_statistics(model, off):
         out["precise"] = _accuracy(model, dataset)
