@@ -35,11 +35,12 @@ _EXPORTS = {
     "make_datasets": "kdkeras.data",
     "RunConfig": "kdkeras.config",
     "train_and_evaluate": "kdkeras.training",
+    "UsageError": "kdkeras.errors",
 }
 
 _SUBMODULES = ("callbacks", "cli", "config", "data", "distiller", "layers", "losses", "models",
                "optimizers", "paper", "profiling", "recipes", "training", "tuning", "analysis", "grid",
-               "tables", "io_utils", "batchnorm")
+               "tables", "io_utils", "batchnorm", "errors")
 
 __all__ = sorted(_EXPORTS)
 

@@ -42,6 +42,8 @@ import weakref
 import keras
 import numpy as np
 
+from kdkeras.errors import UsageError
+
 
 def student_of(model):
     """The model whose BatchNorm layers matter: a distiller's student, else ``model``."""
@@ -172,10 +174,10 @@ def population_statistics(model, dataset, num_batches: int, *, dropout: bool = F
             has no BatchNormalization layer.
     """
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(f"num_batches must be a positive integer. Received: num_batches={num_batches!r}.")
+        raise UsageError(f"num_batches must be a positive integer. Received: num_batches={num_batches!r}.")
     model = student_of(model)
     if not batchnorm_layers(model):
-        raise ValueError(f"Model '{model.name}' has no BatchNormalization layer to recompute.")
+        raise UsageError(f"Model '{model.name}' has no BatchNormalization layer to recompute.")
     with _batch_statistics_mode(model, dropout) as layers:
         forward = _forward(model, dropout)
         # Per layer: sum over batches of b * mean_b and b * (var_b + mean_b^2).

@@ -10,6 +10,7 @@ import time
 
 import keras
 
+from kdkeras.errors import UsageError
 from kdkeras.io_utils import atomic_write_text
 
 
@@ -125,7 +126,7 @@ class KDSchedule(keras.callbacks.Callback):
     def __init__(self, kd_epochs, alpha):
         super().__init__()
         if isinstance(kd_epochs, bool) or not isinstance(kd_epochs, int) or kd_epochs < 1:
-            raise ValueError(f"kd_epochs must be a positive integer. Received: kd_epochs={kd_epochs!r}.")
+            raise UsageError(f"kd_epochs must be a positive integer. Received: kd_epochs={kd_epochs!r}.")
         self.kd_epochs = kd_epochs
         self.kd_alpha = float(alpha)
 

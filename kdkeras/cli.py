@@ -1,33 +1,103 @@
 """Shared plumbing of the command-line scripts in ``scripts/``.
 
 Importing this module first keeps TensorFlow's start-up logging quiet.
-:func:`run` wraps ``absl.app.run`` so that user mistakes (bad names, bad
-settings, missing data) end with one line on stderr and exit code 2, not a
-traceback. Set ``KDKERAS_DEBUG=1`` to see the traceback anyway.
+:func:`run` wraps ``absl.app.run`` so that user mistakes
+(:class:`kdkeras.errors.UsageError`: bad names, bad settings, missing files
+or data) end with one line on stderr and exit code 2, not a traceback. Any
+other exception is an internal error: it ends with a short traceback, its
+message cut short (never a tensor's contents) and a line asking to report
+it, with exit code 1. Set ``KDKERAS_DEBUG=1`` to see the full traceback of
+either.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 
+from kdkeras.errors import UsageError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's Python INFO lines (one per collective all-reduce in multi-worker runs) are not for users.
+logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 #: Exit code of a user mistake (as argparse / absl use for bad flags).
 USAGE_EXIT_CODE = 2
+#: Exit code of an internal error (a bug, or a failure inside TensorFlow / Keras).
+INTERNAL_EXIT_CODE = 1
+#: Longest message of a one-line user error; a longer one is cut and ends in "…".
+MAX_ERROR_CHARS = 500
+#: Frames shown of an internal error's traceback (the innermost ones).
+TRACEBACK_FRAMES = 5
+#: Longest line of that traceback, and longest message shown of the internal error.
+MAX_TRACEBACK_LINE_CHARS = 200
+MAX_INTERNAL_MESSAGE_CHARS = 300
+
+_DEBUG_VARIABLE = "KDKERAS_DEBUG"
+
+
+def _prog() -> str:
+    return os.path.basename(sys.argv[0]) if sys.argv else "kdkeras"
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit - 1`` characters and "…" when it is longer."""
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def fail(message: str, exit_code: int = USAGE_EXIT_CODE) -> None:
-    """Prints ``<script>: error: <message>`` on one line and exits (code 2 by default)."""
-    prog = os.path.basename(sys.argv[0]) if sys.argv else "kdkeras"
+    """Prints ``<script>: error: <message>`` on one line and exits (code 2 by default).
+
+    A message longer than :data:`MAX_ERROR_CHARS` is cut and ends in "…".
+    """
     first_line = " ".join(str(message).split("\n")).strip()
-    print(f"{prog}: error: {first_line}", file=sys.stderr)
+    print(f"{_prog()}: error: {_cut(first_line, MAX_ERROR_CHARS)}", file=sys.stderr)
     sys.exit(exit_code)
 
 
+def _short_message(err: BaseException) -> str:
+    """The first non-empty line of ``err``'s message, cut to :data:`MAX_INTERNAL_MESSAGE_CHARS`."""
+    try:
+        text = str(err)
+    except Exception:  # a broken __str__ must not hide the error itself
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    first = lines[0]
+    if len(lines) > 1 and len(first) < MAX_INTERNAL_MESSAGE_CHARS:
+        first += " …"  # more lines follow
+    return _cut(first, MAX_INTERNAL_MESSAGE_CHARS)
+
+
+def internal_error_report(err: BaseException) -> str:
+    """What :func:`run` prints for an internal error: a short traceback, the cut message, a hint.
+
+    Only the last :data:`TRACEBACK_FRAMES` frames are shown, each line cut to
+    :data:`MAX_TRACEBACK_LINE_CHARS`, and only the first line of the message,
+    cut to :data:`MAX_INTERNAL_MESSAGE_CHARS`: an exception whose message holds
+    a whole tensor prints a few lines, not its contents.
+    """
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    shown = frames[-TRACEBACK_FRAMES:]
+    lines = [f"Traceback (most recent call last; the last {len(shown)} of {len(frames)} frames):"]
+    for entry in traceback.StackSummary.from_list(shown).format():
+        lines += [_cut(line, MAX_TRACEBACK_LINE_CHARS) for line in entry.rstrip("\n").split("\n")]
+    kind = type(err)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    message = _short_message(err)
+    lines.append(f"{name}: {message}" if message else name)
+    lines.append(f"{_prog()}: internal error (not a mistake in your command). Run again with "
+                 f"{_DEBUG_VARIABLE}=1 for the full traceback, and report it with that output.")
+    return "\n".join(lines)
+
+
 def run(main) -> None:
-    """``absl.app.run(main)``, turning user errors into one-line messages."""
+    """``absl.app.run(main)``: user errors as one line (exit 2), internal errors in short (exit 1)."""
     from absl import app
 
     def guarded(argv):
@@ -35,20 +105,25 @@ def run(main) -> None:
             fail(f"unexpected positional arguments: {' '.join(argv[1:])}; use --flags.")
         try:
             return main(argv)
-        except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as err:
-            if os.environ.get("KDKERAS_DEBUG"):
+        except UsageError as err:  # a user mistake: one line, exit code 2
+            if os.environ.get(_DEBUG_VARIABLE):
                 raise
             fail(str(err))
         except FloatingPointError as err:  # a diverged run: not a usage error
-            if os.environ.get("KDKERAS_DEBUG"):
+            if os.environ.get(_DEBUG_VARIABLE):
                 raise
             fail(str(err), exit_code=1)
-        except OSError as err:  # a disk that filled up during the run
-            if err.errno != errno.ENOSPC or os.environ.get("KDKERAS_DEBUG"):
+        except app.UsageError:  # absl's own: absl prints the usage
+            raise
+        except Exception as err:  # anything else is an internal error: a short report, exit code 1
+            if os.environ.get(_DEBUG_VARIABLE):
                 raise
-            where = f" while writing '{err.filename}'" if err.filename else ""
-            fail(f"No space left on device{where}. Free some space, then repeat the same command: "
-                 f"the run resumes from its last finished epoch.", exit_code=1)
+            if isinstance(err, OSError) and err.errno == errno.ENOSPC:  # a disk that filled up
+                where = f" while writing '{err.filename}'" if err.filename else ""
+                fail(f"No space left on device{where}. Free some space, then repeat the same command: "
+                     f"the run resumes from its last finished epoch.", exit_code=1)
+            print(internal_error_report(err), file=sys.stderr)
+            sys.exit(INTERNAL_EXIT_CODE)
 
     app.run(guarded)
 
@@ -143,9 +218,9 @@ def check_instrument_flags() -> None:
 
     values = flags.FLAGS
     if values.gradient_flow_epochs < 0:
-        raise ValueError(f"--gradient_flow_epochs must be >= 0. Received: {values.gradient_flow_epochs}.")
+        raise UsageError(f"--gradient_flow_epochs must be >= 0. Received: {values.gradient_flow_epochs}.")
     if values.gradient_flow_every < 1:
-        raise ValueError(f"--gradient_flow_every must be a positive integer. Received: {values.gradient_flow_every}.")
+        raise UsageError(f"--gradient_flow_every must be a positive integer. Received: {values.gradient_flow_every}.")
 
 
 def instrument_callbacks(config, run_directory: str) -> list:

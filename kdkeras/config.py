@@ -28,6 +28,7 @@ import os
 import yaml
 
 from kdkeras import recipes
+from kdkeras.errors import MissingFileError, UsageError
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "none")
 
@@ -127,18 +128,18 @@ INHERITED_FIELDS = tuple(f for f in FIELDS if f not in KD_FIELDS + ("model",))
 def load_yaml(path: str) -> dict:
     """Reads a YAML config file into a dict of :class:`RunConfig` settings."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"Config file '{path}' does not exist.")
+        raise MissingFileError(f"Config file '{path}' does not exist.")
     with open(path) as f:
         try:
             data = yaml.safe_load(f) or {}
         except yaml.YAMLError as err:
-            raise ValueError(f"Config file '{path}' is not valid YAML: {' '.join(str(err).split())}")
+            raise UsageError(f"Config file '{path}' is not valid YAML: {' '.join(str(err).split())}")
     if not isinstance(data, dict):
-        raise ValueError(f"Config file '{path}' must hold a mapping of settings.")
+        raise UsageError(f"Config file '{path}' must hold a mapping of settings.")
     data.pop("run", None)  # informational key of a run folder's config.yaml
     unknown = sorted(set(data) - set(FIELDS) - {"student"})
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"Unknown setting(s) {', '.join(unknown)} in '{path}'. Valid settings: {', '.join(FIELDS)}."
         )
     if "student" in data:
@@ -159,16 +160,20 @@ def resolve(overrides: dict) -> RunConfig:
     explicit = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(explicit) - set(FIELDS))
     if unknown:
-        raise ValueError(f"Unknown setting(s): {', '.join(unknown)}. Valid settings: {', '.join(FIELDS)}.")
+        raise UsageError(f"Unknown setting(s): {', '.join(unknown)}. Valid settings: {', '.join(FIELDS)}.")
     if not explicit.get("model"):
-        raise ValueError("No model given: pass --model=NAME (train.py) or --student=NAME (distill.py).")
+        raise UsageError("No model given: pass --model=NAME (train.py) or --student=NAME (distill.py).")
     recipe = recipes.recipe_for(explicit["model"], distill=explicit.get("teacher") is not None)
     if isinstance(explicit.get("epochs"), int) and not isinstance(explicit["epochs"], bool) \
             and explicit["epochs"] > 0:
         recipe.update(recipes.scale_schedule(recipe, explicit["epochs"]))
     settings = {**recipe, **explicit}
     if settings.get("lr_milestones") is not None:
-        settings["lr_milestones"] = tuple(int(m) for m in settings["lr_milestones"])
+        try:
+            settings["lr_milestones"] = tuple(int(m) for m in settings["lr_milestones"])
+        except (TypeError, ValueError):
+            raise UsageError(f"lr_milestones must be integers (epochs). "
+                             f"Received: {settings['lr_milestones']!r}.") from None
     config = RunConfig(**settings)
     validate(config)
     return config
@@ -176,7 +181,7 @@ def resolve(overrides: dict) -> RunConfig:
 
 def _check(condition, message):
     if not condition:
-        raise ValueError(message)
+        raise UsageError(message)
 
 
 def validate(config: RunConfig) -> None:

@@ -30,6 +30,7 @@ import numbers
 
 import keras
 
+from kdkeras.errors import UsageError
 from kdkeras.losses import (
     PAPER_ALPHA,
     PAPER_TEMPERATURE,
@@ -241,7 +242,7 @@ class Distiller(keras.Model):
             ValueError: if `filepath` does not end in `.keras`.
         """
         if not str(filepath).endswith(".keras"):
-            raise ValueError(
+            raise UsageError(
                 f"`filepath` must end in `.keras`. Received: filepath={filepath!r}"
             )
         from kdkeras.models.convert import save_model
@@ -305,7 +306,7 @@ def _check_alpha(alpha):
         or not isinstance(alpha, numbers.Real)
         or not 0.0 <= alpha <= 1.0
     ):
-        raise ValueError(
+        raise UsageError(
             f"`alpha` must be a number in [0, 1]. Received: alpha={alpha!r}"
         )
 
@@ -319,7 +320,7 @@ def _check_output_shapes(student, teacher):
     student_shapes = [tuple(o.shape) for o in student_outputs]
     teacher_shapes = [tuple(o.shape) for o in teacher_outputs]
     if student_shapes != teacher_shapes:
-        raise ValueError(
+        raise UsageError(
             "`student` and `teacher` must have the same output shape. "
             f"Received: student output shape(s) {student_shapes}, "
             f"teacher output shape(s) {teacher_shapes}"

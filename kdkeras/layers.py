@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import keras
 
+from kdkeras.errors import UsageError
+
 #: Kernel implementations :class:`GroupedConv2D` can use.
 CONV_IMPLEMENTATIONS = ("auto", "tf", "depthwise", "keras")
 
@@ -47,12 +49,12 @@ class GroupedConv2D(keras.layers.Conv2D):
     def __init__(self, *args, implementation="auto", **kwargs):
         super().__init__(*args, **kwargs)
         if implementation not in CONV_IMPLEMENTATIONS:
-            raise ValueError(
+            raise UsageError(
                 f"Unknown implementation '{implementation}'. Valid choices: "
                 f"{', '.join(CONV_IMPLEMENTATIONS)}."
             )
         if self.data_format != "channels_last":
-            raise ValueError(
+            raise UsageError(
                 "GroupedConv2D supports data_format='channels_last' only. "
                 f"Received: data_format={self.data_format!r}."
             )
@@ -80,7 +82,7 @@ class GroupedConv2D(keras.layers.Conv2D):
         padding = self.padding.upper()
         if impl == "depthwise":
             if not self.groups == inputs.shape[-1] == self.filters:
-                raise ValueError(
+                raise UsageError(
                     "implementation='depthwise' needs groups == input channels == "
                     f"filters. Received: groups={self.groups}, input channels="
                     f"{inputs.shape[-1]}, filters={self.filters}."

@@ -31,6 +31,8 @@ import numbers
 import keras
 from keras import ops
 
+from kdkeras.errors import UsageError
+
 #: Section 5 of the paper: T = 4, alpha = 0.9.
 PAPER_TEMPERATURE = 4.0
 PAPER_ALPHA = 0.9
@@ -42,7 +44,7 @@ def check_temperature(temperature):
         or not isinstance(temperature, numbers.Real)
         or not temperature > 0
     ):
-        raise ValueError(
+        raise UsageError(
             "`temperature` must be a positive number. "
             f"Received: temperature={temperature!r}"
         )
@@ -53,7 +55,7 @@ def _check_alpha(alpha):
     if isinstance(alpha, bool) or (
         isinstance(alpha, numbers.Real) and not 0.0 <= alpha <= 1.0
     ):
-        raise ValueError(
+        raise UsageError(
             f"`alpha` must be a number in [0, 1]. Received: alpha={alpha!r}"
         )
 

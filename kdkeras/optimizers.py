@@ -19,6 +19,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kdkeras.errors import UsageError
+
 
 @keras.saving.register_keras_serializable(package="kdkeras")
 class PyTorchSGD(keras.optimizers.Optimizer):
@@ -36,9 +38,9 @@ class PyTorchSGD(keras.optimizers.Optimizer):
                  name="pytorch_sgd", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1). Received: momentum={momentum!r}.")
+            raise UsageError(f"momentum must be in [0, 1). Received: momentum={momentum!r}.")
         if weight_decay is None or weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0. Received: weight_decay={weight_decay!r}.")
+            raise UsageError(f"weight_decay must be >= 0. Received: weight_decay={weight_decay!r}.")
         self.momentum = float(momentum)
         self.coupled_weight_decay = float(weight_decay)
         self.nesterov = bool(nesterov)

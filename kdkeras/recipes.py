@@ -23,6 +23,8 @@ import math
 
 import keras
 
+from kdkeras.errors import UsageError
+
 #: Learning-rate schedules: ``step`` (multiply by ``lr_gamma`` at each of
 #: ``lr_milestones`` epochs) and ``exponential`` (multiply by ``lr_gamma``
 #: after every epoch).
@@ -149,4 +151,4 @@ def make_lr_schedule(lr, schedule, milestones, gamma, steps_per_epoch):
         return keras.optimizers.schedules.ExponentialDecay(
             float(lr), decay_steps=steps_per_epoch, decay_rate=gamma, staircase=True
         )
-    raise ValueError(f"Unknown lr_schedule '{schedule}'. Valid choices: {', '.join(LR_SCHEDULES)}.")
+    raise UsageError(f"Unknown lr_schedule '{schedule}'. Valid choices: {', '.join(LR_SCHEDULES)}.")

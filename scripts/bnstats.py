@@ -15,6 +15,8 @@ from kdkeras import cli  # first: quiets TensorFlow's start-up logging
 
 from absl import flags  # noqa: E402
 
+from kdkeras.errors import UsageError  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "Finished run folders, comma-separated.")
 flags.DEFINE_enum("split", "test", ["test", "val"], "Split to evaluate (val: the run's validation split).")
@@ -30,9 +32,9 @@ def main(argv):
     import os
 
     if not FLAGS.runs:
-        raise ValueError("No runs given: pass --runs=RUN_DIR[,RUN_DIR...] (finished run folders).")
+        raise UsageError("No runs given: pass --runs=RUN_DIR[,RUN_DIR...] (finished run folders).")
     if FLAGS.batches < 1:
-        raise ValueError(f"--batches must be a positive integer. Received: {FLAGS.batches}.")
+        raise UsageError(f"--batches must be a positive integer. Received: {FLAGS.batches}.")
     from kdkeras.analysis import bnstats
     from kdkeras.analysis.runs import load_run
 

@@ -15,6 +15,8 @@ from kdkeras import cli  # first: quiets TensorFlow's start-up logging
 
 from absl import flags  # noqa: E402
 
+from kdkeras.errors import MissingFileError, UsageError  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "Run folders trained with --gradient_flow_epochs, comma-separated.")
 flags.DEFINE_string("output", None, "PNG to write (default: <dataset folder of the first run>/gradient_flow.png).")
@@ -25,7 +27,7 @@ def main(argv):
     import os
 
     if not FLAGS.runs:
-        raise ValueError("No runs given: pass --runs=RUN_DIR[,RUN_DIR...] (run folders trained with "
+        raise UsageError("No runs given: pass --runs=RUN_DIR[,RUN_DIR...] (run folders trained with "
                          "--gradient_flow_epochs=N).")
     from kdkeras.analysis.gradients import GRADIENT_FLOW_FILE, plot_gradient_flow
     from kdkeras.analysis.runs import load_run
@@ -35,9 +37,9 @@ def main(argv):
         run = load_run(directory, need_model=False)
         path = run.path(GRADIENT_FLOW_FILE)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"Run '{directory}' has no {GRADIENT_FLOW_FILE}: train it with "
-                                    f"--gradient_flow_epochs=N (a finished run is not retrained; use a "
-                                    f"new --logdir or --seed).")
+            raise MissingFileError(f"Run '{directory}' has no {GRADIENT_FLOW_FILE}: train it with "
+                                   f"--gradient_flow_epochs=N (a finished run is not retrained; use a "
+                                   f"new --logdir or --seed).")
         series.append((f"{run.label} [{run.kind}]", path))
     output = FLAGS.output or os.path.join(os.path.dirname(os.path.normpath(FLAGS.runs[0])), "gradient_flow.png")
     plot_gradient_flow(series, output)

@@ -11,7 +11,7 @@ PACKAGE = os.path.join(ROOT, "kdkeras")
 
 #: Layers, lowest first: a module may import its own layer and the ones below, never above.
 LAYERS = (
-    ("kdkeras.io_utils", "kdkeras.plotting", "kdkeras.paper", "kdkeras.tables", "kdkeras.claims",
+    ("kdkeras.errors", "kdkeras.io_utils", "kdkeras.plotting", "kdkeras.paper", "kdkeras.tables", "kdkeras.claims",
      "kdkeras.models.registry"),
     ("kdkeras.layers", "kdkeras.losses", "kdkeras.optimizers", "kdkeras.profiling", "kdkeras.models",
      "kdkeras.data"),
@@ -136,4 +136,8 @@ def test_imports_flow_down_the_layers(module):
 
 
 def test_the_registry_is_a_leaf():
-    assert _graph()["kdkeras.models.registry"] == set()
+    assert _graph()["kdkeras.models.registry"] <= {"kdkeras.errors"}
+
+
+def test_errors_import_nothing_of_kdkeras():
+    assert _graph()["kdkeras.errors"] == set()

@@ -27,6 +27,7 @@ import os
 import numpy as np
 
 from kdkeras import batchnorm
+from kdkeras.errors import UsageError
 
 BNSTATS_FILE = "bnstats.json"
 
@@ -58,11 +59,11 @@ def diagnose(run, *, split: str = "test", num_batches: int = 64) -> dict:
     from kdkeras.training import make_run_data
 
     if split not in ("test", "val"):
-        raise ValueError(f"Unknown split '{split}'. Valid choices: test, val.")
+        raise UsageError(f"Unknown split '{split}'. Valid choices: test, val.")
     data = make_run_data(run.config)
     dataset = data.test if split == "test" else data.val
     if dataset is None:
-        raise ValueError(f"Run '{run.directory}' has no validation split (trained without --val_size).")
+        raise UsageError(f"Run '{run.directory}' has no validation split (trained without --val_size).")
     model = load_run_model(run)
     off = batchnorm.population_statistics(model, data.train_plain, num_batches)
     on = batchnorm.population_statistics(model, data.train_plain, num_batches, dropout=True)

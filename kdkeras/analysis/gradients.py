@@ -28,6 +28,7 @@ import os
 import keras
 import numpy as np
 
+from kdkeras.errors import UsageError
 from kdkeras.io_utils import atomic_write_text
 
 GRADIENT_FLOW_FILE = "gradient_flow.csv"
@@ -59,9 +60,9 @@ class GradientFlow(keras.callbacks.Callback):
     def __init__(self, probe, log_dir, *, epochs=1, every=10):
         super().__init__()
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive integer. Received: epochs={epochs!r}.")
+            raise UsageError(f"epochs must be a positive integer. Received: epochs={epochs!r}.")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer. Received: every={every!r}.")
+            raise UsageError(f"every must be a positive integer. Received: every={every!r}.")
         self._probe = probe
         self.log_dir = log_dir
         self.epochs = epochs
@@ -247,7 +248,7 @@ def plot_gradient_flow(runs, output: str) -> str:
     for i, (label, path) in enumerate(runs):
         rows = read_gradient_flow(path)
         if not rows:
-            raise ValueError(f"'{path}' holds no gradient-flow measurements.")
+            raise UsageError(f"'{path}' holds no gradient-flow measurements.")
         layers = [n for n in layer_columns(rows) if not _is_norm_layer(n)] or layer_columns(rows)
         color = colors[i % len(colors)]
         for row, style in ((rows[0], ":"), (rows[-1], "-")):

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from kdkeras.errors import MissingFileError, UsageError
 from kdkeras.training.run_folder import CONFIG_FILE, INITIAL_WEIGHTS_FILE, MODEL_FILE, RunFolder
 
 #: The splits an instrument can read: the test split, the training images,
@@ -80,15 +81,15 @@ def load_run(directory: str, *, need_model: bool = True) -> Run:
             (with ``need_model``) its ``model.keras`` is missing.
     """
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"Run folder '{directory}' does not exist "
-                                f"(expected <logdir>/<dataset>/<run name>, e.g. logs/cifar100/wrn22x2_R_g2-s0).")
+        raise MissingFileError(f"Run folder '{directory}' does not exist "
+                               f"(expected <logdir>/<dataset>/<run name>, e.g. logs/cifar100/wrn22x2_R_g2-s0).")
     folder = RunFolder(directory)
     if not os.path.exists(folder.config_path):
-        raise FileNotFoundError(f"'{directory}' is not a run folder: it has no {CONFIG_FILE}.")
+        raise MissingFileError(f"'{directory}' is not a run folder: it has no {CONFIG_FILE}.")
     config = folder.load_config()
     if need_model and not os.path.exists(folder.model_path):
-        raise FileNotFoundError(f"Run '{directory}' has no {MODEL_FILE} yet: it is not finished "
-                                f"(repeat its training command to resume it).")
+        raise MissingFileError(f"Run '{directory}' has no {MODEL_FILE} yet: it is not finished "
+                               f"(repeat its training command to resume it).")
     results = folder.load_results() if folder.is_finished() else None
     return Run(directory=directory, config=config, results=results)
 
@@ -109,9 +110,9 @@ def load_initial_model(run: Run):
     """
     path = run.folder.initial_weights_path
     if not os.path.exists(path):
-        raise FileNotFoundError(f"Run '{run.directory}' has no {INITIAL_WEIGHTS_FILE} "
-                                f"(initial weights), so its initial-to-final path cannot be drawn; "
-                                f"retrain it, or use --mode=2d.")
+        raise MissingFileError(f"Run '{run.directory}' has no {INITIAL_WEIGHTS_FILE} "
+                               f"(initial weights), so its initial-to-final path cannot be drawn; "
+                               f"retrain it, or use --mode=2d.")
     model = load_run_model(run)
     model.load_weights(path)
     return model
@@ -149,9 +150,9 @@ def split_arrays(config, split: str = "test", size: int | None = None, seed: int
 def check_split(split: str, config=None) -> str:
     """``split`` if an instrument can read it for a run of ``config``; else a one-line ``ValueError``."""
     if split not in SPLITS:
-        raise ValueError(f"Unknown split '{split}'. Valid choices: {', '.join(SPLITS)}.")
+        raise UsageError(f"Unknown split '{split}'. Valid choices: {', '.join(SPLITS)}.")
     if split == "val" and config is not None and config.val_size is None:
-        raise ValueError("The run has no validation split (it was trained without --val_size); "
+        raise UsageError("The run has no validation split (it was trained without --val_size); "
                          "use --split=test or --split=train.")
     return split
 

@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from kdkeras.errors import UsageError
+
 #: Dataset names accepted by :func:`load_arrays` and :func:`make_datasets`.
 DATASETS = ("cifar100", "cifar10", "synthetic")
 
@@ -22,8 +24,8 @@ IMAGE_SHAPE = (32, 32, 3)
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 
-class DataError(ValueError):
-    """A user-facing data problem; the message is one line naming the fix."""
+class DataError(UsageError):
+    """A user-facing data problem, a :class:`~kdkeras.errors.UsageError`; one line naming the fix."""
 
     def __init__(self, message: str):
         super().__init__(_one_line(message))

@@ -29,6 +29,9 @@ import re
 import warnings
 from typing import Callable
 
+from kdkeras.errors import UsageError
+
+
 @dataclasses.dataclass(frozen=True)
 class NetEntry:
     """A registered network: how to build it and which layers are grouped.
@@ -112,7 +115,7 @@ class ModelSpec:
         """
         if channels % self.group_value:
             what = "groups" if self.group_mode == "g" else "channels per group"
-            raise ValueError(
+            raise UsageError(
                 f"Grouping '{self.grouping}' ({self.group_value} {what}) does not "
                 f"divide a grouped convolution with {channels} channels in "
                 f"'{self.name}'. Valid groupings for {self.net} divide every "
@@ -198,7 +201,7 @@ def net_entry(net: str) -> NetEntry:
         if entry is not None:
             return entry
     patterns = [f.pattern for f in _FAMILIES.values() if f.pattern]
-    raise ValueError(
+    raise UsageError(
         f"Unknown network '{net}'. Valid networks: {', '.join(list_nets())}"
         + (f", or any {' or any '.join(patterns)}." if patterns else ".")
     )
@@ -211,23 +214,23 @@ def parse_model_name(name: str) -> ModelSpec:
         ValueError: naming the part that does not parse and the valid choices.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"Model name must be a non-empty string. Received: {name!r}.")
+        raise UsageError(f"Model name must be a non-empty string. Received: {name!r}.")
     parts = name.split("_")
     if len(parts) != 3:
-        raise ValueError(
+        raise UsageError(
             f"Model name '{name}' must have three parts '<net>_<R|NR>_<g|G><n>', "
             f"e.g. 'wrn22x10_NR_G4' or 'resnet18_R_g8'."
         )
     net, res, grouping = parts
     net_entry(net)  # validates the net part
     if res not in ("R", "NR"):
-        raise ValueError(
+        raise UsageError(
             f"Bad residual token '{res}' in model name '{name}'. Valid choices: "
             f"R (residual), NR (no residual connections)."
         )
     match = _GROUPING_RE.match(grouping)
     if not match or int(match.group(2)) < 1:
-        raise ValueError(
+        raise UsageError(
             f"Bad grouping '{grouping}' in model name '{name}'. Valid choices: "
             f"g<n> (n groups) or G<n> (n channels per group) with n >= 1, "
             f"e.g. {', '.join(PAPER_GROUPINGS)}."
@@ -273,7 +276,7 @@ def build_model(
     entry = net_entry(spec.net)
     options = {k: v for k, v in kwargs.items() if v is not None}
     if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer. Received: {num_classes!r}.")
+        raise UsageError(f"num_classes must be a positive integer. Received: {num_classes!r}.")
     return entry.builder(
         spec=spec,
         num_classes=num_classes,

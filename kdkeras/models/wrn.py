@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import keras
 
+from kdkeras.errors import UsageError
 from kdkeras.models.blocks import apply_grouped_unit, batch_norm, conv
 import re
 
@@ -30,12 +31,12 @@ _WRN_RE = re.compile(r"^wrn(\d+)x(\d+)$")
 
 def _check_depth_width(depth, width):
     if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
-        raise ValueError(
+        raise UsageError(
             "WRN depth must satisfy (depth - 4) % 6 == 0 and depth >= 10 "
             f"(10, 16, 22, 28, 34, 40, ...). Received: depth={depth!r}."
         )
     if not isinstance(width, int) or width < 1:
-        raise ValueError(f"WRN width must be a positive integer. Received: width={width!r}.")
+        raise UsageError(f"WRN width must be a positive integer. Received: width={width!r}.")
 
 
 def wrn_grouped_channels(depth, width):
@@ -106,7 +107,7 @@ def wide_resnet(
     """
     _check_depth_width(depth, width)
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}.")
+        raise UsageError(f"dropout must be in [0, 1). Received: dropout={dropout!r}.")
     for channels in wrn_grouped_channels(depth, width):
         spec.groups_for(channels)  # validate before building anything
     blocks = (depth - 4) // 6
@@ -148,7 +149,7 @@ def resolve(net):
         return None
     depth, width = int(match.group(1)), int(match.group(2))
     if (depth - 4) % 6 or depth < 10 or width < 1:
-        raise ValueError(
+        raise UsageError(
             f"Unknown WRN depth/width in '{net}': depth d must satisfy "
             f"(d - 4) % 6 == 0 and d >= 10 (10, 16, 22, 28, 34, 40, ...) and "
             f"width k >= 1. Received: depth={depth}, width={width}."

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kdkeras.errors import UsageError
+
 #: Name of the penultimate (global average pooling) layer of kdkeras models.
 EMBEDDING_LAYER = "avg_pool"
 
@@ -44,7 +46,7 @@ def penultimate_model(model) -> keras.Model:
     except (AttributeError, ValueError):
         inputs = outputs = None
     if not inputs or not outputs or len(outputs) != 1:
-        raise ValueError(f"Model '{model.name}' is not a built functional or Sequential model with "
+        raise UsageError(f"Model '{model.name}' is not a built functional or Sequential model with "
                          f"one output, so its penultimate layer cannot be read.")
     names = [layer.name for layer in model.layers]
     if EMBEDDING_LAYER in names:
@@ -52,7 +54,7 @@ def penultimate_model(model) -> keras.Model:
     else:
         embedding = model.layers[-1].input
     if isinstance(embedding, (list, tuple)) or len(embedding.shape) != 2:
-        raise ValueError(f"The penultimate output of model '{model.name}' has shape "
+        raise UsageError(f"The penultimate output of model '{model.name}' has shape "
                          f"{getattr(embedding, 'shape', None)}, not (batch, features); add a "
                          f"global pooling layer named '{EMBEDDING_LAYER}'.")
     return keras.Model(inputs, [embedding, outputs[0]], name=f"{model.name}_penultimate")
@@ -107,7 +109,7 @@ def worst_classes(logits, labels, k: int, num_classes: int | None = None) -> lis
     accuracy = per_class_accuracy(logits, labels, num_classes)
     present = np.flatnonzero(np.isfinite(accuracy))
     if k < 1 or k > len(present):
-        raise ValueError(f"--worst={k} must be between 1 and {len(present)}, the number of classes "
+        raise UsageError(f"--worst={k} must be between 1 and {len(present)}, the number of classes "
                          f"in the examples.")
     order = present[np.lexsort((present, accuracy[present]))]
     return [int(c) for c in order[:k]]
@@ -126,20 +128,20 @@ def class_indices(names, class_names) -> list[int]:
     unknown = [n for n in names if n not in lookup]
     if unknown:
         shown = ", ".join(class_names[:8])
-        raise ValueError(f"Unknown class {', '.join(repr(n) for n in unknown)}. The dataset has "
+        raise UsageError(f"Unknown class {', '.join(repr(n) for n in unknown)}. The dataset has "
                          f"{len(class_names)} classes: {shown}{', ...' if len(class_names) > 8 else ''}")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"Class {', '.join(repr(n) for n in repeated)} is listed more than once.")
+        raise UsageError(f"Class {', '.join(repr(n) for n in repeated)} is listed more than once.")
     if len(names) < 2:
-        raise ValueError(f"Pick at least 2 classes (the separation score compares clusters). "
+        raise UsageError(f"Pick at least 2 classes (the separation score compares clusters). "
                          f"Received: {', '.join(names) or 'none'}.")
     return [lookup[n] for n in names]
 
 
 def _check_num_points(num_points, n_classes):
     if num_points < n_classes:
-        raise ValueError(f"--num_points={num_points} is smaller than the number of classes "
+        raise UsageError(f"--num_points={num_points} is smaller than the number of classes "
                          f"({n_classes}); use at least {n_classes}, e.g. {100 * n_classes}.")
 
 
@@ -165,7 +167,7 @@ def sample_examples(labels, classes, num_points: int, seed: int = 0) -> np.ndarr
     for i, c in enumerate(classes):
         members = np.flatnonzero(labels == c)
         if members.size == 0:
-            raise ValueError(f"Class {c} has no examples in this split.")
+            raise UsageError(f"Class {c} has no examples in this split.")
         take = min(base + (1 if i < extra else 0), members.size)
         chosen.append(np.sort(rng.permutation(members)[:take]))
     return np.concatenate(chosen)
@@ -188,7 +190,7 @@ def separation_score(embeddings, labels) -> float:
     labels = np.asarray(labels)
     n_classes = len(np.unique(labels))
     if not 2 <= n_classes < len(labels):
-        raise ValueError(f"The separation score needs 2 to {len(labels) - 1} classes among "
+        raise UsageError(f"The separation score needs 2 to {len(labels) - 1} classes among "
                          f"{len(labels)} examples. Received: {n_classes}.")
     return float(silhouette_score(np.asarray(embeddings, dtype=np.float64), labels, metric="euclidean"))
 
@@ -204,9 +206,9 @@ def project_2d(embeddings, method: str = "pca", seed: int = 0) -> np.ndarray:
     """
     x = np.asarray(embeddings, dtype=np.float64)
     if method not in METHODS:
-        raise ValueError(f"Unknown projection '{method}'. Valid choices: {', '.join(METHODS)}.")
+        raise UsageError(f"Unknown projection '{method}'. Valid choices: {', '.join(METHODS)}.")
     if len(x) < 3:
-        raise ValueError(f"A 2-D view needs at least 3 examples. Received: {len(x)}.")
+        raise UsageError(f"A 2-D view needs at least 3 examples. Received: {len(x)}.")
     if method == "pca":
         from sklearn.decomposition import PCA
 

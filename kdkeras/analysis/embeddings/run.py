@@ -20,6 +20,7 @@ from kdkeras.analysis.embeddings.compute import (
 )
 from kdkeras.analysis.embeddings.plots import Panel, plot_embeddings
 from kdkeras.analysis.embeddings.projector import PROJECTOR_SUBDIR, write_projector
+from kdkeras.errors import UsageError
 
 #: The scatter PNG of ``scripts/embed.py --run``, in the run folder.
 PNG_FILE = "embeddings.png"
@@ -109,16 +110,16 @@ def embed_runs(runs, *, classes=None, worst=None, num_points: int = DEFAULT_NUM_
     from kdkeras.analysis import runs as runs_lib
 
     if not runs:
-        raise ValueError("No runs given.")
+        raise UsageError("No runs given.")
     if classes and worst is not None:
-        raise ValueError("Pass --classes or --worst, not both.")
+        raise UsageError("Pass --classes or --worst, not both.")
     runs_lib.check_split(split, runs[0].config)
     datasets = {run.config.dataset for run in runs}
     if len(datasets) > 1:
         listing = ", ".join(f"{run.name} ({run.config.dataset})" for run in runs)
-        raise ValueError(f"The runs are on different datasets: {listing}; compare runs of one dataset.")
+        raise UsageError(f"The runs are on different datasets: {listing}; compare runs of one dataset.")
     if num_points < 1:
-        raise ValueError(f"--num_points must be a positive integer. Received: {num_points}.")
+        raise UsageError(f"--num_points must be a positive integer. Received: {num_points}.")
 
     first = runs[0]
     images, labels, class_names = runs_lib.split_arrays(first.config, split)
@@ -126,7 +127,7 @@ def embed_runs(runs, *, classes=None, worst=None, num_points: int = DEFAULT_NUM_
     if chosen is None:
         k = min(DEFAULT_WORST, len(class_names)) if worst is None else int(worst)
         if not 1 <= k <= len(class_names):
-            raise ValueError(f"--worst={k} must be between 1 and {len(class_names)}, the number of "
+            raise UsageError(f"--worst={k} must be between 1 and {len(class_names)}, the number of "
                              f"classes of {first.config.dataset}.")
     _check_num_points(num_points, k if chosen is None else len(chosen))
 
@@ -240,7 +241,7 @@ class EmbeddingProjector(keras.callbacks.Callback):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels.")
         n_classes = len(np.unique(self.labels))
         if not 2 <= n_classes < len(self.labels):
-            raise ValueError(f"EmbeddingProjector needs 2 to {len(self.labels) - 1} classes among its "
+            raise UsageError(f"EmbeddingProjector needs 2 to {len(self.labels) - 1} classes among its "
                              f"{len(self.labels)} examples. Received: {n_classes}.")
 
     def on_epoch_end(self, epoch, logs=None):

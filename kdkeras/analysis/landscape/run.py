@@ -24,6 +24,7 @@ from kdkeras.analysis.landscape.surface import (
     surface_1d,
     surface_2d,
 )
+from kdkeras.errors import UsageError
 
 
 def check_run(run, settings: Settings) -> None:
@@ -81,7 +82,7 @@ def landscape_for_run(run, settings: Settings, *, recompute: bool = False, verbo
     else:
         x, y, _ = data or runs.split_arrays(run.config, settings.split, size=settings.num_examples, seed=0)
         if len(y) < settings.num_examples:
-            raise ValueError(f"num_examples={settings.num_examples} is more than the {settings.split} "
+            raise UsageError(f"num_examples={settings.num_examples} is more than the {settings.split} "
                              f"split of run '{run.name}' has ({len(y)}); use at most {len(y)}.")
         model = runs.load_run_model(run)
         options = {"batch_size": settings.batch_size, "verbose": verbose}
@@ -141,13 +142,13 @@ def compare_runs(run_list, settings: Settings, output: str | None = None, *, rec
     """
     settings = settings.resolved()
     if settings.mode == "2d":
-        raise ValueError("--compare overlays 1-D curves: use --mode=1d or --mode=path.")
+        raise UsageError("--compare overlays 1-D curves: use --mode=1d or --mode=path.")
     if not run_list:
-        raise ValueError("--compare needs at least one run folder.")
+        raise UsageError("--compare needs at least one run folder.")
     datasets = sorted({run.config.dataset for run in run_list})
     if len(datasets) > 1:
         listing = ", ".join(f"{run.name}: {run.config.dataset}" for run in run_list)
-        raise ValueError(f"--compare needs runs on one dataset; these are on {', '.join(datasets)} "
+        raise UsageError(f"--compare needs runs on one dataset; these are on {', '.join(datasets)} "
                          f"({listing}).")
     for run in run_list:
         check_run(run, settings)

@@ -10,6 +10,7 @@ import numpy as np
 
 from kdkeras.analysis.landscape.surface import DEFAULT_RESOLUTION, MODES
 from kdkeras.analysis.runs import check_split
+from kdkeras.errors import UsageError
 
 #: Examples evaluated when no number is given (fewer when the split is smaller).
 DEFAULT_NUM_EXAMPLES = 512
@@ -104,18 +105,18 @@ class Settings:
     def resolved(self) -> Settings:
         """Checks the settings (one-line ``ValueError``) and fills in the default resolution."""
         if self.mode not in MODES:
-            raise ValueError(f"Unknown mode '{self.mode}'. Valid choices: {', '.join(MODES)}.")
+            raise UsageError(f"Unknown mode '{self.mode}'. Valid choices: {', '.join(MODES)}.")
         check_split(self.split)
         resolution = DEFAULT_RESOLUTION[self.mode] if self.resolution is None else int(self.resolution)
         if resolution < 2:
-            raise ValueError(f"resolution must be at least 2 grid points per axis (an odd number puts "
+            raise UsageError(f"resolution must be at least 2 grid points per axis (an odd number puts "
                              f"the origin in the middle). Received: {resolution}.")
         if self.mode != "path" and not self.extent > 0:
-            raise ValueError(f"range must be positive. Received: {self.extent}.")
+            raise UsageError(f"range must be positive. Received: {self.extent}.")
         if self.num_examples is not None and self.num_examples < 1:
-            raise ValueError(f"num_examples must be a positive integer. Received: {self.num_examples}.")
+            raise UsageError(f"num_examples must be a positive integer. Received: {self.num_examples}.")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer. Received: {self.batch_size}.")
+            raise UsageError(f"batch_size must be a positive integer. Received: {self.batch_size}.")
         return dataclasses.replace(self, resolution=resolution)
 
     def stem(self) -> str:

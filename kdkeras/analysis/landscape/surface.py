@@ -6,6 +6,8 @@ import contextlib
 
 import numpy as np
 
+from kdkeras.errors import UsageError
+
 #: The modes of :func:`landscape_for_run`: random 1-D / 2-D surfaces, or the initial-to-final path.
 MODES = ("1d", "2d", "path")
 
@@ -148,10 +150,10 @@ def axis_grid(resolution: int, extent: float = 1.0) -> np.ndarray:
     is still a grid point (it spans ``[-extent - step/2, extent - step/2]``).
     """
     if resolution < 2:
-        raise ValueError(f"resolution must be at least 2 (odd resolutions include the origin "
+        raise UsageError(f"resolution must be at least 2 (odd resolutions include the origin "
                          f"symmetrically). Received: {resolution}.")
     if not extent > 0:
-        raise ValueError(f"range must be positive. Received: {extent}.")
+        raise UsageError(f"range must be positive. Received: {extent}.")
     step = 2.0 * extent / (resolution - 1)
     return (np.arange(resolution) - resolution // 2) * step
 
@@ -165,7 +167,7 @@ def path_alphas(resolution: int = DEFAULT_RESOLUTION["path"], margin: float = PA
     in steps of 0.05).
     """
     if resolution < 2:
-        raise ValueError(f"resolution must be at least 2. Received: {resolution}.")
+        raise UsageError(f"resolution must be at least 2. Received: {resolution}.")
     best = None
     for k in range(1, resolution):
         if (resolution - 1 - k) % 2:
@@ -190,7 +192,7 @@ class _Evaluator:
             raise ValueError(f"x and y must hold the same, non-zero number of examples. "
                              f"Received: {x.shape[0]} and {y.shape[0]}.")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer. Received: {batch_size}.")
+            raise UsageError(f"batch_size must be a positive integer. Received: {batch_size}.")
         self.count = int(y.shape[0])
         self.batches = [(tf.constant(x[i:i + batch_size]), tf.constant(y[i:i + batch_size]))
                         for i in range(0, self.count, batch_size)]
@@ -396,7 +398,7 @@ def path_1d(initial_model, final_model, x, y, alphas=None, *, batch_size: int = 
     start_stats, end_stats = _batch_norm_statistics(initial_model), _batch_norm_statistics(final_model)
     if ([tuple(v.shape) for v in start] != [tuple(v.shape) for v in end]
             or len(start_stats) != len(end_stats)):
-        raise ValueError("initial_model and final_model have different architectures "
+        raise UsageError("initial_model and final_model have different architectures "
                          "(their weights differ in number or shape).")
     entries = [(v1, [v0.numpy(), v1.numpy()], False) for v0, v1 in zip(start, end)]
     for (mean0, var0), (mean1, var1) in zip(start_stats, end_stats):
