@@ -52,6 +52,7 @@ import keras_tuner
 
 from kdkeras import config as config_lib
 from kdkeras import recipes
+from kdkeras.errors import UsageError
 
 #: Search algorithms: KerasTuner's ``BayesianOptimization`` and ``Hyperband``.
 TUNERS = ("bayesian", "hyperband")
@@ -104,7 +105,7 @@ class SearchSpace:
         for name in TUNED:
             object.__setattr__(self, name, _check_space_entry(name, getattr(self, name)))
         if not self.tuned:
-            raise ValueError("Nothing to tune: temperature, alpha and lr are all fixed; give at least "
+            raise UsageError("Nothing to tune: temperature, alpha and lr are all fixed; give at least "
                              "one of them a MIN,MAX range.")
 
     @property
@@ -134,18 +135,18 @@ def _check_space_entry(name, value):
 
     if isinstance(value, (list, tuple)):
         if len(value) != 2 or not all(_is_number(v) for v in value):
-            raise ValueError(f"{name} range must be two numbers MIN,MAX. Received: {name}={value!r}.")
+            raise UsageError(f"{name} range must be two numbers MIN,MAX. Received: {name}={value!r}.")
         low, high = float(value[0]), float(value[1])
         if not (ok(low) and ok(high)):
-            raise ValueError(f"{name} range must lie {bounds}. Received: {name}={low:g},{high:g}.")
+            raise UsageError(f"{name} range must lie {bounds}. Received: {name}={low:g},{high:g}.")
         if low >= high:
-            raise ValueError(f"{name} range needs MIN < MAX (give one value to fix it). "
+            raise UsageError(f"{name} range needs MIN < MAX (give one value to fix it). "
                              f"Received: {name}={low:g},{high:g}.")
         return (low, high)
     if not _is_number(value):
-        raise ValueError(f"{name} must be a number or a MIN,MAX range. Received: {name}={value!r}.")
+        raise UsageError(f"{name} must be a number or a MIN,MAX range. Received: {name}={value!r}.")
     if not ok(value):
-        raise ValueError(f"{name} must be {bounds}. Received: {name}={value!r}.")
+        raise UsageError(f"{name} must be {bounds}. Received: {name}={value!r}.")
     return float(value)
 
 
@@ -163,7 +164,7 @@ def parse_range(text: str | None, name: str):
         ValueError: one line naming the flag.
     """
     if name not in TUNED:
-        raise ValueError(f"Unknown tuned setting '{name}'. Valid choices: {', '.join(TUNED)}.")
+        raise UsageError(f"Unknown tuned setting '{name}'. Valid choices: {', '.join(TUNED)}.")
     if text is None:
         return DEFAULT_RANGES[name]
     parts = [p.strip() for p in str(text).split(",")]
@@ -172,20 +173,20 @@ def parse_range(text: str | None, name: str):
     except ValueError:
         numbers_ = None
     if numbers_ is None or len(numbers_) not in (1, 2) or not all(math.isfinite(v) for v in numbers_):
-        raise ValueError(f"--{name}_range must be MIN,MAX (or one value to fix it). Received: '{text}'.")
+        raise UsageError(f"--{name}_range must be MIN,MAX (or one value to fix it). Received: '{text}'.")
     try:
         return _check_space_entry(name, tuple(numbers_) if len(numbers_) == 2 else numbers_[0])
     except ValueError as err:
-        raise ValueError(f"--{name}_range: {err}")
+        raise UsageError(f"--{name}_range: {err}")
 
 
 def check_search_settings(tuner: str, max_trials, executions_per_trial) -> None:
     """Raises a one-line ``ValueError`` for an unknown tuner or a bad trial count."""
     if tuner not in TUNERS:
-        raise ValueError(f"Unknown tuner '{tuner}'. Valid choices: {', '.join(TUNERS)}.")
+        raise UsageError(f"Unknown tuner '{tuner}'. Valid choices: {', '.join(TUNERS)}.")
     for name, value in (("max_trials", max_trials), ("executions_per_trial", executions_per_trial)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}.")
+            raise UsageError(f"{name} must be a positive integer. Received: {name}={value!r}.")
 
 
 def with_validation(config: config_lib.RunConfig) -> config_lib.RunConfig:
@@ -226,7 +227,7 @@ def tune_name(config: config_lib.RunConfig, space: SearchSpace | None = None, tu
     trial); ``max_trials`` is not part of it, so raising it continues a search.
     """
     if not config.distill:
-        raise ValueError("Tuning needs a teacher: pass --teacher=NAME or --teacher=PATH.keras.")
+        raise UsageError("Tuning needs a teacher: pass --teacher=NAME or --teacher=PATH.keras.")
     space = space or SearchSpace()
     search = {}
     if space != SearchSpace():
@@ -285,7 +286,7 @@ class KDHyperModel(keras_tuner.HyperModel):
     def __init__(self, config, teacher, *, space=None, name="kd_distiller"):
         super().__init__(name=name)
         if config.val_size is None:
-            raise ValueError("A tuning trial needs a validation split (config.val_size); the test split is "
+            raise UsageError("A tuning trial needs a validation split (config.val_size); the test split is "
                              "never used to select settings. See kdkeras.tuning.with_validation.")
         self.config = config
         self.space = space or SearchSpace()
@@ -377,15 +378,35 @@ class KDHyperModel(keras_tuner.HyperModel):
             callbacks.append(HistoryCSV(self.history_path, initial_epoch=initial_epoch))
         kwargs["callbacks"] = callbacks + list(kwargs.get("callbacks") or [])
         kwargs.setdefault("shuffle", False)  # the datasets shuffle themselves, seeded
-        return model.fit(data.train, validation_data=data.val, **kwargs)
+        epochs = kwargs.pop("epochs", 1)
+        kwargs["steps_per_epoch"] = data.steps_per_epoch  # epoch e's batches depend only on (seed, e)
+        return model.fit(data.train_epochs(initial_epoch, epochs), validation_data=data.val, epochs=epochs,
+                         **kwargs)
 
 
 class _KDTunerMixin:
     """What the KD tuners add to KerasTuner's: no build to declare the space, seeded executions."""
 
+    #: Prints progress messages (a worker names each trial it runs); set by :func:`make_tuner`.
+    log = staticmethod(_print)
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        if self._is_worker():  # the chief's display numbers the trials, without saying where they run
+            values = trial.hyperparameters.values
+            self.log(f"Worker {self.tuner_id} runs trial {trial.trial_id}: "
+                     + ", ".join(f"{_LABELS[n]}={values[n]:.4g}" for n in TUNED if n in values))
+
+    def search(self, *fit_args, **fit_kwargs):
+        super().search(*fit_args, **fit_kwargs)
+        if distributed_role() == "chief":
+            # The oracle last saved its state while ending the last trial, with
+            # that trial still "ongoing": a restarted chief would run it again.
+            self.save()
+
     def _populate_initial_space(self):
         # The space has no conditional parts: declaring it is enough, and the
-        # chief of a distributed search then never needs the teacher.
+        # chief of a distributed search then runs the search without the teacher.
         hp = self.oracle.get_space()
         self.hypermodel.declare_hyperparameters(hp)
         self.oracle.update_space(hp)
@@ -426,7 +447,7 @@ def distributed_role() -> str | None:
         return None
     missing = [v for v in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(v)]
     if missing:
-        raise ValueError(f"KERASTUNER_ORACLE_IP is set, but {' and '.join(missing)} is not: distributed "
+        raise UsageError(f"KERASTUNER_ORACLE_IP is set, but {' and '.join(missing)} is not: distributed "
                          f"tuning needs all three (see docs/analysis.md, 'Tuning').")
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
 
@@ -437,9 +458,10 @@ def make_tuner(config, logdir: str = "logs", *, space=None, tuner: str = "bayesi
 
     The teacher comes from :func:`kdkeras.training.resolve_teacher` (a
     ``.keras`` file, or the teacher's baseline run, trained first when
-    missing). It is not loaded when no trial is left to run, nor on the chief
-    of a distributed search. ``config`` without ``val_size`` gets the default
-    validation split (:func:`with_validation`).
+    missing). It is not loaded when no trial is left to run, and the chief of a
+    distributed search loads it (never trains it) only after the search, to
+    measure the best trial's test accuracy. ``config`` without ``val_size``
+    gets the default validation split (:func:`with_validation`).
 
     Args:
         config: a resolved KD :class:`kdkeras.config.RunConfig`.
@@ -478,7 +500,7 @@ def make_tuner(config, logdir: str = "logs", *, space=None, tuner: str = "bayesi
 
         strategy = training.make_strategy(config.strategy)
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            raise ValueError("Tuning trains each trial on one machine (strategy=multiworker is not "
+            raise UsageError("Tuning trains each trial on one machine (strategy=multiworker is not "
                              "supported); spread the trials over machines with KerasTuner's distributed "
                              "mode (KERASTUNER_* variables) instead.")
         if not isinstance(strategy, tf.distribute.MirroredStrategy):
@@ -503,13 +525,17 @@ def make_tuner(config, logdir: str = "logs", *, space=None, tuner: str = "bayesi
     if isinstance(search.oracle, keras_tuner.Oracle):  # not a worker's proxy of the chief's oracle
         search.oracle.max_trials = max_trials  # Hyperband stops there too
 
-    if role != "chief":
-        # Loaded now when trials are left (a missing teacher is trained first),
-        # else only if the best trial's test accuracy is still to be measured.
-        def load_teacher():
-            return training.resolve_teacher(base, logdir, log=log, verbose=verbose)[0]
+    search.log = log
 
-        hypermodel._teacher = load_teacher() if _trials_left(search, max_trials) else load_teacher
+    # Loaded now when trials are left (a missing teacher is trained first),
+    # else only if the best trial's test accuracy is still to be measured.
+    # The chief of a distributed search trains no trial: it loads the teacher,
+    # which the workers trained or found, only for that measurement.
+    def load_teacher():
+        return training.resolve_teacher(base, logdir, log=log, verbose=verbose, train_teacher=role != "chief")[0]
+
+    eager = role != "chief" and _trials_left(search, max_trials)
+    hypermodel._teacher = load_teacher() if eager else load_teacher
     return search
 
 

@@ -26,6 +26,8 @@ from kdkeras import cli  # first: quiets TensorFlow's start-up logging
 
 from absl import flags  # noqa: E402
 
+from kdkeras.errors import UsageError  # noqa: E402
+
 FLAGS = flags.FLAGS
 cli.define_run_flags(distill=True)
 # The tuned settings get ranges instead of single values.
@@ -49,7 +51,7 @@ def main(argv):
 
     for name in tuning.TUNED:
         if FLAGS[name].value is not None:
-            raise ValueError(f"--{name} is a tuned setting: pass --{name}_range=VALUE to fix it "
+            raise UsageError(f"--{name} is a tuned setting: pass --{name}_range=VALUE to fix it "
                              f"or --{name}_range=MIN,MAX to tune it.")
     space = tuning.SearchSpace(**{name: tuning.parse_range(FLAGS[f"{name}_range"].value, name)
                                   for name in tuning.TUNED})

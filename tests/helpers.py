@@ -6,15 +6,27 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Variables of the calling environment that would change a script's behaviour.
-_CLEARED = ("KDKERAS_DEBUG", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID")
+_CLEARED = ("KDKERAS_DEBUG", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID", "TF_CONFIG",
+            "KDKERAS_LEASE_S")
+
+
+def script_env(**variables):
+    """The environment of a script run by a test: the caller's without :data:`_CLEARED`, plus ``variables``."""
+    env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env.update(variables)
+    return env
+
+
+def script_command(script, *args):
+    """The command line running ``scripts/<script>`` with ``args``."""
+    return [sys.executable, os.path.join(ROOT, "scripts", script), *args]
 
 
 def run_script(script, *args, cwd=None, timeout=300):
     """Runs ``scripts/<script>`` with ``args``; returns the completed process (text output)."""
-    env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args],
-                          capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout, check=False)
+    return subprocess.run(script_command(script, *args), capture_output=True, text=True, cwd=cwd,
+                          env=script_env(), timeout=timeout, check=False)
 
 
 def error_lines(stderr):

@@ -371,3 +371,87 @@ def test_a_trial_trains_exactly_as_distill_py(tmp_path):
         for key in shared:
             assert ours[row][key] == pytest.approx(theirs[row][key], rel=1e-5, abs=1e-6), (row, key)
     assert ours[1]["alpha"] == 0.0
+
+
+def test_distributed_search_with_a_chief_and_two_workers(tmp_path):
+    """KerasTuner's chief/worker mode, for real: three tune.py processes on localhost."""
+    import collections
+    import re
+    import socket
+    import subprocess
+    import time
+
+    from kdkeras.models.convert import save_model
+
+    pytest.importorskip("grpc", reason="KerasTuner's distributed mode needs grpcio")
+    teacher = tmp_path / "teacher.keras"  # untrained: the search's machinery is under test, not its scores
+    save_model(build_model(TEACHER, num_classes=100), teacher)
+    logdir = tmp_path / "logs"
+    max_trials = 3
+    args = [f"--student={STUDENT}", f"--teacher={teacher}", "--dataset=synthetic", "--epochs=1",
+            "--train_size=64", "--test_size=32", "--batch_size=32", f"--max_trials={max_trials}",
+            f"--logdir={logdir}"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ids = ("chief", "tuner0", "tuner1")
+    procs, logs = {}, {}
+    try:
+        for tuner_id in ids:
+            env = helpers.script_env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+                                     KERASTUNER_ORACLE_PORT=str(port))
+            with open(tmp_path / f"{tuner_id}.log", "w") as out:
+                procs[tuner_id] = subprocess.Popen(helpers.script_command("tune.py", *args), env=env,
+                                                   stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300  # about a minute on an idle 2-core machine
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for tuner_id in ids:
+            logs[tuner_id] = (tmp_path / f"{tuner_id}.log").read_text()
+    tails = "\n".join(f"--- {tuner_id} ---\n{logs[tuner_id][-3000:]}" for tuner_id in ids)
+    assert {tuner_id: proc.returncode for tuner_id, proc in procs.items()} == dict.fromkeys(ids, 0), tails
+
+    # Every trial ran on exactly one worker, and each worker ran at least one:
+    # both ask for a trial as soon as they are up, and one worker alone would
+    # have to finish all three trials before the other's start-up ends.
+    ran = {tuner_id: re.findall(rf"^Worker {tuner_id} runs trial (\w+):", logs[tuner_id], re.M)
+           for tuner_id in ids}
+    assert ran["chief"] == [] and "this process is the chief" in logs["chief"]
+    counts = collections.Counter(ran["tuner0"] + ran["tuner1"])
+    assert sorted(counts) == [str(i) for i in range(max_trials)] and set(counts.values()) == {1}, ran
+    assert ran["tuner0"] and ran["tuner1"], ran
+
+    folder = tuning.tune_dir(kd_config(teacher=str(teacher), train_size=64, test_size=32, batch_size=32),
+                             str(logdir))
+    names = set(os.listdir(folder))
+    assert {f"trial_{i}" for i in range(max_trials)} == {n for n in names if n.startswith("trial_")}
+    assert {"oracle.json", "chief.json", "tuner0.json", "tuner1.json"} <= names
+    oracle = json.load(open(os.path.join(folder, "oracle.json")))  # the chief's final state
+    # No trial left "ongoing" (a restarted chief would run it again), none retried.
+    assert sorted(oracle["end_order"]) == sorted(counts) and oracle["ongoing_trials"] == {}
+    assert oracle["retry_queue"] == [] and set(oracle["run_times"].values()) == {1}
+    for trial_id in counts:
+        trial = json.load(open(os.path.join(folder, f"trial_{trial_id}", "trial.json")))
+        assert trial["status"] == "COMPLETED" and 0 <= trial["score"] <= 1
+        assert os.path.exists(os.path.join(folder, f"trial_{trial_id}", "checkpoint.weights.h5"))
+
+    # The chief alone writes the results, once the workers are done.
+    written = [os.path.join(root, name) for root, _, files in os.walk(tmp_path) for name in files
+               if name == tuning.BEST_FILE]
+    assert written == [os.path.join(folder, tuning.BEST_FILE)]
+    stored = json.load(open(written[0]))
+    assert stored["max_trials"] == max_trials and stored["completed_trials"] == max_trials
+    assert sorted(row["trial"] for row in stored["trials"]) == sorted(counts)
+    assert all(row["status"] == "COMPLETED" for row in stored["trials"])
+    assert stored["best"]["trial"] in counts and 0 <= stored["best"]["test_accuracy"] <= 1
+    assert logs["chief"].count(stored["distill_command"]) == 1  # the summary
+    for worker in ("tuner0", "tuner1"):
+        assert stored["distill_command"] not in logs[worker] and "the chief writes" in logs[worker]
