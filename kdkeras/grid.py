@@ -24,9 +24,11 @@ import csv
 import dataclasses
 import io
 import os
+import time
 
 from kdkeras import claims
 from kdkeras import config as config_lib
+from kdkeras.errors import MissingFileError, UsageError
 
 HALVES = ("left", "right")
 GRID_FIELDS = ("name", "table", "net", "dataset", "halves", "seeds", "settings")
@@ -81,14 +83,14 @@ def _read_yaml(path: str) -> dict:
     import yaml
 
     if not os.path.exists(path):
-        raise FileNotFoundError(f"Grid config '{path}' does not exist.")
+        raise MissingFileError(f"Grid config '{path}' does not exist.")
     with open(path) as f:
         try:
             data = yaml.safe_load(f) or {}
         except yaml.YAMLError as err:
-            raise ValueError(f"Grid config '{path}' is not valid YAML: {' '.join(str(err).split())}")
+            raise UsageError(f"Grid config '{path}' is not valid YAML: {' '.join(str(err).split())}")
     if not isinstance(data, dict):
-        raise ValueError(f"Grid config '{path}' must hold a mapping.")
+        raise UsageError(f"Grid config '{path}' must hold a mapping.")
     return data
 
 
@@ -108,7 +110,7 @@ def load_grids(path: str) -> tuple[str, list[GridSpec]]:
         return spec.name, [spec]
     unknown = sorted(set(data) - set(SUITE_FIELDS))
     if unknown:
-        raise ValueError(f"Unknown key(s) {', '.join(unknown)} in suite '{path}'. "
+        raise UsageError(f"Unknown key(s) {', '.join(unknown)} in suite '{path}'. "
                          f"Valid keys: {', '.join(SUITE_FIELDS)}.")
     folder = os.path.dirname(os.path.abspath(path))
     specs = []
@@ -121,7 +123,7 @@ def load_grids(path: str) -> tuple[str, list[GridSpec]]:
         spec.settings = {**(data.get("settings") or {}), **spec.settings}
         specs.append(spec)
     if not specs:
-        raise ValueError(f"Suite '{path}' lists no grids.")
+        raise UsageError(f"Suite '{path}' lists no grids.")
     return data.get("name") or os.path.splitext(os.path.basename(path))[0], specs
 
 
@@ -130,13 +132,13 @@ def load_grid(path: str) -> GridSpec:
     data = _read_yaml(path)
     unknown = sorted(set(data) - set(GRID_FIELDS))
     if unknown:
-        raise ValueError(f"Unknown key(s) {', '.join(unknown)} in '{path}'. Valid keys: {', '.join(GRID_FIELDS)}.")
+        raise UsageError(f"Unknown key(s) {', '.join(unknown)} in '{path}'. Valid keys: {', '.join(GRID_FIELDS)}.")
     data.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     if not data.get("net") or not data.get("halves"):
-        raise ValueError(f"Grid config '{path}' needs 'net' and 'halves'.")
+        raise UsageError(f"Grid config '{path}' needs 'net' and 'halves'.")
     for half, spec in data["halves"].items():
         if half not in HALVES or not spec.get("students") or not spec.get("teachers"):
-            raise ValueError(f"Half '{half}' in '{path}' must be left or right and list students and teachers.")
+            raise UsageError(f"Half '{half}' in '{path}' must be left or right and list students and teachers.")
     data["settings"] = dict(data.get("settings") or {})
     return GridSpec(**data)
 
@@ -147,7 +149,7 @@ def table_config_path(table: int, configs_dir: str | None = None) -> str:
                                          "configs", "tables")
     matches = sorted(f for f in os.listdir(folder) if f.startswith(f"table{table}_")) if os.path.isdir(folder) else []
     if not matches:
-        raise ValueError(f"No config for table {table} in {folder}. Valid tables: 1, 2, 3, 4, 5, 6.")
+        raise UsageError(f"No config for table {table} in {folder}. Valid tables: 1, 2, 3, 4, 5, 6.")
     return os.path.join(folder, matches[0])
 
 
@@ -170,10 +172,10 @@ def select(spec: GridSpec, half=None, students=None, teachers=None) -> dict:
     for given, known, what in ((students, known_s, "students"), (teachers, known_t, "teachers")):
         bad = sorted(set(given or ()) - known)
         if bad:
-            raise ValueError(f"Unknown {what} {', '.join(bad)} for grid {spec.name}. "
+            raise UsageError(f"Unknown {what} {', '.join(bad)} for grid {spec.name}. "
                              f"Valid {what}: {', '.join(sorted(known))}.")
     if half and half not in spec.halves:
-        raise ValueError(f"Unknown half '{half}'. Valid halves: {', '.join(spec.halves)}.")
+        raise UsageError(f"Unknown half '{half}'. Valid halves: {', '.join(spec.halves)}.")
     return selected
 
 
@@ -221,9 +223,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like i/n, e.g. 0/4. Received: {text!r}.")
+        raise UsageError(f"--shard must look like i/n, e.g. 0/4. Received: {text!r}.")
     if n < 1 or not 0 <= i < n:
-        raise ValueError(f"--shard={text}: need 0 <= i < n. Received: i={i}, n={n}.")
+        raise UsageError(f"--shard={text}: need 0 <= i < n. Received: i={i}, n={n}.")
     return i, n
 
 
@@ -233,15 +235,16 @@ def shard(cells: list[Cell], index: int, count: int) -> list[Cell]:
 
 
 def state(cell: Cell) -> str:
-    """``done``, ``running`` (claimed), ``interrupted`` (resumable) or ``to do``."""
+    """``done``, ``running`` (a live claim), ``interrupted`` (resumable, or its claim lapsed) or ``to do``."""
     from kdkeras.training.run_folder import RunFolder
 
     folder = RunFolder(cell.run_dir)
     if folder.is_finished():
         return "done"
-    if claims.is_claimed(cell.run_dir):
+    owner = claims.owner(cell.run_dir)
+    if owner is not None and owner.live:
         return "running"
-    if folder.is_interrupted():
+    if folder.is_interrupted() or owner is not None:
         return "interrupted"
     return "to do"
 
@@ -263,7 +266,7 @@ def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="
     if cell.kind == "kd":
         ensure_teacher_run(cell.config, logdir, log=log, verbose=verbose, poll_s=poll_s)
     if not claims.try_claim(cell.run_dir):
-        log(f"Skipping {cell.label}: another process is training it")
+        log(f"Skipping {cell.label}: another process is training it ({claims.describe(cell.run_dir)})")
         return "skipped"
     try:
         if is_finished(cell.run_dir):
@@ -295,22 +298,49 @@ def print_plan(spec, cells, mine, index, count, out=print) -> None:
         s = state(cell)
         states[s] = states.get(s, 0) + 1
         teacher = f" from {cell.config.teacher}" if cell.kind == "kd" else ""
-        out(f"  {s:<12} {cell.kind:<9} {cell.config.model}{teacher} (seed {cell.config.seed}) -> {cell.run_dir}")
+        claim = claims.owner(cell.run_dir) if s in ("running", "interrupted") else None
+        held = f" [{claim.describe()}]" if claim is not None else ""
+        out(f"  {s:<12} {cell.kind:<9} {cell.config.model}{teacher} (seed {cell.config.seed}) -> {cell.run_dir}{held}")
     out("  " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
 
 
-def run(spec, cells, logdir: str, log=print, verbose="auto", callbacks=None) -> dict:
+def run(spec, cells, logdir: str, log=print, verbose="auto", callbacks=None, take_over=(),
+        poll_s: float = 10.0) -> dict:
     """Runs the cells in order with a progress line per cell; returns counts by outcome.
 
     ``spec``: the grid (or a suite's name) shown in the progress lines;
     ``callbacks``: as in :func:`run_cell`.
+
+    ``take_over``: the cells of the other shards. After its own cells, the
+    process trains those that no live process holds (a shard not started
+    yet, or one whose process was preempted: its claim lapsed) and waits for
+    the ones held, taking them over if their owner stops renewing its lease.
+    It returns when every cell is finished, so a grid run as N processes
+    completes as long as one of them survives.
     """
     name = getattr(spec, "name", spec)
-    outcomes = {}
+    outcomes, skipped = {}, []
     for i, cell in enumerate(cells, start=1):
         log(f"[{i}/{len(cells)}] {name}: {cell.label}")
-        outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks)
+        outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks, poll_s=poll_s)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if outcome == "skipped":
+            skipped.append(cell)
+    pending = [c for c in [*skipped, *take_over] if state(c) != "done"] if (take_over or skipped) else []
+    waiting = False
+    while pending:
+        for cell in pending:
+            if state(cell) in ("to do", "interrupted"):
+                log(f"[+] {name}: {cell.label} (taking over: {claims.describe(cell.run_dir)})")
+                outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks, poll_s=poll_s)
+                if outcome == "trained":
+                    outcomes["taken over"] = outcomes.get("taken over", 0) + 1
+        pending = [c for c in pending if state(c) != "done"]
+        if pending:
+            if not waiting:
+                log(f"{name}: waiting for {len(pending)} run(s) held by other processes")
+                waiting = True
+            time.sleep(poll_s)
     log(f"{name}: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))
     return outcomes
 

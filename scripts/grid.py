@@ -33,6 +33,11 @@ flags.DEFINE_enum("half", None, ["left", "right"], "Only this half of the table.
 flags.DEFINE_list("students", None, "Only these students, e.g. NR_g8,NR_g16.")
 flags.DEFINE_list("teachers", None, "Only these teachers, e.g. R_G1,R_G2.")
 flags.DEFINE_string("shard", None, "Run part i of n of the cells, e.g. 0/4 (for job arrays).")
+flags.DEFINE_bool("take_over", True, "With --shard: after this shard's cells, train the other shards' cells that "
+                  "no live process holds (not started, or preempted: lease lapsed) and return only when every "
+                  "cell is finished (--notake_over: only this shard's cells).")
+flags.DEFINE_float("lease_s", None, "Length of a run claim's lease in seconds, renewed while the run is alive; "
+                   "a claim not renewed for this long is taken over (default 300, or $KDKERAS_LEASE_S).")
 flags.DEFINE_bool("dry_run", False, "List the cells and their state (done, running, interrupted, to do).")
 flags.DEFINE_string("export", None, "Write the tables from the runs finished so far, then copy them and the small "
                     "result files of every finished run (results.json, history.csv, config.yaml) into this "
@@ -80,6 +85,10 @@ def main(argv):
     index, count = grid.parse_shard(FLAGS.shard)
     cells = grid.plan_all(specs, FLAGS.logdir, FLAGS.half, FLAGS.students, FLAGS.teachers)
     mine = grid.shard(cells, index, count)
+    if FLAGS.lease_s is not None:
+        from kdkeras import claims
+
+        claims.set_lease_seconds(FLAGS.lease_s)
     if FLAGS.dry_run:
         grid.print_plan(name, cells, mine, index, count)
         return
@@ -88,7 +97,9 @@ def main(argv):
 
         check_logdir(FLAGS.logdir)
         cli.check_instrument_flags()
-        grid.run(name, mine, FLAGS.logdir, callbacks=cli.instrument_callbacks)
+        own = {c.run_dir for c in mine}
+        others = [c for c in cells if c.run_dir not in own] if FLAGS.take_over else []
+        grid.run(name, mine, FLAGS.logdir, callbacks=cli.instrument_callbacks, take_over=others)
     # The tables from every finished run (--export: also while other runs are still to do).
     for spec in specs:
         grid.write_tables(spec, FLAGS.logdir, FLAGS.half, FLAGS.students, FLAGS.teachers)

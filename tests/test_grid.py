@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -75,15 +77,96 @@ def test_claims(tmp_path):
     assert claims.try_claim(run_dir)
     assert not claims.try_claim(run_dir)  # held by this (live) process
     claims.release(run_dir)
-    # A lock left by a dead process on this host is stale and gets broken.
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+    assert claims.owner(run_dir) is None
+    # A claim left by a dead process on this host is taken over at once.
+    code = f"from kdkeras import claims; import os; assert claims.try_claim({run_dir!r}); os._exit(0)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    left = claims.owner(run_dir)
+    assert left is not None and left.dead and not left.lapsed
+    assert claims.try_claim(run_dir)
+    assert claims.owner(run_dir).pid == os.getpid()
+    claims.release(run_dir)
+
+
+def test_lock_files_of_earlier_versions(tmp_path):
+    """A JSON lock file (kdkeras before leases): held while its process on this host lives."""
     import socket
 
-    with open(run_dir + ".lock", "w") as f:
-        json.dump({"host": socket.gethostname(), "pid": int(dead), "since": 0}, f)
-    assert claims.try_claim(run_dir)
+    run_dir = str(tmp_path / "synthetic" / "x-s0")
+    os.makedirs(os.path.dirname(run_dir))
+    with open(claims.lock_path(run_dir), "w") as f:
+        json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": 0}, f)
+    os.utime(claims.lock_path(run_dir), (0, 0))  # written long ago: the process still lives
+    assert claims.is_claimed(run_dir) and not claims.try_claim(run_dir)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    with open(claims.lock_path(run_dir), "w") as f:
+        json.dump({"host": socket.gethostname(), "pid": int(gone), "since": 0}, f)
+    assert claims.owner(run_dir).dead and claims.try_claim(run_dir)
     claims.release(run_dir)
+    assert not os.path.exists(claims.lock_path(run_dir))
+
+
+def _claim_from_another_host(run_dir, lease_end):
+    """The files ``flufl.lock`` leaves for a claim held on host ``node7`` whose lease ends at ``lease_end``."""
+    lock = claims.lock_path(run_dir)
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    claim_file = f"{lock}|node7.cluster|4242|123456"
+    with open(claim_file, "w") as f:
+        f.write(claim_file)
+    os.link(claim_file, lock)
+    os.utime(claim_file, (lease_end, lease_end))
+
+
+def _cell(tmp_path):
+    spec = grid.load_grid(SMOKE)
+    return grid.plan(spec, str(tmp_path))[0]
+
+
+def test_a_lapsed_lease_from_a_dead_host_is_taken_over(tmp_path):
+    cell = _cell(tmp_path)
+    _claim_from_another_host(cell.run_dir, time.time() - 600)  # its host stopped renewing 10 minutes ago
+    assert grid.state(cell) == "interrupted"
+    lines = []
+    grid.print_plan("smoke", [cell], [cell], 0, 1, out=lines.append)
+    assert "interrupted" in lines[1] and "lease of node7.cluster:4242 lapsed at" in lines[1]
+    assert claims.try_claim(cell.run_dir)
+    who = claims.owner(cell.run_dir)
+    assert (who.host, who.pid) == (claims.this_host(), os.getpid()) and who.live
+    claims.release(cell.run_dir)
+    assert not os.path.exists(claims.lock_path(cell.run_dir))
+
+
+def test_a_fresh_lease_from_another_host_is_respected(tmp_path):
+    cell = _cell(tmp_path)
+    _claim_from_another_host(cell.run_dir, time.time() + 240)  # renewed a moment ago, for 4 minutes
+    assert grid.state(cell) == "running"
+    lines = []
+    grid.print_plan("smoke", [cell], [cell], 0, 1, out=lines.append)
+    assert "running" in lines[1] and "held by node7.cluster:4242, lease until" in lines[1]
+    assert not claims.try_claim(cell.run_dir)
+    assert grid.run_cell(cell, str(tmp_path), log=lines.append) == "skipped"
+    assert claims.owner(cell.run_dir).host == "node7.cluster"  # untouched
+
+
+def test_a_held_lease_is_renewed_by_its_heartbeat(tmp_path, monkeypatch):
+    monkeypatch.setenv(claims.LEASE_ENV, "2")  # flufl.lock keeps lease ends in whole seconds
+    run_dir = str(tmp_path / "synthetic" / "x-s0")
+    assert claims.try_claim(run_dir)
+    try:
+        first = claims.owner(run_dir).lease_end
+        time.sleep(2.6)  # longer than the lease: only renewal keeps it
+        renewed = claims.owner(run_dir)
+        assert renewed.lease_end > first and renewed.lease_end > time.time()
+    finally:
+        claims.release(run_dir)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "five"])
+def test_bad_lease_length(monkeypatch, value):
+    monkeypatch.setenv(claims.LEASE_ENV, value)
+    with pytest.raises(ValueError, match="KDKERAS_LEASE_S must be a positive number"):
+        claims.lease_seconds()
 
 
 @pytest.mark.slow
@@ -123,3 +206,69 @@ def test_concurrent_shards_train_every_cell_once(tmp_path):
     assert sorted(finished) == sorted(c.label for c in cells)  # each run trained exactly once
     dry = subprocess.run(command + ["--dry_run"], capture_output=True, text=True, env=env)
     assert f"{len(cells)} done" in dry.stdout
+
+
+PREEMPT_GRID = """
+name: preempt
+net: wrn10x1
+dataset: synthetic
+seeds: 1
+halves:
+  left:
+    students: [NR_g2]
+    teachers: [R_g2]
+settings:
+  epochs: 6
+  train_size: 128
+  test_size: 64
+  batch_size: 64
+"""
+
+
+@pytest.mark.slow
+def test_a_preempted_grid_worker_is_replaced_by_the_others(tmp_path):
+    """Three grid workers, as a Slurm array or an Indexed Job starts them; the one training the teacher is killed."""
+    from tests.helpers import script_command, script_env
+
+    config = tmp_path / "preempt.yaml"
+    config.write_text(PREEMPT_GRID)
+    logdir = str(tmp_path / "logs")
+    cells = grid.plan(grid.load_grid(str(config)), logdir)
+    assert len(cells) == 3
+    teacher = next(i for i, c in enumerate(cells) if c.kind == "baseline" and c.config.model.endswith("_R_g2"))
+    procs, logs = [], []
+    for i in range(3):
+        path = str(tmp_path / f"worker{i}.log")
+        with open(path, "w") as out:
+            procs.append(subprocess.Popen(
+                script_command("grid.py", f"--config={config}", f"--logdir={logdir}", f"--shard={i}/3"),
+                stdout=out, stderr=subprocess.STDOUT, text=True, env=script_env(KDKERAS_LEASE_S="30")))
+        logs.append(path)
+    victim = procs[teacher]
+    backup = os.path.join(cells[teacher].run_dir, "backup", "training_metadata.json")
+    deadline = time.time() + 300
+    while not os.path.exists(backup) and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert victim.poll() is None, open(logs[teacher]).read()[-3000:]
+    victim.send_signal(signal.SIGKILL)  # preempted mid-run, after its first epoch
+    victim.wait()
+    survivors = [(p, path) for i, (p, path) in enumerate(zip(procs, logs)) if i != teacher]
+    for p, path in survivors:
+        try:
+            p.wait(timeout=420)
+        except subprocess.TimeoutExpired:
+            for q, _ in survivors:
+                q.kill()
+            pytest.fail("survivors did not finish:\n" + "\n".join(open(x).read()[-2000:] for _, x in survivors))
+        assert p.returncode == 0, open(path).read()[-3000:]
+    outputs = [open(path).read() for _, path in survivors]
+    finished = [line.split()[1].rstrip(":") for out in outputs for line in out.splitlines()
+                if line.startswith("Finished ")]
+    assert sorted(finished) == sorted(os.path.basename(c.run_dir) for c in cells)  # each exactly once
+    assert all(grid.state(c) == "done" for c in cells)
+    # The killed run was resumed from its backup, not started over.
+    name = os.path.basename(cells[teacher].run_dir)
+    assert any(f"Resuming {name} at epoch" in out or f"All 6 epochs of {name} finished before" in out
+               for out in outputs), outputs
+    assert not any(f"Training {cells[teacher].config.model} on hard targets" in out for out in outputs)
+    assert not [f for f in os.listdir(os.path.join(logdir, "synthetic")) if ".lock" in f]

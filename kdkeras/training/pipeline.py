@@ -21,11 +21,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import shutil
 import sys
 import time
 
 from kdkeras import claims
 from kdkeras import config as config_lib
+from kdkeras.errors import MissingFileError
 from kdkeras.training import distribute, resume
 from kdkeras.training.run_folder import RunFolder, check_logdir
 from kdkeras.training.teachers import check_teacher, load_model_file
@@ -63,7 +65,9 @@ def ensure_teacher_run(config, logdir: str, *, log=_print, verbose="auto", train
     The teacher's run is claimed (:mod:`kdkeras.claims`) while it trains, so
     processes sharing ``logdir`` (grid shards, tuning workers, several
     ``distill.py``) train it once: the others wait for it, and take over the
-    claim if its process died.
+    claim if its owner died or its lease lapsed. The workers of one
+    multi-worker run act as one process: the chief claims, and every worker
+    follows its decision (they train the teacher together, or wait together).
 
     Raises:
         FileNotFoundError: with ``train_teacher=False``, when the run is not finished.
@@ -73,26 +77,34 @@ def ensure_teacher_run(config, logdir: str, *, log=_print, verbose="auto", train
     """
     teacher_cfg = config_lib.teacher_config(config)
     folder = RunFolder.of(teacher_cfg, logdir)
-    if not folder.is_finished() and not train_teacher:
-        raise FileNotFoundError(
+    strategy = distribute.make_strategy(config.strategy)
+    chief = distribute.is_chief()
+    finished = distribute.chief_value(strategy, folder.is_finished())
+    if not finished and not train_teacher:
+        raise MissingFileError(
             f"Teacher {teacher_cfg.model} has no finished run at {folder.path}. Train it first "
             f"(python scripts/train.py --model={teacher_cfg.model} with the same settings), pass "
             f"--teacher=PATH.keras, or allow training it on the way (--train_teacher).")
     waited = False
-    while not folder.is_finished():
-        if claims.try_claim(folder.path):
+    while not finished:
+        claimed = distribute.chief_value(strategy, chief and claims.try_claim(folder.path))
+        if claimed:
             try:
-                if not folder.is_finished():
+                if not distribute.chief_value(strategy, folder.is_finished()):
                     log(f"Teacher {teacher_cfg.model} has no finished run at {folder.path}: "
                         f"training it first with the same recipe.")
                     train_and_evaluate(teacher_cfg, logdir, log=log, verbose=verbose)
             finally:
-                claims.release(folder.path)
-            break
+                if chief:
+                    claims.release(folder.path)
+            # Every worker waits here until the chief has written the teacher's files.
+            finished = distribute.chief_value(strategy, folder.is_finished())
+            continue
         if not waited:
-            log(f"Waiting for teacher {folder.name} (claimed by another process)")
+            log(f"Waiting for teacher {folder.name} ({claims.describe(folder.path)})")
             waited = True
         time.sleep(poll_s)
+        finished = distribute.chief_value(strategy, folder.is_finished())
     return folder.path
 
 
@@ -178,6 +190,7 @@ def build_run_model(config, data, teacher=None, strategy=None):
     with scope:
         keras.utils.set_random_seed(config.seed)
         student = build_student(config, data.info.num_classes, data.info.image_shape)
+        distribute.synchronize_batchnorm(student, strategy)
         optimizer = make_optimizer(config, data.steps_per_epoch)
         if config.distill:
             from kdkeras.distiller import Distiller
@@ -260,9 +273,15 @@ def fit_verbosity(verbose="auto"):
     return 1 if getattr(sys.stdout, "isatty", lambda: False)() else 2
 
 
-def fit_run(model, config, data, callbacks, verbose="auto"):
-    """``model.fit`` on the run's training split, validated on its validation split (if any)."""
-    return model.fit(data.train, epochs=config.epochs, validation_data=data.val, shuffle=False,
+def fit_run(model, config, data, callbacks, verbose="auto", initial_epoch: int = 0):
+    """``model.fit`` on the run's training split, validated on its validation split (if any).
+
+    The training batches are those of epochs ``initial_epoch`` .. ``epochs - 1``
+    (:attr:`kdkeras.data.Splits.train_epochs`): a run resumed at epoch k
+    sees epoch k's order and augmentation, as if it had never stopped.
+    """
+    return model.fit(data.train_epochs(initial_epoch, config.epochs), epochs=config.epochs,
+                     steps_per_epoch=data.steps_per_epoch, validation_data=data.val, shuffle=False,
                      callbacks=list(callbacks), verbose=fit_verbosity(verbose))
 
 
@@ -340,7 +359,10 @@ def summarise(config, model, student, data, folder: RunFolder, work: RunFolder, 
         raise RuntimeError(f"{folder.name} stopped after {len(history)} of {config.epochs} epochs; "
                            f"repeat the command to resume from {work.backup_dir}.")
     measured = final_measurements(config, model, data, history)
-    if not chief:
+    if not chief:  # its scratch folder goes; the chief writes the run's files
+        shutil.rmtree(work.path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(work.path))
         return {"run_dir": folder.path}
     folder.save_model(student)
     counts = profile(student)
@@ -412,9 +434,9 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
                                                   train_teacher=train_teacher)
     data = make_run_data(config)  # 2. data
     model, student = build_run_model(config, data, teacher, strategy)  # 3. the compiled model
-    work = folder if chief else folder.worker(os.getpid())
+    work = folder if chief else folder.worker(distribute.worker_name())
     os.makedirs(work.path, exist_ok=True)
-    initial_epoch = resume.prepare(work.backup_dir, log=log)
+    initial_epoch = _resume_epoch(strategy, folder, work, chief, log)
     if chief:
         folder.write_config(config)
         if not initial_epoch:
@@ -422,8 +444,29 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     _log_start(config, data, student, folder, work, initial_epoch, log)
     all_callbacks = [*training_callbacks(config, data), *record_callbacks(work, initial_epoch),
                      *callbacks]  # 4. callbacks
-    fit_run(model, config, data, all_callbacks, verbose)  # 5. fit
+    fit_run(model, config, data, all_callbacks, verbose, initial_epoch)  # 5. fit
     return summarise(config, model, student, data, folder, work, teacher_source, chief, log)  # 6. results
+
+
+def _resume_epoch(strategy, folder: RunFolder, work: RunFolder, chief: bool, log) -> int:
+    """The epoch the run resumes from, the same on every worker (the chief's backup decides).
+
+    A non-chief worker whose own backup is at another epoch (killed at
+    another moment, or never started) continues from a copy of the chief's
+    backup, which it reads from the shared run folder.
+    """
+    initial_epoch = resume.prepare(work.backup_dir, log=log)
+    agreed = distribute.chief_value(strategy, initial_epoch)
+    if chief or agreed == initial_epoch:
+        return agreed
+    shutil.rmtree(work.backup_dir, ignore_errors=True)
+    if agreed:
+        if resume.backup_epoch(folder.backup_dir) != agreed:
+            raise RuntimeError(
+                f"The chief resumes {folder.name} from epoch {agreed}, but this worker cannot read that "
+                f"backup in {folder.backup_dir}: every worker needs the same --logdir on a shared file system.")
+        shutil.copytree(folder.backup_dir, work.backup_dir)
+    return agreed
 
 
 def _log_start(config, data, student, folder, work, initial_epoch, log) -> None:

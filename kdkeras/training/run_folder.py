@@ -22,6 +22,8 @@ import json
 import os
 import shutil
 
+from kdkeras.errors import NotWritableError, UsageError
+
 CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "history.csv"
 RESULTS_FILE = "results.json"
@@ -67,9 +69,9 @@ class RunFolder:
     tensorboard_dir = property(lambda self: self.file(TENSORBOARD_DIR))
     backup_dir = property(lambda self: self.file(BACKUP_DIR))
 
-    def worker(self, pid: int) -> "RunFolder":
-        """The scratch folder of a non-chief worker process (removed when the run finishes)."""
-        return RunFolder(os.path.join(self.path, WORKERS_DIR, str(pid)))
+    def worker(self, name: str) -> "RunFolder":
+        """The scratch folder of a non-chief worker (``worker-1``, ...), removed when the run finishes."""
+        return RunFolder(os.path.join(self.path, WORKERS_DIR, str(name)))
 
     def is_finished(self) -> bool:
         """Whether the run finished (its ``results.json`` exists)."""
@@ -161,7 +163,7 @@ def check_logdir(logdir: str, min_free_mb: float | None = None) -> None:
         try:
             min_free_mb = float(text) if text else MIN_FREE_MB
         except ValueError:
-            raise ValueError(f"KDKERAS_MIN_FREE_MB must be a number of MiB (0: no check). Received: {text!r}.")
+            raise UsageError(f"KDKERAS_MIN_FREE_MB must be a number of MiB (0: no check). Received: {text!r}.")
     if min_free_mb > 0:
         existing = os.path.abspath(logdir)
         while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
@@ -171,18 +173,18 @@ def check_logdir(logdir: str, min_free_mb: float | None = None) -> None:
         except OSError:
             free_mb = None  # unknown here: the write test below still runs
         if free_mb is not None and free_mb < min_free_mb:
-            raise PermissionError(
+            raise NotWritableError(
                 f"--logdir '{logdir}' is on a nearly full disk: {free_mb:.0f} MiB free, a run needs at "
                 f"least {min_free_mb:g} MiB. Free some space or choose another --logdir "
                 f"(KDKERAS_MIN_FREE_MB sets the limit).")
     try:
         os.makedirs(logdir, exist_ok=True)
     except OSError as err:
-        raise PermissionError(f"Cannot create --logdir '{logdir}': {err.strerror}.")
+        raise NotWritableError(f"Cannot create --logdir '{logdir}': {err.strerror}.")
     probe = os.path.join(logdir, f".write-test-{os.getpid()}")
     try:
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
     except OSError as err:
-        raise PermissionError(f"--logdir '{logdir}' is not writable: {err.strerror}.")
+        raise NotWritableError(f"--logdir '{logdir}' is not writable: {err.strerror}.")

@@ -358,8 +358,6 @@ def test_grid_killed_mid_way_resumes_without_retraining_finished_cells(tmp_path)
 
 def test_waiting_shard_takes_over_a_teacher_whose_shard_died(tmp_path):
     """A KD cell waits while another process holds its teacher's claim, and trains it once that process dies."""
-    import socket
-
     from kdkeras import grid
 
     logdir = str(tmp_path / "logs")
@@ -368,11 +366,15 @@ def test_waiting_shard_takes_over_a_teacher_whose_shard_died(tmp_path):
                    config_lib.run_dir(config_lib.resolve({**base, "model": "wrn10x1_NR_g2",
                                                           "teacher": "wrn10x1_R_g2"}), logdir))
     teacher_dir = config_lib.run_dir(config_lib.teacher_config(kd.config), logdir)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # the other shard
+    from kdkeras import claims
+
+    hold = f"from kdkeras import claims; import time; assert claims.try_claim({teacher_dir!r}); time.sleep(120)"
+    holder = subprocess.Popen([sys.executable, "-c", hold])  # the other shard, holding the teacher's claim
     try:
-        os.makedirs(os.path.dirname(teacher_dir), exist_ok=True)
-        with open(teacher_dir + ".lock", "w") as f:
-            json.dump({"host": socket.gethostname(), "pid": holder.pid, "since": time.time()}, f)
+        deadline = time.time() + 60
+        while claims.owner(teacher_dir) is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert claims.owner(teacher_dir).pid == holder.pid
         killer = threading.Timer(1.0, lambda: (holder.kill(), holder.wait()))
         killer.start()
         messages = []
