@@ -26,6 +26,7 @@ _EXPORTS = {
     "count_macs": "kdkeras.profiling",
     "Profile": "kdkeras.profiling",
     "Distiller": "kdkeras.distiller",
+    "HintonKD": "kdkeras.losses",
     "kd_loss": "kdkeras.losses",
     "kd_loss_terms": "kdkeras.losses",
     "PyTorchSGD": "kdkeras.optimizers",

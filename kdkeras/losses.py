@@ -118,10 +118,15 @@ def kd_loss_terms(
     log_p_s = ops.log_softmax(s, axis=-1)  # (batch, num_classes)
     ce = -ops.take_along_axis(log_p_s, ops.expand_dims(y, -1), axis=-1)[:, 0]
 
+    return ce, _soft_target_term(s, t, temperature)
+
+
+def _soft_target_term(s, t, temperature: float):
+    """``T^2 * KL(softmax(t / T) || softmax(s / T))`` per example, from float32 logits."""
     log_q_s = ops.log_softmax(s / temperature, axis=-1)  # (batch, num_classes)
     log_q_t = ops.log_softmax(t / temperature, axis=-1)  # (batch, num_classes)
     kl = ops.sum(ops.exp(log_q_t) * (log_q_t - log_q_s), axis=-1)  # (batch,)
-    return ce, (temperature**2) * kl
+    return (temperature**2) * kl
 
 
 def kd_loss(
@@ -168,3 +173,33 @@ def kd_loss(
     )
     alpha = ops.cast(alpha, "float32")
     return (1.0 - alpha) * ce + alpha * kd
+
+
+if hasattr(keras, "distillation"):  # Keras >= 3.12
+
+    class HintonKD(keras.distillation.DistillationLoss):
+        """The paper's soft-target term as a ``keras.distillation.DistillationLoss``.
+
+        ``compute_loss`` returns the batch mean of
+        ``T^2 * KL(softmax(t / T) || softmax(s / T))``, the ``kd`` term of
+        :func:`kd_loss_terms`. With Keras's own
+        ``keras.distillation.Distiller(..., distillation_losses=HintonKD(T),
+        student_loss_weight=1 - alpha)`` compiled with
+        ``SparseCategoricalCrossentropy(from_logits=True)``, the objective is
+        the paper's, :func:`kd_loss` averaged over the batch (T = 4,
+        alpha = 0.9 in the paper).
+
+        Keras's ``LogitsDistillation`` with its default ``loss="kl_divergence"``
+        is a different objective: it applies the KL function to the
+        temperature-scaled logits themselves (no softmax) and has no T^2
+        factor.
+        """
+
+        def __init__(self, temperature=PAPER_TEMPERATURE):
+            check_temperature(temperature)
+            self.temperature = float(temperature)
+
+        def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+            s = _as_float32_logits(student_outputs, True)
+            t = ops.stop_gradient(_as_float32_logits(teacher_outputs, True))
+            return ops.mean(_soft_target_term(s, t, self.temperature))

@@ -346,6 +346,52 @@ def test_matches_keras_logits_distillation(temperature, alpha):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("temperature, alpha", [(4.0, 0.9), (1.0, 0.3), (2.0, 1.0)])
+def test_hinton_kd_in_keras_distiller_is_the_papers_loss(temperature, alpha):
+    """``HintonKD`` in Keras's own Distiller gives kdkeras's KD loss (and the default KL does not)."""
+    from kdkeras.distiller import Distiller
+    from kdkeras.losses import HintonKD
+
+    keras.utils.set_random_seed(0)
+    student = _tiny_model("student", 4, batchnorm=False, seed=1)
+    teacher = _tiny_model("teacher", 8, batchnorm=True, seed=2)
+    x = np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32)
+    y = np.random.default_rng(1).integers(0, NUM_CLASSES, 8)
+    theirs = keras.distillation.Distiller(teacher=teacher, student=student,
+                                          distillation_losses=HintonKD(temperature),
+                                          student_loss_weight=1.0 - alpha)
+    theirs.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    student_logits = student(x, training=False)
+    got = theirs.compute_loss(x=x, y=y, y_pred=student_logits, training=False)
+
+    ours = Distiller(student, teacher, temperature=temperature, alpha=alpha)
+    ours.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1))
+    expected = ours.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)["loss"]  # kdkeras's Distiller
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    teacher_logits = teacher(x, training=False)
+    np.testing.assert_allclose(got, keras.ops.mean(kd_loss(y, student_logits, teacher_logits, temperature, alpha)),
+                               rtol=1e-5, atol=1e-7)
+
+    # Keras's default: KL of the scaled logits themselves, without softmax or T^2.
+    default = keras.distillation.Distiller(
+        teacher=teacher, student=student,
+        distillation_losses=keras.distillation.LogitsDistillation(temperature=temperature),
+        student_loss_weight=1.0 - alpha)
+    default.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    if alpha > 0:
+        assert abs(float(default.compute_loss(x=x, y=y, y_pred=student_logits, training=False))
+                   - float(expected)) > 1e-3
+
+
+def test_hinton_kd_rejects_a_bad_temperature():
+    from kdkeras.losses import HintonKD
+
+    with pytest.raises(ValueError, match="temperature"):
+        HintonKD(0)
+
+
 def test_one_sgd_step_matches_keras_distiller():
     """Same loss, hence the same SGD update as Keras's Distiller."""
     from kdkeras.distiller import Distiller
