@@ -1,6 +1,7 @@
 """The command-line scripts: one-line errors with exit code 2, and a smoke run."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -61,11 +62,15 @@ def test_missing_dataset_is_a_fast_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_distill_smoke_run_then_stored_result(tmp_path):
-    args = ["--student=wrn10x1_NR_g2", "--teacher=wrn10x1_R_g2", "--dataset=synthetic", "--epochs=1",
-            "--train_size=128", "--test_size=64", f"--logdir={tmp_path}"]
+    args = ["--student=wrn10x1_NR_g2", "--teacher=wrn10x1_R_g2", "--dataset=synthetic", "--epochs=2",
+            "--train_size=128", "--batch_size=64", "--test_size=64", f"--logdir={tmp_path}"]
     first = run_script("distill.py", *args)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "training it first" in first.stdout and first.stdout.count("Finished") == 2
+    # Not a terminal (a pipe, as under Slurm or `| tee`): one plain line per epoch, no progress bar.
+    assert "\x1b" not in first.stdout and "\r" not in first.stdout
+    epoch_lines = [line for line in first.stdout.splitlines() if re.match(r"^2/2 - \d+m?s - ", line)]
+    assert len(epoch_lines) == 4, first.stdout  # 2 epochs of the teacher, 2 of the student
     second = run_script("distill.py", *args)
     assert second.returncode == 0
     assert "already finished" in second.stdout and "Finished" not in second.stdout
