@@ -23,6 +23,35 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow's Python INFO lines (one per collective all-reduce in multi-worker runs) are not for users.
 logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with the native stderr muted (set ``KDKERAS_DEBUG=1`` to see it).
+
+    Importing TensorFlow writes a dozen native log lines to stderr before its
+    logging is set up, whatever ``TF_CPP_MIN_LOG_LEVEL`` says (CPU features,
+    oneDNN, "could not find cuda drivers", a failed ``cuInit`` on machines
+    without a GPU). A failed import still raises, and its traceback is shown.
+    """
+    if os.environ.get("KDKERAS_DEBUG") or "tensorflow" in sys.modules:
+        return
+    try:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no file descriptor 2 to mute
+        return
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow
+
+        tensorflow.config.list_physical_devices("GPU")  # the driver probe, which logs its failure
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_tensorflow_quietly()
+
 #: Exit code of a user mistake (as argparse / absl use for bad flags).
 USAGE_EXIT_CODE = 2
 #: Exit code of an internal error (a bug, or a failure inside TensorFlow / Keras).
