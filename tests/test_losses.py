@@ -296,7 +296,17 @@ def _tiny_model(name, width, batchnorm, seed):
     return keras.Model(inputs, outputs, name=name)
 
 
-def _keras_distiller(student, teacher, temperature, alpha):
+def _tiny_pair_and_batch():
+    """A student, a teacher and one batch ``(x, y)``, all seeded."""
+    keras.utils.set_random_seed(0)
+    student = _tiny_model("student", 4, batchnorm=False, seed=1)
+    teacher = _tiny_model("teacher", 8, batchnorm=True, seed=2)
+    x = np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32)
+    y = np.random.default_rng(1).integers(0, NUM_CLASSES, 8)
+    return student, teacher, x, y
+
+
+def _keras_distiller(student, teacher, temperature, alpha, distillation_loss=None):
     """Keras 3's Distiller configured to compute our loss.
 
     Keras's objective is
@@ -312,7 +322,7 @@ def _keras_distiller(student, teacher, temperature, alpha):
     distiller = keras.distillation.Distiller(
         teacher=teacher,
         student=student,
-        distillation_losses=keras.distillation.LogitsDistillation(
+        distillation_losses=distillation_loss or keras.distillation.LogitsDistillation(
             temperature=temperature, loss=keras.losses.KLDivergence()
         ),
         student_loss_weight=1.0 - alpha,
@@ -328,11 +338,7 @@ def _keras_distiller(student, teacher, temperature, alpha):
     "temperature, alpha", [(4.0, 0.9), (1.0, 0.3), (2.0, 1.0), (4.0, 0.0)]
 )
 def test_matches_keras_logits_distillation(temperature, alpha):
-    keras.utils.set_random_seed(0)
-    student = _tiny_model("student", 4, batchnorm=False, seed=1)
-    teacher = _tiny_model("teacher", 8, batchnorm=True, seed=2)
-    x = np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32)
-    y = np.random.default_rng(1).integers(0, NUM_CLASSES, 8)
+    student, teacher, x, y = _tiny_pair_and_batch()
     reference = _keras_distiller(student, teacher, temperature, alpha)
     student_logits = student(x, training=False)
     teacher_logits = teacher(x, training=False)
@@ -352,16 +358,8 @@ def test_hinton_kd_in_keras_distiller_is_the_papers_loss(temperature, alpha):
     from kdkeras.distiller import Distiller
     from kdkeras.losses import HintonKD
 
-    keras.utils.set_random_seed(0)
-    student = _tiny_model("student", 4, batchnorm=False, seed=1)
-    teacher = _tiny_model("teacher", 8, batchnorm=True, seed=2)
-    x = np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32)
-    y = np.random.default_rng(1).integers(0, NUM_CLASSES, 8)
-    theirs = keras.distillation.Distiller(teacher=teacher, student=student,
-                                          distillation_losses=HintonKD(temperature),
-                                          student_loss_weight=1.0 - alpha)
-    theirs.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1),
-                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    student, teacher, x, y = _tiny_pair_and_batch()
+    theirs = _keras_distiller(student, teacher, temperature, alpha, HintonKD(temperature))
     student_logits = student(x, training=False)
     got = theirs.compute_loss(x=x, y=y, y_pred=student_logits, training=False)
 
@@ -374,12 +372,8 @@ def test_hinton_kd_in_keras_distiller_is_the_papers_loss(temperature, alpha):
                                rtol=1e-5, atol=1e-7)
 
     # Keras's default: KL of the scaled logits themselves, without softmax or T^2.
-    default = keras.distillation.Distiller(
-        teacher=teacher, student=student,
-        distillation_losses=keras.distillation.LogitsDistillation(temperature=temperature),
-        student_loss_weight=1.0 - alpha)
-    default.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    default = _keras_distiller(student, teacher, temperature, alpha,
+                               keras.distillation.LogitsDistillation(temperature=temperature))
     if alpha > 0:
         assert abs(float(default.compute_loss(x=x, y=y, y_pred=student_logits, training=False))
                    - float(expected)) > 1e-3
