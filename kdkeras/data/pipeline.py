@@ -67,7 +67,6 @@ def _train_pipeline(x, y, info: DatasetInfo, batch_size, seed, augment,
                     drop_remainder) -> tf.data.Dataset:
     """The shuffled, augmented training batches of in-memory tensors ``x`` / ``y``."""
     n = int(x.shape[0])
-    mean, std = info.mean, info.std
 
     # Shuffle indices rather than images: cheap elements, whole-set buffer.
     ds = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True)
@@ -75,6 +74,13 @@ def _train_pipeline(x, y, info: DatasetInfo, batch_size, seed, augment,
     # ``seed``: augmentation needs no stateful RNG inside the parallel map.
     bits = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip((ds, bits)).batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(_batch_loader(x, y, info, augment), num_parallel_calls=_PARALLEL_CALLS)
+    return ds.prefetch(_PREFETCH).with_options(pipeline_options())
+
+
+def _batch_loader(x, y, info: DatasetInfo, augment: bool):
+    """``load(indices, random_bits)``: a batch's images (augmented from the bits) and labels."""
+    mean, std = info.mean, info.std
 
     def load(idx, rnd):
         batch = tf.gather(x, idx)
@@ -82,8 +88,7 @@ def _train_pipeline(x, y, info: DatasetInfo, batch_size, seed, augment,
             batch = crop_flip(batch, *params_from_bits(rnd))
         return normalize(batch, mean, std), tf.gather(y, idx)
 
-    ds = ds.map(load, num_parallel_calls=_PARALLEL_CALLS)
-    return ds.prefetch(_PREFETCH).with_options(pipeline_options())
+    return load
 
 
 def _epoch_order(n: int, seed: int, epoch):
@@ -105,20 +110,13 @@ def _train_epochs_pipeline(x, y, info: DatasetInfo, batch_size, seed, augment, d
     worker of a multi-worker run) and whenever a run resumes at an epoch.
     """
     n = int(x.shape[0])
-    mean, std = info.mean, info.std
 
     def epoch_batches(epoch):
         order, bits = _epoch_order(n, seed, epoch)
         return tf.data.Dataset.from_tensor_slices((order, bits)).batch(batch_size, drop_remainder=drop_remainder)
 
-    def load(idx, rnd):
-        batch = tf.gather(x, idx)
-        if augment:
-            batch = crop_flip(batch, *params_from_bits(rnd))
-        return normalize(batch, mean, std), tf.gather(y, idx)
-
     ds = tf.data.Dataset.range(int(start), int(stop)).flat_map(epoch_batches)
-    ds = ds.map(load, num_parallel_calls=_PARALLEL_CALLS)
+    ds = ds.map(_batch_loader(x, y, info, augment), num_parallel_calls=_PARALLEL_CALLS)
     return ds.prefetch(_PREFETCH).with_options(pipeline_options())
 
 
