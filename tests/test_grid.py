@@ -11,6 +11,7 @@ import pytest
 
 from kdkeras import config as config_lib
 from kdkeras import claims, grid
+from kdkeras.training import resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke_grid.yaml")
@@ -244,15 +245,22 @@ def test_a_preempted_grid_worker_is_replaced_by_the_others(tmp_path):
                 script_command("grid.py", f"--config={config}", f"--logdir={logdir}", f"--shard={i}/3"),
                 stdout=out, stderr=subprocess.STDOUT, text=True, env=script_env(KDKERAS_LEASE_S="30")))
         logs.append(path)
-    victim = procs[teacher]
+    # Whoever trains the teacher is preempted: its own shard, or the student's shard, which trains a missing
+    # teacher first when it gets there before the teacher's shard does.
     backup = os.path.join(cells[teacher].run_dir, "backup", "training_metadata.json")
-    deadline = time.time() + 300
-    while not os.path.exists(backup) and victim.poll() is None and time.time() < deadline:
+    deadline, holder = time.time() + 300, None
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        holder = claims.owner(cells[teacher].run_dir)
+        if holder is not None and resume.backup_epoch(os.path.dirname(backup)) >= 1:
+            break
         time.sleep(0.2)
-    assert victim.poll() is None, open(logs[teacher]).read()[-3000:]
+    assert all(p.poll() is None for p in procs), "\n----\n".join(open(x).read()[-3000:] for x in logs)
+    assert holder is not None and resume.backup_epoch(os.path.dirname(backup)) >= 1, "no epoch of the teacher ended"
+    victim_index = next(i for i, p in enumerate(procs) if p.pid == holder.pid)
+    victim = procs[victim_index]
     victim.send_signal(signal.SIGKILL)  # preempted mid-run, after its first epoch
     victim.wait()
-    survivors = [(p, path) for i, (p, path) in enumerate(zip(procs, logs)) if i != teacher]
+    survivors = [(p, path) for i, (p, path) in enumerate(zip(procs, logs)) if i != victim_index]
     for p, path in survivors:
         try:
             p.wait(timeout=420)
@@ -262,13 +270,14 @@ def test_a_preempted_grid_worker_is_replaced_by_the_others(tmp_path):
             pytest.fail("survivors did not finish:\n" + "\n".join(open(x).read()[-2000:] for _, x in survivors))
         assert p.returncode == 0, open(path).read()[-3000:]
     outputs = [open(path).read() for _, path in survivors]
-    finished = [line.split()[1].rstrip(":") for out in outputs for line in out.splitlines()
+    finished = [line.split()[1].rstrip(":") for path in logs for line in open(path).read().splitlines()
                 if line.startswith("Finished ")]
     assert sorted(finished) == sorted(os.path.basename(c.run_dir) for c in cells)  # each exactly once
     assert all(grid.state(c) == "done" for c in cells)
     # The killed run was resumed from its backup, not started over.
     name = os.path.basename(cells[teacher].run_dir)
     assert any(f"Resuming {name} at epoch" in out or f"All 6 epochs of {name} finished before" in out
-               for out in outputs), outputs
-    assert not any(f"Training {cells[teacher].config.model} on hard targets" in out for out in outputs)
+               for out in outputs), "\n----\n".join([open(logs[victim_index]).read(), *outputs])
+    assert not any(f"Training {cells[teacher].config.model} on hard targets" in out for out in outputs), \
+        "\n----\n".join([open(logs[victim_index]).read(), *outputs])
     assert not [f for f in os.listdir(os.path.join(logdir, "synthetic")) if ".lock" in f]
