@@ -142,7 +142,7 @@ def split_arrays(config, split: str = "test", size: int | None = None, seed: int
     if size is not None and size < len(labels):
         keep = data_lib.subset_indices(labels, int(size), int(seed))
         images, labels = images[keep], labels[keep]
-    info = data_lib.dataset_info(config.dataset, names)
+    info = data_lib.dataset_info(config.dataset, names, data_dir=config.data_dir)
     x = data_lib.normalize(images, info.mean, info.std).numpy()
     return x, np.asarray(labels, dtype=np.int64), tuple(info.class_names)
 

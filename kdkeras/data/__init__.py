@@ -1,7 +1,7 @@
-"""CIFAR-100 / CIFAR-10 / synthetic data for training and evaluation.
+"""CIFAR-100 / CIFAR-10 / synthetic / image-folder data for training and evaluation.
 
-Three sources feed the same in-memory arrays (``uint8`` images ``(N, 32, 32, 3)``
-in NHWC order, ``int64`` labels ``(N,)``):
+Four sources feed the same in-memory arrays (``uint8`` images ``(N, 32, 32, 3)``
+in NHWC order, ``(N, H, W, 3)`` for an image folder, ``int64`` labels ``(N,)``):
 
 * **TFDS** (default for ``cifar100`` / ``cifar10``, :mod:`~kdkeras.data.tfds_source`):
   a prepared TensorFlow-Datasets folder (``data_dir``). The network is never
@@ -13,6 +13,11 @@ in NHWC order, ``int64`` labels ``(N,)``):
   only accepts the few globals a NumPy array needs.
 * **synthetic** (:mod:`~kdkeras.data.synthetic`): learnable random images
   generated from a fixed seed, for smoke runs.
+* **folder** (``folder`` with ``data_dir=PATH``, :mod:`~kdkeras.data.folder`):
+  any ``PATH/train/<class>/...`` and ``PATH/test/<class>/...`` (or ``val/``)
+  image folder, listed by ``keras.utils.image_dataset_from_directory``, at
+  the size of its images; its normalisation statistics are measured once and
+  cached in the folder.
 
 :mod:`~kdkeras.data.loading` takes subsets and the validation split,
 :mod:`~kdkeras.data.augment` is the paper's augmentation (one sampler),
@@ -21,8 +26,14 @@ in NHWC order, ``int64`` labels ``(N,)``):
 constants and :class:`DataError`. Every user-facing problem raises
 :class:`DataError` with a one-line message naming the fix. See docs/data.md."""
 
-from kdkeras.data.augment import PAD, augment_batch, crop_flip, params_from_bits  # noqa: F401
-from kdkeras.data.loading import load_arrays, load_splits, split_size, subset_indices  # noqa: F401
+from kdkeras.data.augment import PAD, augment_batch, crop_flip, pad_for, params_from_bits  # noqa: F401
+from kdkeras.data.loading import (  # noqa: F401
+    dataset_info,
+    load_arrays,
+    load_splits,
+    split_size,
+    subset_indices,
+)
 from kdkeras.data.pipeline import (  # noqa: F401
     Splits,
     make_datasets,
@@ -39,11 +50,10 @@ from kdkeras.data.specs import (
     SPLITS,
     DataError,
     DatasetInfo,
-    dataset_info,
 )
 
 __all__ = [
     "CIFAR_URL", "DATASETS", "EVAL_SPLITS", "IMAGE_SHAPE", "PAD", "SPLITS", "DataError", "DatasetInfo", "Splits",
     "augment_batch", "crop_flip", "dataset_info", "load_arrays", "load_splits", "make_datasets", "make_splits",
-    "measure_throughput", "normalize", "params_from_bits", "pipeline_options", "split_size", "subset_indices",
+    "measure_throughput", "normalize", "pad_for", "params_from_bits", "pipeline_options", "split_size", "subset_indices",
 ]

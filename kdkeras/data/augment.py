@@ -1,16 +1,28 @@
 """The paper's training augmentation: 4-pixel reflect padding, a random 32x32 crop and a random horizontal flip.
 
-One sampler turns a random integer per example into its crop offsets and
-flip (:func:`params_from_bits`); the training pipeline and
-:func:`augment_batch` both use it."""
+Images of another size are padded in proportion (:func:`pad_for`: 1/8 of
+each side, so 8 pixels for 64x64) and cropped back to their own size. One
+sampler turns a random integer per example into its crop offsets and flip
+(:func:`params_from_bits`); the training pipeline and :func:`augment_batch`
+both use it."""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-#: Reflect padding (pixels per side) of the training augmentation.
+#: Reflect padding (pixels per side) of the training augmentation of 32x32 images.
 PAD = 4
+
+
+def pad_for(size: int) -> int:
+    """Reflect padding of an image side of ``size`` pixels: ``PAD`` per 32 pixels, rounded.
+
+    4 for 32 (the paper's), 3 for 24, 8 for 64, 28 for 224; at least 1 and
+    at most ``size - 1`` (what reflection allows).
+    """
+    size = int(size)
+    return max(0, min(size - 1, max(1, (size * PAD + 16) // 32)))
 
 
 def _reflect(index: tf.Tensor, size: int) -> tf.Tensor:
@@ -23,41 +35,47 @@ def _reflect(index: tf.Tensor, size: int) -> tf.Tensor:
     return (size - 1) - tf.abs((size - 1) - index)
 
 
-def crop_flip(images: tf.Tensor, offset_y, offset_x, flip) -> tf.Tensor:
-    """Crops 32x32 windows of the 4-pixel reflect-padded batch, then flips.
+def crop_flip(images: tf.Tensor, offset_y, offset_x, flip, pad_y=None, pad_x=None) -> tf.Tensor:
+    """Crops ``H x W`` windows of the reflect-padded batch, then flips.
 
     Args:
         images: ``(B, H, W, C)`` batch.
-        offset_y, offset_x: ``(B,)`` int32 window offsets in ``[0, 2 * PAD]``
-            (in padded coordinates).
+        offset_y, offset_x: ``(B,)`` int32 window offsets in ``[0, 2 * pad_y]``
+            and ``[0, 2 * pad_x]`` (in padded coordinates).
         flip: ``(B,)`` bool, mirror the window horizontally.
+        pad_y, pad_x: reflect padding of each side (default
+            :func:`pad_for` of ``H`` and ``W``: ``PAD`` for 32x32).
 
     Returns:
         ``(B, H, W, C)`` batch, same dtype.
     """
     height, width = images.shape[1], images.shape[2]
-    rows = _reflect(offset_y[:, None] + tf.range(height)[None, :] - PAD, height)
+    pad_y = pad_for(height) if pad_y is None else int(pad_y)
+    pad_x = pad_for(width) if pad_x is None else int(pad_x)
+    rows = _reflect(offset_y[:, None] + tf.range(height)[None, :] - pad_y, height)
     cols = offset_x[:, None] + tf.where(
         flip[:, None], tf.range(width - 1, -1, -1)[None, :], tf.range(width)[None, :]
     )
-    cols = _reflect(cols - PAD, width)
+    cols = _reflect(cols - pad_x, width)
     out = tf.gather(images, rows, axis=1, batch_dims=1)  # (B, H, W, C)
     return tf.gather(out, cols, axis=2, batch_dims=1)
 
 
-def params_from_bits(bits: tf.Tensor):
+def params_from_bits(bits: tf.Tensor, pad_y: int = PAD, pad_x: int = PAD):
     """The sampler: crop offsets and flip flags from one random integer per example.
 
     Args:
         bits: ``(B,)`` random integers (any range; reduced modulo ``2**31 - 1``).
+        pad_y, pad_x: the reflect padding of each side (:func:`pad_for`).
 
     Returns:
         ``(offset_y, offset_x, flip)``: ``(B,)`` int32 offsets in
-        ``[0, 2 * PAD]`` (uniform) and ``(B,)`` bool flips (probability 1/2).
+        ``[0, 2 * pad_y]`` and ``[0, 2 * pad_x]`` (uniform, up to the bias
+        of one modulo) and ``(B,)`` bool flips (probability 1/2).
     """
     bits = tf.cast(tf.math.floormod(bits, 2**31 - 1), tf.int32)
-    span = 2 * PAD + 1
-    return bits % span, (bits // span) % span, (bits // (span * span)) % 2 == 1
+    span_y, span_x = 2 * int(pad_y) + 1, 2 * int(pad_x) + 1
+    return bits % span_y, (bits // span_y) % span_x, (bits // (span_y * span_x)) % 2 == 1
 
 
 def augment_batch(images, seed=None) -> tf.Tensor:
@@ -65,10 +83,11 @@ def augment_batch(images, seed=None) -> tf.Tensor:
 
     Each image is reflect-padded by 4 pixels (to 40x40), a random 32x32
     window is cropped (offsets 0..8, uniform) and mirrored horizontally with
-    probability 1/2.
+    probability 1/2. Images of another size ``H x W`` are padded by
+    :func:`pad_for` of each side and cropped back to ``H x W``.
 
     Args:
-        images: ``(B, 32, 32, C)`` or a single ``(32, 32, C)`` image, any dtype.
+        images: ``(B, H, W, C)`` or a single ``(H, W, C)`` image, any dtype.
         seed: ``None`` (fresh randomness), an int, or a shape-``(2,)`` seed of
             the stateless random ops; the same seed gives the same result.
 
@@ -85,5 +104,6 @@ def augment_batch(images, seed=None) -> tf.Tensor:
     elif isinstance(seed, (int, np.integer)):
         seed = [0, int(seed)]
     bits = tf.random.stateless_uniform([batch], seed=seed, minval=0, maxval=2**31 - 1, dtype=tf.int64)
-    out = crop_flip(images, *params_from_bits(bits))
+    pads = (pad_for(images.shape[1]), pad_for(images.shape[2]))
+    out = crop_flip(images, *params_from_bits(bits, *pads), *pads)
     return out[0] if single else out

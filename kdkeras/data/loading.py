@@ -5,18 +5,47 @@ from __future__ import annotations
 import numpy as np
 
 from kdkeras.data.archive import read_archive
+from kdkeras.data import specs as specs_lib
+from kdkeras.data.folder import count_images, folder_stats, list_classes, read_folder
 from kdkeras.data.specs import (
     SPECS,
     SPLITS,
     SYNTHETIC_CLASSES,
     SYNTHETIC_SIZES,
     DataError,
+    DatasetInfo,
     check_name,
     check_size,
     check_split,
 )
 from kdkeras.data.synthetic import synthetic_split
 from kdkeras.data.tfds_source import read_tfds
+
+
+def dataset_info(name: str, class_names=None, train_examples: int = 0, test_examples: int = 0,
+                 val_examples: int = 0, *, data_dir=None) -> DatasetInfo:
+    """The :class:`DatasetInfo` of ``name`` without loading its images.
+
+    Args:
+        name: one of :data:`DATASETS`.
+        class_names: class names; default ``class_0``, ``class_1``, ...
+            (``folder``: its class folders).
+        train_examples: value of ``DatasetInfo.train_examples``.
+        test_examples: value of ``DatasetInfo.test_examples``.
+        val_examples: value of ``DatasetInfo.val_examples``.
+        data_dir: the image folder of ``folder`` (ignored otherwise): its
+            classes are listed and its cached statistics and image shape
+            read (measured on a sample of training images when not cached,
+            :func:`kdkeras.data.folder.folder_stats`).
+    """
+    if check_name(name) != "folder":
+        return specs_lib.dataset_info(name, class_names, train_examples, test_examples, val_examples)
+    names = tuple(class_names) if class_names is not None else list_classes(data_dir)
+    stats = folder_stats(data_dir)
+    return DatasetInfo(name="folder", num_classes=len(names), class_names=names,
+                       image_shape=tuple(stats["image_shape"]), mean=tuple(stats["mean"]), std=tuple(stats["std"]),
+                       train_examples=int(train_examples), test_examples=int(test_examples),
+                       val_examples=int(val_examples))
 
 
 def subset_indices(labels: np.ndarray, size: int, seed) -> np.ndarray:
@@ -86,7 +115,8 @@ def load_splits(name, splits=SPLITS, *, data_dir=None, archive=None, sizes=None,
         name: one of :data:`DATASETS`.
         splits: names from :data:`SPLITS`, plus ``"val"`` for the validation
             split (which needs ``val_size``).
-        data_dir, archive: the data source, as in :func:`load_arrays`.
+        data_dir, archive: the data source, as in :func:`load_arrays`
+            (``folder``: ``data_dir`` is the image folder).
         sizes: ``{split: size}`` subsets; ``"train"`` counts the images
             trained on, taken from what is left after the validation split
             is held out.
@@ -104,7 +134,8 @@ def load_splits(name, splits=SPLITS, *, data_dir=None, archive=None, sizes=None,
             larger than the split.
     """
     name = check_name(name)
-    spec = SPECS[name]
+    spec = SPECS.get(name)
+    title = spec.title if spec is not None else f"image folder '{data_dir}'"
     sizes = dict(sizes or {})
     wanted = tuple(splits)
     if "val" in wanted and val_size is None:
@@ -123,22 +154,24 @@ def load_splits(name, splits=SPLITS, *, data_dir=None, archive=None, sizes=None,
         arrays = {s: synthetic_split(s, generate.get(s)) for s in source_splits}
         names = tuple(f"class_{i}" for i in range(SYNTHETIC_CLASSES))
         if val_size:
-            arrays["train"], arrays["val"] = _hold_out(*arrays["train"], val_size, seed, spec.title)
+            arrays["train"], arrays["val"] = _hold_out(*arrays["train"], val_size, seed, title)
     else:
-        if archive is not None:
+        if name == "folder":
+            arrays, names = read_folder(data_dir, source_splits)
+        elif archive is not None:
             arrays, names = read_archive(archive, spec, source_splits)
         else:
             arrays, names = read_tfds(spec, source_splits, data_dir)
-        if len(names) != spec.num_classes:
+        if spec is not None and len(names) != spec.num_classes:
             names = tuple(f"class_{i}" for i in range(spec.num_classes))
         if val_size:
             # The validation split depends on (seed, val_size) only, never on
             # train_size: runs of different sizes are compared on the same images.
-            arrays["train"], arrays["val"] = _hold_out(*arrays["train"], val_size, seed, spec.title)
+            arrays["train"], arrays["val"] = _hold_out(*arrays["train"], val_size, seed, title)
         for split in source_splits:
             x, y = arrays[split]
             where = "train (after the validation split is held out)" if split == "train" and val_size else split
-            arrays[split] = _take_subset(x, y, sizes.get(split), seed, spec.title, where)
+            arrays[split] = _take_subset(x, y, sizes.get(split), seed, title, where)
     return {s: arrays[s] for s in wanted}, names
 
 
@@ -148,6 +181,8 @@ def split_size(name: str, split: str = "train", *, data_dir=None, archive=None) 
     check_split(split)
     if name == "synthetic":
         return SYNTHETIC_SIZES[split]
+    if name == "folder":
+        return count_images(data_dir, split)
     arrays, _ = load_splits(name, (split,), data_dir=data_dir, archive=archive)
     return int(arrays[split][1].shape[0])
 
@@ -166,8 +201,9 @@ def load_arrays(
     Args:
         name: one of :data:`DATASETS`.
         split: ``"train"`` or ``"test"``.
-        data_dir: prepared TFDS folder (default: TFDS's default data dir).
-            Ignored when ``archive`` is given and for ``synthetic``.
+        data_dir: prepared TFDS folder (default: TFDS's default data dir);
+            for ``folder``, the image folder. Ignored when ``archive`` is
+            given and for ``synthetic``.
         archive: path to the original ``cifar-*-python.tar.gz``, its extracted
             folder, or the folder containing either; takes precedence over TFDS.
         size: keep only this many examples: a class-balanced subset chosen
@@ -177,7 +213,8 @@ def load_arrays(
         seed: seed of the subset choice.
 
     Returns:
-        ``(images, labels)``: ``uint8`` array ``(N, 32, 32, 3)`` (NHWC) and
+        ``(images, labels)``: ``uint8`` array ``(N, 32, 32, 3)`` (NHWC;
+        ``folder``: ``(N, H, W, 3)``) and
         ``int64`` array ``(N,)``.
 
     Raises:

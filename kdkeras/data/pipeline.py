@@ -12,15 +12,13 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from kdkeras.data.augment import crop_flip, params_from_bits
-from kdkeras.data.loading import load_splits
+from kdkeras.data.augment import crop_flip, pad_for, params_from_bits
+from kdkeras.data.loading import dataset_info, load_splits
 from kdkeras.data.specs import (
-    IMAGE_SHAPE,
     SPLITS,
     DataError,
     DatasetInfo,
     check_size,
-    dataset_info,
 )
 
 
@@ -81,11 +79,12 @@ def _train_pipeline(x, y, info: DatasetInfo, batch_size, seed, augment,
 def _batch_loader(x, y, info: DatasetInfo, augment: bool):
     """``load(indices, random_bits)``: a batch's images (augmented from the bits) and labels."""
     mean, std = info.mean, info.std
+    pads = (pad_for(info.image_shape[0]), pad_for(info.image_shape[1]))
 
     def load(idx, rnd):
         batch = tf.gather(x, idx)
         if augment:
-            batch = crop_flip(batch, *params_from_bits(rnd))
+            batch = crop_flip(batch, *params_from_bits(rnd, *pads), *pads)
         return normalize(batch, mean, std), tf.gather(y, idx)
 
     return load
@@ -193,7 +192,9 @@ def make_splits(
     Args:
         name: one of :data:`DATASETS`.
         batch_size: examples per batch.
-        data_dir: prepared TFDS folder (default: TFDS's default data dir).
+        data_dir: prepared TFDS folder (default: TFDS's default data dir);
+            for ``folder``, the image folder (``train/<class>/...`` and
+            ``test/<class>/...`` or ``val/<class>/...``).
         archive: original ``cifar-*-python.tar.gz``, its extracted folder or
             their parent folder; takes precedence over TFDS.
         train_size: train on a class-balanced seeded subset of this many
@@ -204,13 +205,15 @@ def make_splits(
             seeded) as the validation split; never trained on or augmented.
         seed: seed of the subsets, the validation split, the per-epoch
             shuffle and the augmentation.
-        augment: apply reflect-pad / random-crop / flip to training batches.
+        augment: apply reflect-pad / random-crop / flip to training batches
+            (the padding follows the image size, :func:`~kdkeras.data.augment.pad_for`).
         drop_remainder: drop the last incomplete training batch (evaluation
             pipelines always keep every example).
 
     Returns:
         A :class:`Splits`. Every dataset yields ``(images, labels)`` with
-        ``float32`` normalised images ``(batch, 32, 32, 3)`` and ``int64``
+        ``float32`` normalised images ``(batch, 32, 32, 3)`` (``folder``:
+        ``(batch, H, W, 3)``) and ``int64``
         labels ``(batch,)``.
 
     Raises:
@@ -225,8 +228,8 @@ def make_splits(
     arrays, names = load_splits(name, wanted, data_dir=data_dir, archive=archive, sizes=sizes,
                                 seed=seed, val_size=val_size)
     (x_train, y_train), (x_test, y_test) = arrays["train"], arrays["test"]
-    x_val, y_val = arrays.get("val", (np.zeros((0,) + IMAGE_SHAPE, np.uint8), np.zeros((0,), np.int64)))
-    info = dataset_info(name, names, x_train.shape[0], x_test.shape[0], x_val.shape[0])
+    x_val, y_val = arrays.get("val", (np.zeros((0,) + x_train.shape[1:], np.uint8), np.zeros((0,), np.int64)))
+    info = dataset_info(name, names, x_train.shape[0], x_test.shape[0], x_val.shape[0], data_dir=data_dir)
     batch_size, seed = int(batch_size), int(seed)
     x, y = tf.constant(x_train), tf.constant(y_train)  # shared by both training pipelines
     n = x_train.shape[0]

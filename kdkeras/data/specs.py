@@ -10,8 +10,9 @@ import numpy as np
 
 from kdkeras.errors import UsageError
 
-#: Dataset names accepted by :func:`load_arrays` and :func:`make_datasets`.
-DATASETS = ("cifar100", "cifar10", "synthetic")
+#: Dataset names accepted by :func:`load_arrays` and :func:`make_datasets`
+#: (``folder``: any image folder, ``data_dir=PATH``; see :mod:`kdkeras.data.folder`).
+DATASETS = ("cifar100", "cifar10", "synthetic", "folder")
 
 #: The splits a dataset source provides.
 SPLITS = ("train", "test")
@@ -39,7 +40,7 @@ class DatasetInfo:
         name: one of :data:`DATASETS`.
         num_classes: number of classes.
         class_names: the class names, indexed by label.
-        image_shape: ``(32, 32, 3)``.
+        image_shape: ``(32, 32, 3)`` (``folder``: the size of its images).
         mean: per-channel mean on the ``[0, 1]`` scale used by :func:`normalize`.
         std: per-channel standard deviation on the ``[0, 1]`` scale.
         train_examples: training examples after subsetting (and after the
@@ -195,14 +196,21 @@ def dataset_info(name: str, class_names: Sequence[str] | None = None,
                  train_examples: int = 0, test_examples: int = 0, val_examples: int = 0) -> DatasetInfo:
     """The static :class:`DatasetInfo` of ``name`` (without loading data).
 
+    ``folder`` has no static description: its classes, image shape and
+    statistics come from its folder (:func:`kdkeras.data.dataset_info` with
+    ``data_dir``).
+
     Args:
-        name: one of :data:`DATASETS`.
+        name: one of :data:`DATASETS` except ``folder``.
         class_names: class names; default ``class_0``, ``class_1``, ...
         train_examples: value of ``DatasetInfo.train_examples``.
         test_examples: value of ``DatasetInfo.test_examples``.
         val_examples: value of ``DatasetInfo.val_examples``.
     """
     name = check_name(name)
+    if name not in SPECS:
+        raise DataError(f"the {name} dataset is described by its data: call "
+                        "kdkeras.data.dataset_info(name, data_dir=PATH)")
     spec = SPECS[name]
     if class_names is None:
         class_names = tuple(f"class_{i}" for i in range(spec.num_classes))
