@@ -6,7 +6,8 @@ One run, one folder, ``<logdir>/<dataset>/<run name>`` (the name comes from
     config.yaml         resolved settings (usable again with --config)
     history.csv         one row per finished epoch (atomic rewrite)
     results.json        the final record, written last: its presence means "finished"
-    model.keras         the trained model (the student of a KD run), plain Keras layers
+    model.keras         the trained model (the student of a KD run): plain Keras layers, no
+                        optimizer, takes raw images (see :meth:`RunFolder.save_model`)
     initial.weights.h5  the (student) weights before the first step
     tensorboard/        TensorBoard event files
     backup/             resume state while the run is unfinished
@@ -105,12 +106,28 @@ class RunFolder:
 
         atomic_write_json(self.results_path, results)
 
-    def save_model(self, model) -> None:
-        """Writes ``model.keras`` (atomically) with plain Keras layers, loadable without kdkeras."""
-        from kdkeras.models.convert import save_model
+    def save_model(self, model, info=None) -> None:
+        """Writes ``model.keras`` (atomically): self-contained, it takes raw images.
 
+        The file holds plain Keras layers and no optimizer, so
+        ``keras.saving.load_model(path, safe_mode=True)`` loads it without
+        kdkeras, and the network sits behind a front of standard Keras layers
+        normalising raw images (``uint8`` or float 0..255) with the dataset's
+        per-channel mean and standard deviation
+        (:func:`kdkeras.models.convert.add_preprocessing`). kdkeras's own
+        loader returns the network alone (:func:`kdkeras.models.convert.load_model`).
+
+        Args:
+            model: the trained network (it takes normalised images).
+            info: the run's :class:`kdkeras.data.DatasetInfo` (or a dataset
+                name); default: the dataset of the folder's ``config.yaml``.
+        """
+        from kdkeras.models.convert import add_preprocessing, save_model, to_plain_keras
+
+        if info is None:
+            info = self.load_config().dataset
         tmp_path = self.file(f".{MODEL_FILE}.tmp.keras")
-        save_model(model, tmp_path)
+        save_model(add_preprocessing(to_plain_keras(model), info), tmp_path)
         os.replace(tmp_path, self.model_path)
 
     def save_initial_weights(self, model) -> None:

@@ -11,6 +11,11 @@ from kdkeras.errors import MissingFileError, UsageError
 def load_model_file(path: str, what: str = "model"):
     """Loads a ``.keras`` file in safe mode (with kdkeras's fast layers), or fails in one line.
 
+    Returns the network, which takes normalised images as kdkeras's data
+    pipelines feed them: the raw-image front of a run's ``model.keras`` is
+    removed, and files saved before that front existed are the network
+    itself (:func:`kdkeras.models.convert.load_model`).
+
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: it is not a loadable ``.keras`` archive.

@@ -86,7 +86,11 @@ def test_run_folder_contents(kd_run):
 
 def test_saved_student_reproduces_the_reported_accuracy(kd_run):
     logdir, config, results, _ = kd_run
-    student = keras.saving.load_model(os.path.join(results["run_dir"], "model.keras"), safe_mode=True)
+    from kdkeras.models import convert
+
+    # The file takes raw images; its network (the front stripped) takes the pipeline's normalised ones.
+    student = convert.strip_preprocessing(
+        keras.saving.load_model(os.path.join(results["run_dir"], "model.keras"), safe_mode=True))
     assert student.name == "wrn10x1_NR_g2"
     _, test_ds, _ = make_datasets("synthetic", batch_size=64, train_size=256, test_size=128, seed=0)
     correct = total = 0
@@ -199,7 +203,10 @@ def test_mixed_precision_run_keeps_a_float32_kd_loss(tmp_path):
         keras.mixed_precision.set_global_policy("float32")
     history = read_history(os.path.join(results["run_dir"], "history.csv"))
     assert all(np.isfinite(history[0][k]) for k in ("loss", "ce", "kd", "test_loss"))
-    student = keras.saving.load_model(os.path.join(results["run_dir"], "model.keras"), safe_mode=True)
+    from kdkeras.models import convert
+
+    student = convert.strip_preprocessing(
+        keras.saving.load_model(os.path.join(results["run_dir"], "model.keras"), safe_mode=True))
     assert student.get_layer("stage1_block1_unit1_gconv").dtype_policy.name == "mixed_float16"
 
 
