@@ -125,9 +125,35 @@ def internal_error_report(err: BaseException) -> str:
     return "\n".join(lines)
 
 
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null, so that flushing it at exit raises no second ``BrokenPipeError``."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _list_flags_in_help(main) -> None:
+    """Makes ``--help`` list the flags of the command (its module's and those it defines through this one).
+
+    absl's ``--help`` lists the flags of the module named by ``sys.argv[0]``;
+    kdkeras's flags are defined in ``kdkeras.commands.*`` and here.
+    """
+    from absl import flags
+
+    owners = {getattr(main, "__module__", None), __name__}
+    for module_name, module_flags in flags.FLAGS.flags_by_module_dict().items():
+        if module_name in owners:
+            for flag in module_flags:
+                flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run(main) -> None:
     """``absl.app.run(main)``: user errors as one line (exit 2), internal errors in short (exit 1)."""
     from absl import app
+
+    _list_flags_in_help(main)
 
     def guarded(argv):
         if len(argv) > 1:
@@ -144,6 +170,9 @@ def run(main) -> None:
             fail(str(err), exit_code=1)
         except app.UsageError:  # absl's own: absl prints the usage
             raise
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as `ls | head` does
+            _silence_stdout()
+            sys.exit(INTERNAL_EXIT_CODE)
         except Exception as err:  # anything else is an internal error: a short report, exit code 1
             if os.environ.get(_DEBUG_VARIABLE):
                 raise
@@ -177,8 +206,10 @@ def define_run_flags(distill: bool) -> None:
     else:
         flags.DEFINE_string("model", None, "Model name, e.g. wrn22x2_R_g2.")
     flags.DEFINE_string("config", None, "YAML file of settings (flags override it).")
-    flags.DEFINE_string("dataset", None, "cifar100 (default), cifar10 or synthetic.")
-    flags.DEFINE_string("data_dir", None, "Prepared TFDS data folder.")
+    flags.DEFINE_string("dataset", None, "cifar100 (default), cifar10, synthetic or folder (your own images "
+                        "in --data_dir).")
+    flags.DEFINE_string("data_dir", None, "Prepared TFDS data folder; with --dataset=folder, the image folder "
+                        "(train/<class>/..., test/<class>/... or val/<class>/...).")
     flags.DEFINE_string("archive", None, "Original cifar-100-python.tar.gz / cifar-10-python.tar.gz or its folder.")
     flags.DEFINE_integer("epochs", None, "Training epochs (paper: 120; MobileNetV2 KD students 300).")
     flags.DEFINE_integer("batch_size", None, "Global batch size (paper: 128).")
@@ -204,6 +235,8 @@ def define_run_flags(distill: bool) -> None:
     flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call (default 1).")
     flags.DEFINE_bool("mixed_precision", None, "mixed_float16 compute, for GPUs (KD loss stays float32).")
     flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (GPU; slow on CPU).")
+    flags.DEFINE_bool("deterministic", None, "Deterministic TensorFlow ops: the same command gives the same "
+                      "weights, bit for bit, on the same machine (slower; see docs/training.md).")
     define_instrument_flags()
     flags.DEFINE_string("logdir", "logs", "Root folder of all runs.")
 

@@ -5,7 +5,8 @@ Resolution order (later wins): the paper's recipe for the model
 flags. ``None`` means "not set" at every level, so recipe defaults survive.
 
 Every run lives in ``<logdir>/<dataset>/<run name>``, where the run name is
-``<model>`` (baseline) or ``<student>_from_<teacher>`` (KD), then ``-s<seed>``,
+``<model>`` (baseline) or ``<student>_from_<teacher>`` (KD), then, for an
+image-folder dataset, ``-<folder name>.<digest of its resolved path>``, then ``-s<seed>``,
 then ``-<hash>`` when any result-affecting setting differs from the paper's
 recipe (the hash covers exactly those settings). Repeating a command therefore
 finds its run again, and a teacher trained by ``train.py`` is the same run a
@@ -41,8 +42,10 @@ class RunConfig:
         model: model name (the student for KD), e.g. ``"wrn22x10_NR_G4"``.
         teacher: teacher model name or path to a ``.keras`` file; ``None``
             for a hard-target baseline.
-        dataset: ``cifar100``, ``cifar10`` or ``synthetic``.
-        data_dir: prepared TFDS folder.
+        dataset: ``cifar100``, ``cifar10``, ``synthetic`` or ``folder``.
+        data_dir: prepared TFDS folder; for ``folder``, the image folder
+            (``train/<class>/...``, ``test/`` or ``val/``), which is part of
+            the run name (:func:`run_name`).
         archive: original CIFAR ``*-python.tar.gz`` archive or its folder.
         epochs, batch_size, lr, momentum, weight_decay: SGD recipe.
         lr_schedule, lr_milestones, lr_gamma: learning-rate schedule.
@@ -73,6 +76,10 @@ class RunConfig:
         mixed_precision: ``mixed_float16`` compute (GPU); the KD loss stays float32.
         jit_compile: compile the train step with XLA (helps on GPU; on CPU
             XLA's grouped convolution is far slower).
+        deterministic: TensorFlow's deterministic ops
+            (``tf.config.experimental.enable_op_determinism``, for the whole
+            process): the same command gives the same weights, bit for bit,
+            on the same machine and software (docs/training.md, "Deterministic runs").
     """
 
     model: str
@@ -103,6 +110,7 @@ class RunConfig:
     steps_per_execution: int = 1
     mixed_precision: bool = False
     jit_compile: bool = False
+    deterministic: bool = False
 
     @property
     def distill(self) -> bool:
@@ -118,7 +126,7 @@ class RunConfig:
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 #: Settings that do not change what a run computes (where data comes from,
 #: how it is spread over devices): left out of the run name's hash.
-NON_IDENTITY_FIELDS = ("data_dir", "archive", "strategy", "steps_per_execution", "jit_compile")
+NON_IDENTITY_FIELDS = ("data_dir", "archive", "strategy", "steps_per_execution", "jit_compile", "deterministic")
 #: KD-only settings, which a teacher does not inherit from its student's command.
 KD_FIELDS = ("teacher", "temperature", "alpha", "kd_epochs")
 #: Settings that a teacher trained on the way inherits from the student's command.
@@ -194,6 +202,9 @@ def validate(config: RunConfig) -> None:
         parse_model_name(config.teacher)
     _check(config.dataset in DATASETS,
            f"Unknown dataset '{config.dataset}'. Valid choices: {', '.join(DATASETS)}.")
+    _check(config.dataset != "folder" or (isinstance(config.data_dir, str) and config.data_dir.strip()),
+           "dataset=folder needs data_dir=PATH (--data_dir): a folder with train/<class>/<images> and "
+           "test/<class>/<images> (or val/).")
     for name in ("epochs", "batch_size", "steps_per_execution"):
         value = getattr(config, name)
         _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
@@ -225,7 +236,7 @@ def validate(config: RunConfig) -> None:
                f"kd_epochs must be at most epochs ({config.epochs}). Received: kd_epochs={config.kd_epochs}.")
     _check(config.dropout is None or 0 <= config.dropout < 1,
            f"dropout must be in [0, 1). Received: dropout={config.dropout!r}.")
-    for name in ("augment", "mixed_precision", "jit_compile", "precise_bn_every_epoch"):
+    for name in ("augment", "mixed_precision", "jit_compile", "precise_bn_every_epoch", "deterministic"):
         _check(isinstance(getattr(config, name), bool),
                f"{name} must be true or false. Received: {name}={getattr(config, name)!r}.")
     _check(config.strategy in STRATEGIES,
@@ -287,8 +298,11 @@ def _identity(config: RunConfig) -> dict:
 
 
 def run_name(config: RunConfig, extra: dict | None = None) -> str:
-    """``<model>[_from_<teacher>]-s<seed>[-<hash of non-recipe settings>]``.
+    """``<model>[_from_<teacher>][-<folder>]-s<seed>[-<hash of non-recipe settings>]``.
 
+    ``<folder>`` names the image folder of ``dataset=folder``:
+    ``<basename>.<6 hex digits of a hash of its resolved path>``, so two
+    folders never share runs (moving the folder starts new ones).
     ``extra``: more settings for the hash (e.g. a tuning search's space).
     """
     name = config.model
@@ -301,6 +315,10 @@ def run_name(config: RunConfig, extra: dict | None = None) -> str:
             digest = hashlib.sha1(os.path.abspath(teacher).encode()).hexdigest()[:6]
             teacher = f"{stem}.{digest}"
         name += f"_from_{teacher}"
+    if config.dataset == "folder" and config.data_dir:
+        from kdkeras.data.folder import folder_tag
+
+        name += f"-{folder_tag(config.data_dir)}"
     name += f"-s{config.seed}"
     identity = {**_identity(config), **(extra or {})}
     if identity:

@@ -26,7 +26,7 @@ import io
 import os
 import time
 
-from kdkeras import claims
+from kdkeras import claims, hparams
 from kdkeras import config as config_lib
 from kdkeras.errors import MissingFileError, UsageError
 
@@ -79,11 +79,33 @@ class GridSpec:
     settings: dict = dataclasses.field(default_factory=dict)
 
 
+#: The configs shipped with kdkeras (``configs/`` of a source checkout is a link to it).
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def shipped_config(path: str) -> str | None:
+    """The shipped config that ``path`` names (``configs/tables/table3_wrn22x2.yaml`` or
+    ``tables/table3_wrn22x2.yaml``), or ``None``: how an installed kdkeras finds its configs
+    when the path does not exist from the current folder."""
+    parts = os.path.normpath(path).split(os.sep)
+    if parts and parts[0] == "configs":
+        parts = parts[1:]
+    if not parts or os.path.isabs(path) or ".." in parts:
+        return None
+    candidate = os.path.join(CONFIGS_DIR, *parts)
+    return candidate if os.path.isfile(candidate) else None
+
+
+def resolve_config_path(path: str) -> str:
+    """``path`` if it exists, else the shipped config it names (see :func:`shipped_config`)."""
+    return path if os.path.exists(path) else (shipped_config(path) or path)
+
+
 def _read_yaml(path: str) -> dict:
     import yaml
 
     if not os.path.exists(path):
-        raise MissingFileError(f"Grid config '{path}' does not exist.")
+        raise MissingFileError(f"Grid config '{path}' does not exist (shipped configs are in {CONFIGS_DIR}).")
     with open(path) as f:
         try:
             data = yaml.safe_load(f) or {}
@@ -104,6 +126,7 @@ def load_grids(path: str) -> tuple[str, list[GridSpec]]:
     Returns:
         ``(name, specs)``: the config's name and its grids (one for a grid config).
     """
+    path = resolve_config_path(path)
     data = _read_yaml(path)
     if "grids" not in data:
         spec = load_grid(path)
@@ -129,6 +152,7 @@ def load_grids(path: str) -> tuple[str, list[GridSpec]]:
 
 def load_grid(path: str) -> GridSpec:
     """Reads a grid config YAML (see ``configs/tables/``)."""
+    path = resolve_config_path(path)
     data = _read_yaml(path)
     unknown = sorted(set(data) - set(GRID_FIELDS))
     if unknown:
@@ -145,8 +169,7 @@ def load_grid(path: str) -> GridSpec:
 
 def table_config_path(table: int, configs_dir: str | None = None) -> str:
     """The config file of paper table ``table`` (1-6) in ``configs/tables/``."""
-    folder = configs_dir or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                         "configs", "tables")
+    folder = configs_dir or os.path.join(CONFIGS_DIR, "tables")
     matches = sorted(f for f in os.listdir(folder) if f.startswith(f"table{table}_")) if os.path.isdir(folder) else []
     if not matches:
         raise UsageError(f"No config for table {table} in {folder}. Valid tables: 1, 2, 3, 4, 5, 6.")
@@ -309,7 +332,9 @@ def run(spec, cells, logdir: str, log=print, verbose="auto", callbacks=None, tak
     """Runs the cells in order with a progress line per cell; returns counts by outcome.
 
     ``spec``: the grid (or a suite's name) shown in the progress lines;
-    ``callbacks``: as in :func:`run_cell`.
+    ``callbacks``: as in :func:`run_cell`. First writes the TensorBoard
+    HParams experiment of every cell at the root of ``logdir``
+    (:func:`kdkeras.hparams.write_experiment`).
 
     ``take_over``: the cells of the other shards. After its own cells, the
     process trains those that no live process holds (a shard not started
@@ -319,6 +344,7 @@ def run(spec, cells, logdir: str, log=print, verbose="auto", callbacks=None, tak
     completes as long as one of them survives.
     """
     name = getattr(spec, "name", spec)
+    hparams.write_experiment(logdir, [c.config for c in [*cells, *take_over]], on_error=log)  # HParams tab
     outcomes, skipped = {}, []
     for i, cell in enumerate(cells, start=1):
         log(f"[{i}/{len(cells)}] {name}: {cell.label}")
@@ -425,7 +451,9 @@ def write_tables(spec: GridSpec, logdir: str, half=None, students=None, teachers
     labelled optimistic. ``table.csv`` holds the same numbers as long rows
     ``half,measure,row,student,mean,std,n``; ``table.png`` is a heatmap of
     the final epoch; ``comparison.md`` (CIFAR-100 paper tables only) puts
-    every final-epoch cell beside the paper's printed value.
+    every final-epoch cell beside the paper's printed value. The TensorBoard
+    HParams experiment at the root of ``logdir`` is rewritten too
+    (:func:`kdkeras.hparams.write_experiment`).
     """
     import tempfile
 
@@ -435,6 +463,8 @@ def write_tables(spec: GridSpec, logdir: str, half=None, students=None, teachers
 
     folder = os.path.join(logdir, spec.name)
     os.makedirs(folder, exist_ok=True)
+    hparams.write_experiment(logdir, [c.config for c in plan(spec, logdir, half, students, teachers)],
+                             on_error=log)  # TensorBoard's HParams tab: every run of the table
     measured = {}
     for name, key, what in MEASURES:
         halves = collect(spec, logdir, key, half, students, teachers)

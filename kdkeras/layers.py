@@ -124,7 +124,7 @@ class FastBatchNormalization(keras.layers.BatchNormalization):
             and self.axis in (-1, 3)
             and self.scale
             and self.center
-            and not self.renorm
+            and not getattr(self, "renorm", False)  # Keras >= 3.13
             and not getattr(self, "synchronized", False)
             and inputs.dtype in ("float32", "float16")
         )

@@ -587,7 +587,7 @@ def _flag(name, value) -> str:
 
 
 def distill_command(config, values: dict, logdir: str = "logs") -> str:
-    """The ``scripts/distill.py`` command that trains the student with ``values``.
+    """The ``kdkeras distill`` command that trains the student with ``values``.
 
     It repeats every setting of ``config`` that differs from the paper's
     recipe. When the lr differs from the recipe's and the teacher is given by
@@ -604,7 +604,7 @@ def distill_command(config, values: dict, logdir: str = "logs") -> str:
         from kdkeras.training import MODEL_FILE
 
         teacher = os.path.join(teacher_location(config, logdir), MODEL_FILE)
-    args = ["python", "scripts/distill.py", f"--student={config.model}", f"--teacher={teacher}"]
+    args = ["kdkeras", "distill", f"--student={config.model}", f"--teacher={teacher}"]
     current = base.to_dict()
     for name in config_lib.FIELDS:
         if name in ("model", "teacher", *TUNED) or current[name] == defaults[name]:

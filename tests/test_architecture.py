@@ -16,9 +16,10 @@ LAYERS = (
     ("kdkeras.layers", "kdkeras.losses", "kdkeras.optimizers", "kdkeras.profiling", "kdkeras.models",
      "kdkeras.data"),
     ("kdkeras.recipes", "kdkeras.config", "kdkeras.distiller", "kdkeras.batchnorm", "kdkeras.callbacks"),
-    ("kdkeras.training",),
+    ("kdkeras.training", "kdkeras.hparams"),
     ("kdkeras.grid", "kdkeras.tuning", "kdkeras.analysis"),
     ("kdkeras.cli",),
+    ("kdkeras.commands", "kdkeras.__main__"),
 )
 
 

@@ -159,3 +159,12 @@ def test_run_names_are_stable():
         assert run_name(config) == entry["run_name"], case
         if "teacher_run_name" in entry:
             assert run_name(teacher_config(config)) == entry["teacher_run_name"], case
+
+
+def test_deterministic_is_a_process_setting_not_part_of_the_run_name():
+    plain = config_lib.resolve({"model": "wrn16x1_R_g2", "dataset": "synthetic"})
+    det = config_lib.resolve({"model": "wrn16x1_R_g2", "dataset": "synthetic", "deterministic": True})
+    assert det.deterministic and not plain.deterministic
+    assert config_lib.run_name(det) == config_lib.run_name(plain)
+    with pytest.raises(ValueError, match="deterministic must be true or false"):
+        config_lib.resolve({"model": "wrn16x1_R_g2", "deterministic": "yes"})

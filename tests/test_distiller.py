@@ -457,11 +457,12 @@ def test_mirrored_strategy_matches_single_device():
     assert (single["replicas"], mirrored["replicas"]) == (1, 2)
 
     for key in ["loss", "ce", "kd", "accuracy"]:
+        # Two replicas sum in another order: a few 1e-7 apart on a small KD term (seen: 2.8e-7 of 0.021).
         np.testing.assert_allclose(
-            mirrored["history"][key], single["history"][key], rtol=1e-5, err_msg=key
+            mirrored["history"][key], single["history"][key], rtol=1e-5, atol=1e-6, err_msg=key
         )
         np.testing.assert_allclose(
-            mirrored["evaluate"][key], single["evaluate"][key], rtol=1e-5, err_msg=key
+            mirrored["evaluate"][key], single["evaluate"][key], rtol=1e-5, atol=1e-6, err_msg=key
         )
     for got, expected, initial in zip(
         mirrored["weights"], single["weights"], single["initial"]

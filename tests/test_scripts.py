@@ -108,3 +108,56 @@ def test_bench_prints_one_json_record_last(args):
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"model", "mode", "batch_size", "images_per_sec", "device"} <= set(record)
     assert record["batch_size"] == 16 and record["images_per_sec"] > 0 and len(record["runs"]) == 2
+
+
+def run_kdkeras(*args, cwd=None):
+    """``python -m kdkeras ARGS``: the ``kdkeras`` command of an installed package."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("KDKERAS_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "kdkeras", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+def test_the_kdkeras_command_lists_every_script_and_rejects_unknown_ones(tmp_path):
+    from kdkeras.commands import COMMANDS, SCRIPT_NAMES
+
+    listing = run_kdkeras("--help")
+    assert listing.returncode == 0
+    for name in COMMANDS:
+        assert re.search(rf"^  {name}\s+\S", listing.stdout, re.M), listing.stdout
+        assert os.path.isfile(os.path.join(ROOT, "scripts", SCRIPT_NAMES.get(name, name) + ".py"))
+    shells = {os.path.splitext(f)[0] for f in os.listdir(os.path.join(ROOT, "scripts")) if f.endswith(".py")}
+    assert shells == {SCRIPT_NAMES.get(name, name) for name in COMMANDS}  # one shell per subcommand
+    unknown = run_kdkeras("trian")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    (line,) = error_lines(unknown.stderr)
+    assert "unknown command 'trian'" in line and "train, distill, grid" in line
+    assert run_kdkeras().returncode == 2  # no command: the list, as an error
+
+
+def test_a_subcommand_takes_the_scripts_flags_and_errors(tmp_path):
+    bad = run_kdkeras("train", "--model=wrn23x2_R_g2", f"--logdir={tmp_path}")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    (line,) = error_lines(bad.stderr)
+    assert line.startswith("kdkeras train: error: ") and "(d - 4) % 6 == 0" in line
+    helped = run_kdkeras("grid", "--help")  # absl's --help: the docstring and the flags (exit code 1)
+    assert "kdkeras grid --table=3 --dry_run" in helped.stdout and "--shard:" in helped.stdout
+    assert "--archive:" in helped.stdout  # defined through kdkeras.cli, listed too
+    for script in ("train.py", "distill.py"):
+        flags_listed = run_script(script, "--help").stdout
+        assert "--logdir:" in flags_listed and "--epochs:" in flags_listed, flags_listed
+    # A shipped config is found by its configs/ path from any folder.
+    plan = run_kdkeras("grid", "--config=configs/smoke_grid.yaml", "--dry_run", f"--logdir={tmp_path}",
+                       cwd=tmp_path)
+    assert plan.returncode == 0 and "Grid smoke_grid: 12 runs" in plan.stdout, plan.stderr
+
+
+def test_output_cut_short_by_its_reader_is_not_an_error(tmp_path):
+    """``kdkeras grid --table=3 --dry_run | head -2`` stops quietly."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "kdkeras", "grid", "--table=3", "--dry_run",
+                             f"--logdir={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away
+    _, err = proc.communicate(timeout=300)
+    assert first.startswith(b"Grid table3_wrn22x2") and b"Traceback" not in err and b"error" not in err, err

@@ -1,12 +1,12 @@
 """Training, distillation and input-pipeline throughput (images per second).
 
 Examples:
-    python scripts/bench.py --model=wrn22x2_R_g16 --mode=train --batch_size=128 --steps=20
-    python scripts/bench.py --model=wrn22x2_NR_g16 --mode=distill --teacher=wrn22x2_R_G4 --steps=20
-    python scripts/bench.py --model=wrn22x2_R_G4 --mode=infer          # inference forward (a teacher's cost)
-    python scripts/bench.py --mode=data --steps=200                 # the augmented CIFAR pipeline alone
-    python scripts/bench.py --mode=data --dataset=cifar100 --archive=cifar-100-python.tar.gz  # a real source
-    python scripts/bench.py --model=wrn22x2_R_g16 --framework=torch  # the same network in PyTorch
+    kdkeras bench --model=wrn22x2_R_g16 --mode=train --batch_size=128 --steps=20
+    kdkeras bench --model=wrn22x2_NR_g16 --mode=distill --teacher=wrn22x2_R_G4 --steps=20
+    kdkeras bench --model=wrn22x2_R_G4 --mode=infer          # inference forward (a teacher's cost)
+    kdkeras bench --mode=data --steps=200                 # the augmented CIFAR pipeline alone
+    kdkeras bench --mode=data --dataset=cifar100 --archive=cifar-100-python.tar.gz  # a real source
+    kdkeras bench --model=wrn22x2_R_g16 --framework=torch  # the same network in PyTorch
 
 train/distill run the real compiled step (PyTorchSGD, KD loss, Distiller) on
 synthetic inputs. Each of --repeats timed windows runs --steps steps; the
@@ -137,7 +137,12 @@ def main(argv):
     if FLAGS.framework == "torch":
         if mode == "data":
             cli.fail("--framework=torch measures --mode=train or --mode=distill.")
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+        package = os.path.dirname(os.path.abspath(cli.__file__))
+        benchmarks = os.path.join(os.path.dirname(package), "benchmarks")
+        if not os.path.isfile(os.path.join(benchmarks, "torch_reference.py")):
+            cli.fail("--framework=torch needs benchmarks/torch_reference.py of a kdkeras source checkout "
+                     "(git clone, then pip install -e .); an installed wheel does not ship it.")
+        sys.path.insert(0, benchmarks)
         try:
             import torch
             import torch_reference

@@ -1,8 +1,8 @@
 """Diagnoses a gap between training and evaluation: BatchNorm statistics, layer by layer.
 
 Examples:
-    python scripts/bnstats.py --runs=logs/cifar10/wrn40x1_NR_g2-s0-<hash>
-    python scripts/bnstats.py --runs=RUN_R,RUN_NR,RUN_KD --output=bn_variance.png --batches=64
+    kdkeras bnstats --runs=logs/cifar10/wrn40x1_NR_g2-s0-<hash>
+    kdkeras bnstats --runs=RUN_R,RUN_NR,RUN_KD --output=bn_variance.png --batches=64
 
 For every run, prints the accuracy of its trained weights with the moving
 BatchNorm statistics, with precise (population) statistics computed with

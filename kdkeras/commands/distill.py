@@ -1,10 +1,10 @@
 """Distils a student from a teacher (Hinton KD, T=4, alpha=0.9 by default).
 
 Examples:
-    python scripts/distill.py --student=wrn22x10_NR_G4 --teacher=wrn22x10_R_g2
-    python scripts/distill.py --student=wrn22x2_NR_g16 --teacher=path/to/teacher.keras
-    python scripts/distill.py --student=wrn22x2_NR_g16 --teacher=wrn22x2_R_G4 --kd_epochs=30
-    python scripts/distill.py --student=wrn16x1_NR_g2 --teacher=wrn16x1_R_g2 \
+    kdkeras distill --student=wrn22x10_NR_G4 --teacher=wrn22x10_R_g2
+    kdkeras distill --student=wrn22x2_NR_g16 --teacher=path/to/teacher.keras
+    kdkeras distill --student=wrn22x2_NR_g16 --teacher=wrn22x2_R_G4 --kd_epochs=30
+    kdkeras distill --student=wrn16x1_NR_g2 --teacher=wrn16x1_R_g2 \
         --dataset=synthetic --epochs=2                                            # smoke run
 
 A teacher given by name is looked up in --logdir (its baseline run with the

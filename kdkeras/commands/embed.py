@@ -1,9 +1,9 @@
 """Penultimate-layer embeddings of finished runs (the paper's Figure 2).
 
 Examples:
-    python scripts/embed.py --run=logs/cifar100/wrn22x2_NR_g16-s0              # its 3 worst classes
-    python scripts/embed.py --run=logs/cifar100/wrn22x2_NR_g16-s0 --classes=house,tractor,whale
-    python scripts/embed.py --compare=$TEACHER,$R,$NR,$KD --worst=3     # 4 run folders, Figure 2
+    kdkeras embed --run=logs/cifar100/wrn22x2_NR_g16-s0              # its 3 worst classes
+    kdkeras embed --run=logs/cifar100/wrn22x2_NR_g16-s0 --classes=house,tractor,whale
+    kdkeras embed --compare=$TEACHER,$R,$NR,$KD --worst=3     # 4 run folders, Figure 2
 
 --run writes TensorBoard projector files into <run>/tensorboard/projector/
 (Projector tab of `tensorboard --logdir=<run>` or of `--logdir=logs`) and a

@@ -1,9 +1,9 @@
 """Plots the gradient flow that runs logged with --gradient_flow_epochs.
 
 Examples:
-    python scripts/distill.py --student=wrn22x2_NR_g16 --teacher=wrn22x2_R_G4 --gradient_flow_epochs=2
-    python scripts/train.py --model=wrn22x2_NR_g16 --gradient_flow_epochs=2
-    python scripts/gradflow.py --runs=logs/cifar100/wrn22x2_NR_g16-s0,logs/cifar100/wrn22x2_NR_g16_from_wrn22x2_R_G4-s0
+    kdkeras distill --student=wrn22x2_NR_g16 --teacher=wrn22x2_R_G4 --gradient_flow_epochs=2
+    kdkeras train --model=wrn22x2_NR_g16 --gradient_flow_epochs=2
+    kdkeras gradflow --runs=logs/cifar100/wrn22x2_NR_g16-s0,logs/cifar100/wrn22x2_NR_g16_from_wrn22x2_R_G4-s0
 
 Draws per-layer gradient norms (first and last measured step) and the probe
 loss of every run into one PNG (default: <first run's dataset folder>/

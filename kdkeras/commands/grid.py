@@ -1,16 +1,16 @@
 """Runs one of the paper's tables (or any grid config) and writes it in the paper's layout.
 
 Examples:
-    python scripts/grid.py --table=3 --archive=cifar-100-python.tar.gz          # all of Table 3
-    python scripts/grid.py --table=3 --dry_run                                   # cells and their state
-    python scripts/grid.py --table=1 --half=left --students=NR_g8,NR_g16 --teachers=R_G1,R_G2
-    python scripts/grid.py --table=6 --shard=2/8 --logdir=/shared/logs            # one of 8 machines
-    python scripts/grid.py --config=configs/smoke_grid.yaml                      # tiny synthetic grid
-    python scripts/grid.py --config=configs/ablations/early_kd_wrn22x2.yaml --kd_epochs=30
-    python scripts/grid.py --config=configs/reduced/cifar10_wrn.yaml \
+    kdkeras grid --table=3 --archive=cifar-100-python.tar.gz          # all of Table 3
+    kdkeras grid --table=3 --dry_run                                   # cells and their state
+    kdkeras grid --table=1 --half=left --students=NR_g8,NR_g16 --teachers=R_G1,R_G2
+    kdkeras grid --table=6 --shard=2/8 --logdir=/shared/logs            # one of 8 machines
+    kdkeras grid --config=configs/smoke_grid.yaml                      # tiny synthetic grid
+    kdkeras grid --config=configs/ablations/early_kd_wrn22x2.yaml --kd_epochs=30
+    kdkeras grid --config=configs/reduced/cifar10_wrn.yaml \
         --archive=cifar-10-subset-20k.tar.gz --logdir=logs/reduced            # a suite of grids
-    python scripts/grid.py --table=3 --gradient_flow_epochs=2               # gradient flow of every run
-    python scripts/grid.py --config=configs/reduced/cifar10_wrn.yaml --logdir=logs/reduced \
+    kdkeras grid --table=3 --gradient_flow_epochs=2               # gradient flow of every run
+    kdkeras grid --config=configs/reduced/cifar10_wrn.yaml --logdir=logs/reduced \
         --export=docs/results                                                # commit-sized copy of the results
 
 Finished runs are reused, never trained twice; results go to
@@ -43,8 +43,9 @@ flags.DEFINE_string("export", None, "Write the tables from the runs finished so 
                     "result files of every finished run (results.json, history.csv, config.yaml) into this "
                     "folder, e.g. to commit them; trains nothing.")
 flags.DEFINE_integer("seeds", None, "Seeds per cell (overrides the config).")
-flags.DEFINE_string("dataset", None, "cifar100, cifar10 or synthetic (overrides the config).")
-flags.DEFINE_string("data_dir", None, "Prepared TFDS data folder.")
+flags.DEFINE_string("dataset", None, "cifar100, cifar10, synthetic or folder (overrides the config).")
+flags.DEFINE_string("data_dir", None, "Prepared TFDS data folder; with --dataset=folder, the image folder "
+                    "(train/<class>/..., test/<class>/...).")
 flags.DEFINE_string("archive", None, "Original cifar-100-python.tar.gz / cifar-10-python.tar.gz.")
 flags.DEFINE_integer("epochs", None, "Epochs of every run (default: the paper's recipe).")
 flags.DEFINE_integer("batch_size", None, "Batch size of every run.")

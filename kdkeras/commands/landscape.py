@@ -1,10 +1,10 @@
 """Draws the loss landscape of finished runs (filter-normalised directions, Li et al. 2018).
 
 Examples:
-    python scripts/landscape.py --run=logs/cifar100/wrn22x2_NR_g16-s0-1a2b3c4d            # 1-D, 51 points
-    python scripts/landscape.py --run=RUN_DIR --mode=2d --resolution=21                   # 2-D contour
-    python scripts/landscape.py --run=RUN_DIR --mode=path                                 # initial -> trained
-    python scripts/landscape.py --compare=R_RUN,NR_RUN,KD_RUN --mode=path                 # one plot, 3 runs
+    kdkeras landscape --run=logs/cifar100/wrn22x2_NR_g16-s0-1a2b3c4d            # 1-D, 51 points
+    kdkeras landscape --run=RUN_DIR --mode=2d --resolution=21                   # 2-D contour
+    kdkeras landscape --run=RUN_DIR --mode=path                                 # initial -> trained
+    kdkeras landscape --compare=R_RUN,NR_RUN,KD_RUN --mode=path                 # one plot, 3 runs
 
 Each run's result goes to <run>/landscape/<mode>-r<resolution>-...npz (alphas,
 betas for 2-D, loss, accuracy and the settings) with a PNG beside it; a

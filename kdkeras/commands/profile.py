@@ -1,9 +1,9 @@
 """Parameter and FLOP (multiply-accumulate) counts of the model zoo.
 
 Examples:
-    python scripts/profile_models.py --model=wrn22x10_NR_G4      # one model: summary + counts
-    python scripts/profile_models.py --all --csv                 # model,params,macs for the paper's 108 variants
-    python scripts/profile_models.py --table                     # Tables 8 and 9 beside the paper's values
+    kdkeras profile --model=wrn22x10_NR_G4      # one model: summary + counts
+    kdkeras profile --all --csv                 # model,params,macs for the paper's 108 variants
+    kdkeras profile --table                     # Tables 8 and 9 beside the paper's values
 """
 
 from kdkeras import cli  # first: quiets TensorFlow's start-up logging

@@ -1,9 +1,9 @@
 """Trains a baseline on hard targets with the paper's recipe.
 
 Examples:
-    python scripts/train.py --model=wrn22x2_R_g2
-    python scripts/train.py --model=resnet18_NR_G4 --archive=~/data/cifar-100-python.tar.gz
-    python scripts/train.py --model=wrn16x1_R_g2 --dataset=synthetic --epochs=2   # smoke run
+    kdkeras train --model=wrn22x2_R_g2
+    kdkeras train --model=resnet18_NR_G4 --archive=~/data/cifar-100-python.tar.gz
+    kdkeras train --model=wrn16x1_R_g2 --dataset=synthetic --epochs=2   # smoke run
 
 The run folder is <logdir>/<dataset>/<model>-s<seed>[-<hash>]; repeating a
 finished command prints its stored result, an interrupted one resumes.

@@ -1,12 +1,12 @@
 """Tunes the KD temperature, alpha and learning rate of a student/teacher pair (KerasTuner).
 
 Examples:
-    python scripts/tune.py --student=wrn22x2_NR_g16 --teacher=wrn22x2_R_g2 --max_trials=20
-    python scripts/tune.py --student=wrn16x1_NR_g2 --teacher=wrn16x1_R_g2 --tuner=hyperband \
+    kdkeras tune --student=wrn22x2_NR_g16 --teacher=wrn22x2_R_g2 --max_trials=20
+    kdkeras tune --student=wrn16x1_NR_g2 --teacher=wrn16x1_R_g2 --tuner=hyperband \
         --epochs=30 --max_trials=40
-    python scripts/tune.py --student=wrn16x1_NR_g2 --teacher=wrn16x1_R_g2 \
+    kdkeras tune --student=wrn16x1_NR_g2 --teacher=wrn16x1_R_g2 \
         --temperature_range=4 --lr_range=0.1 --alpha_range=0.5,1                  # alpha only
-    python scripts/tune.py --student=wrn10x1_NR_g2 --teacher=wrn10x1_R_g2 \
+    kdkeras tune --student=wrn10x1_NR_g2 --teacher=wrn10x1_R_g2 \
         --dataset=synthetic --epochs=1 --train_size=128 --test_size=64 --max_trials=2   # smoke run
 
 Every other flag is distill.py's, and a trial trains exactly as distill.py

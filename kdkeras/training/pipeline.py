@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 
-from kdkeras import claims
+from kdkeras import claims, hparams
 from kdkeras import config as config_lib
 from kdkeras.errors import MissingFileError
 from kdkeras.training import distribute, resume
@@ -83,7 +83,7 @@ def ensure_teacher_run(config, logdir: str, *, log=_print, verbose="auto", train
     if not finished and not train_teacher:
         raise MissingFileError(
             f"Teacher {teacher_cfg.model} has no finished run at {folder.path}. Train it first "
-            f"(python scripts/train.py --model={teacher_cfg.model} with the same settings), pass "
+            f"(kdkeras train --model={teacher_cfg.model} with the same settings), pass "
             f"--teacher=PATH.keras, or allow training it on the way (--train_teacher).")
     waited = False
     while not finished:
@@ -186,6 +186,10 @@ def build_run_model(config, data, teacher=None, strategy=None):
     import keras
 
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
+    if config.deterministic:  # for the rest of the process: TensorFlow cannot switch it off again
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         keras.utils.set_random_seed(config.seed)
@@ -364,7 +368,7 @@ def summarise(config, model, student, data, folder: RunFolder, work: RunFolder, 
         with contextlib.suppress(OSError):
             os.rmdir(os.path.dirname(work.path))
         return {"run_dir": folder.path}
-    folder.save_model(student)
+    folder.save_model(student, data.info)
     counts = profile(student)
     info = data.info
     results = {
@@ -391,6 +395,7 @@ def summarise(config, model, student, data, folder: RunFolder, work: RunFolder, 
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     folder.write_results(results)
+    hparams.log_run(folder, config, results, on_error=log)  # TensorBoard's HParams tab
     folder.remove_backup()
     log(f"Finished {folder.name}: " + format_results(results) + f", {results['wall_time_s']:.0f} s -> {folder.path}")
     return {**results, "run_dir": folder.path}

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import helpers
 
 from kdkeras.analysis import embeddings as emb
@@ -291,6 +292,40 @@ def test_embed_runs_uses_the_same_examples_for_every_run(tiny_runs):
         emb.embed_runs(chosen, classes=["class_1", "class_2", "class_5"], num_points=2)
 
 
+def test_sprite_puts_each_example_at_its_index_with_its_colours(tmp_path, monkeypatch):
+    """Thumbnails row by row; a linear map per channel, so normalised images keep their look."""
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [0, 0, 0]], np.float32)
+    raw = np.broadcast_to(colours[:, None, None, :], (5, 4, 6, 3)).copy()
+    mean, std = np.array([120.0, 110.0, 100.0]), np.array([60.0, 50.0, 70.0])
+    for images in (raw, (raw - mean) / std):  # raw pixels, and the same normalised
+        sprite, thumb = emb.sprite_image(images)
+        assert thumb == (4, 6) and sprite.shape == (3 * 4, 3 * 6, 3) and sprite.dtype == np.uint8
+        for i, colour in enumerate(colours):
+            r, c = divmod(i, 3)
+            np.testing.assert_array_equal(sprite[r * 4:(r + 1) * 4, c * 6:(c + 1) * 6],
+                                          np.broadcast_to(colour, (4, 6, 3)))
+        assert not sprite[4:8, 6 * 2:].any() and not sprite[8:].any()  # the cells after the last: black
+    # A sprite that would exceed TensorBoard's limit (8192 pixels; 12 here) shrinks its thumbnails.
+    from kdkeras.analysis.embeddings import projector
+
+    monkeypatch.setattr(projector, "MAX_SPRITE_SIDE", 12)
+    small, thumb = emb.sprite_image(raw)
+    assert thumb == (2, 3) and small.shape == (6, 9, 3)
+    np.testing.assert_array_equal(small[2:4, 0:3], np.broadcast_to(colours[3], (2, 3, 3)))
+    monkeypatch.undo()
+
+    directory = tmp_path / "projector"
+    labels = np.array([0, 1, 0, 1, 0])
+    emb.write_projector(str(directory), np.eye(5, dtype=np.float32), labels, ("a", "b"), images=raw)
+    (embedding,) = emb.read_projector_config(str(directory)).embeddings
+    assert embedding.sprite.image_path == emb.SPRITE_FILE and list(embedding.sprite.single_image_dim) == [4, 6]
+    decoded = tf.io.decode_png(open(directory / emb.SPRITE_FILE, "rb").read()).numpy()
+    np.testing.assert_array_equal(decoded, emb.sprite_image(raw)[0])
+    emb.write_projector(str(directory), np.eye(5, dtype=np.float32), labels, ("a", "b"))  # no images now
+    assert not (directory / emb.SPRITE_FILE).exists()
+    assert not emb.read_projector_config(str(directory)).embeddings[0].sprite.image_path
+
+
 def test_script_writes_projector_and_png_into_the_run(tiny_runs):
     _, teacher_dir, _ = tiny_runs
     result = run_script(f"--run={teacher_dir}", "--classes=class_3,class_9,class_40", "--num_points=30")
@@ -305,6 +340,9 @@ def test_script_writes_projector_and_png_into_the_run(tiny_runs):
     assert {r[2] for r in rows[1:]} == {"class_3", "class_9", "class_40"}
     tensors = np.loadtxt(os.path.join(projector_dir, emb.TENSORS_FILE), delimiter="\t", ndmin=2)
     assert tensors.shape == (len(rows) - 1, 64)  # wrn10x1: 64 channels at avg_pool
+    (embedding,) = emb.read_projector_config(projector_dir).embeddings  # each point drawn as its image
+    assert embedding.sprite.image_path == emb.SPRITE_FILE and list(embedding.sprite.single_image_dim) == [32, 32]
+    assert os.path.isfile(os.path.join(projector_dir, emb.SPRITE_FILE))
 
 
 def test_script_compare_draws_one_png(tiny_runs, tmp_path):

@@ -41,8 +41,10 @@ from kdkeras.analysis.embeddings.projector import (
     METADATA_FILE,
     PROJECTOR_CONFIG_FILE,
     PROJECTOR_SUBDIR,
+    SPRITE_FILE,
     TENSORS_FILE,
     read_projector_config,
+    sprite_image,
     write_projector,
 )
 from kdkeras.analysis.embeddings.run import (
@@ -61,9 +63,10 @@ from kdkeras.analysis.runs import SPLITS
 
 __all__ = [
     "DEFAULT_NUM_POINTS", "DEFAULT_WORST", "EMBEDDING_LAYER", "EVENTS_SUFFIX", "METADATA_FILE", "METHODS",
-    "PNG_FILE", "PROJECTOR_CONFIG_FILE", "PROJECTOR_SUBDIR", "SPLITS", "TENSORS_FILE", "EmbeddingProjector",
+    "PNG_FILE", "PROJECTOR_CONFIG_FILE", "PROJECTOR_SUBDIR", "SPLITS", "SPRITE_FILE", "TENSORS_FILE", "EmbeddingProjector",
     "Panel", "RunEmbedding", "Selection", "class_indices", "compare_output_path", "compute_embeddings",
     "describe", "embed_runs", "penultimate_model", "per_class_accuracy", "plot_embeddings", "project_2d",
-    "read_projector_config", "sample_examples", "separation_score", "worst_classes", "write_projector",
+    "read_projector_config", "sample_examples", "separation_score", "sprite_image", "worst_classes",
+    "write_projector",
     "write_run_outputs",
 ]

@@ -29,6 +29,11 @@ TENSORS_FILE = "tensors.tsv"
 
 METADATA_FILE = "metadata.tsv"
 
+SPRITE_FILE = "sprite.png"
+
+#: Largest side of a sprite image TensorBoard's projector accepts (pixels).
+MAX_SPRITE_SIDE = 8192
+
 #: Suffix of the event files written here (older ones are replaced).
 EVENTS_SUFFIX = ".projector"
 
@@ -38,7 +43,7 @@ def _clean(text) -> str:
 
 
 def write_projector(directory, embeddings, labels, class_names, *, predictions=None,
-                    example_ids=None, tensor_name: str = EMBEDDING_LAYER, scalars=None,
+                    example_ids=None, images=None, tensor_name: str = EMBEDDING_LAYER, scalars=None,
                     description: str = "", step: int = 0) -> str:
     """Writes TensorBoard projector files for ``embeddings`` into ``directory``.
 
@@ -47,6 +52,8 @@ def write_projector(directory, embeddings, labels, class_names, *, predictions=N
         tensors.tsv             one row of tab-separated floats per example
         metadata.tsv            header + one row per example: example, label,
                                 class (and predicted, correct)
+        sprite.png              with ``images``: their thumbnails, so the
+                                projector draws each point as its picture
         projector_config.pbtxt  text ProjectorConfig, paths relative to it
         events.out.tfevents.*.projector   ``scalars`` and ``description``
 
@@ -64,6 +71,8 @@ def write_projector(directory, embeddings, labels, class_names, *, predictions=N
             ``predicted`` and ``correct``).
         example_ids: optional ``(N,)`` indices of the examples in their split
             (default ``0..N-1``).
+        images: optional ``(N, H, W, C)`` images of the examples, raw or
+            normalised (see :func:`sprite_image`).
         tensor_name: the embedding's name in the projector.
         scalars: optional ``{tag: value}`` logged at ``step``, e.g. the
             separation score.
@@ -85,7 +94,7 @@ def write_projector(directory, embeddings, labels, class_names, *, predictions=N
         raise ValueError(f"Expected embeddings (N, D) and labels (N,). Received shapes "
                          f"{embeddings.shape} and {labels.shape}.")
     ids = np.arange(len(labels)) if example_ids is None else np.asarray(example_ids)
-    for name, values in (("predictions", predictions), ("example_ids", ids)):
+    for name, values in (("predictions", predictions), ("example_ids", ids), ("images", images)):
         if values is not None and len(values) != len(labels):
             raise ValueError(f"{name} has {len(values)} entries for {len(labels)} embeddings.")
     os.makedirs(directory, exist_ok=True)
@@ -112,9 +121,65 @@ def write_projector(directory, embeddings, labels, class_names, *, predictions=N
     embedding.tensor_path = TENSORS_FILE
     embedding.metadata_path = METADATA_FILE
     embedding.tensor_shape.extend(embeddings.shape)
+    sprite_path = os.path.join(directory, SPRITE_FILE)
+    if images is not None:
+        sprite, thumb = sprite_image(images)
+        _write_png(sprite_path, sprite)
+        embedding.sprite.image_path = SPRITE_FILE
+        embedding.sprite.single_image_dim.extend(thumb)
+    elif os.path.exists(sprite_path):
+        os.remove(sprite_path)  # an earlier call's pictures would label these points wrongly
     path = os.path.join(directory, PROJECTOR_CONFIG_FILE)
     atomic_write_text(path, text_format.MessageToString(config))
     return path
+
+
+def sprite_image(images) -> tuple[np.ndarray, tuple[int, int]]:
+    """The sprite of ``images``: their thumbnails in rows, as TensorBoard's projector reads them.
+
+    Example ``i`` sits at row ``i // n``, column ``i % n`` of an ``n x n``
+    grid (``n = ceil(sqrt(N))``), the rest black. Each channel is mapped
+    linearly onto 0-255 by its minimum and maximum over all the images, so
+    normalised images look like the originals (normalisation is a linear map
+    per channel) and raw 0-255 images stay as they are; grey images become
+    RGB. Thumbnails are shrunk (by an integer factor) only when the grid
+    would exceed :data:`MAX_SPRITE_SIDE` pixels.
+
+    Returns:
+        ``(sprite, (height, width))``: a ``uint8`` RGB array and the size of
+        one thumbnail.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images):
+        raise ValueError(f"Expected images (N, H, W, 1 or 3). Received shape {images.shape}.")
+    low = images.min(axis=(0, 1, 2), keepdims=True)
+    high = images.max(axis=(0, 1, 2), keepdims=True)
+    if float(low.min()) >= 0 and float(high.max()) <= 255 and float(high.max()) > 1:
+        low, high = np.zeros_like(low), np.full_like(high, 255.0)  # raw pixels: keep them
+    scaled = np.rint(255.0 * (images - low) / np.maximum(high - low, 1e-12)).astype(np.uint8)
+    if scaled.shape[-1] == 1:
+        scaled = np.repeat(scaled, 3, axis=-1)
+    n = int(np.ceil(np.sqrt(len(scaled))))
+    step = int(np.ceil(n * max(scaled.shape[1:3]) / MAX_SPRITE_SIDE)) or 1
+    thumbs = scaled[:, ::step, ::step]
+    h, w = thumbs.shape[1:3]
+    sprite = np.zeros((n * h, n * w, 3), np.uint8)
+    for i, thumb in enumerate(thumbs):
+        r, c = divmod(i, n)
+        sprite[r * h:(r + 1) * h, c * w:(c + 1) * w] = thumb
+    return sprite, (h, w)
+
+
+def _write_png(path, image) -> None:
+    """Writes a ``uint8`` image as PNG, atomically."""
+    import tensorflow as tf
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(tf.io.encode_png(image).numpy())
+    os.replace(tmp, path)
 
 
 def _write_events(directory, scalars, description, step):

@@ -76,6 +76,8 @@ class Selection:
     class_names: tuple
     split: str
     class_accuracy: dict | None = None
+    #: The examples' (normalised) images, for the projector's thumbnails.
+    images: np.ndarray | None = None
 
 
 def embed_runs(runs, *, classes=None, worst=None, num_points: int = DEFAULT_NUM_POINTS,
@@ -143,7 +145,8 @@ def embed_runs(runs, *, classes=None, worst=None, num_points: int = DEFAULT_NUM_
             f"{class_names[c]} ({class_accuracy[c]:.2f})" for c in chosen))
     indices = sample_examples(labels, chosen, num_points, seed)
     selection = Selection(classes=list(chosen), indices=indices, labels=labels[indices],
-                          class_names=tuple(class_names), split=split, class_accuracy=class_accuracy)
+                          class_names=tuple(class_names), split=split, class_accuracy=class_accuracy,
+                          images=images[indices])
 
     results = []
     for i, run in enumerate(runs):
@@ -178,7 +181,7 @@ def write_run_outputs(selection: Selection, result: RunEmbedding, *, seed: int =
     directory = run.path(PROJECTOR_SUBDIR)
     write_projector(directory, result.embeddings, selection.labels, selection.class_names,
                     predictions=np.argmax(result.logits, -1), example_ids=selection.indices,
-                    scalars={"embeddings/silhouette": result.score,
+                    images=selection.images, scalars={"embeddings/silhouette": result.score,
                              "embeddings/accuracy": result.accuracy},
                     description=describe(selection, result))
     png = plot_embeddings(run.path(PNG_FILE), [Panel(result.panel_title, result.embeddings,
@@ -255,7 +258,7 @@ class EmbeddingProjector(keras.callbacks.Callback):
         classes = sorted(int(c) for c in np.unique(self.labels))
         names = ", ".join(self.class_names[c] for c in classes)
         write_projector(self.log_dir, embeddings, self.labels, self.class_names,
-                        predictions=np.argmax(logits, -1),
+                        predictions=np.argmax(logits, -1), images=self.images,
                         scalars={"embeddings/silhouette": self.score, "embeddings/accuracy": accuracy},
                         description=f"{len(self.labels)} images of {names}; {EMBEDDING_LAYER} of "
                                     f"{model.name} after epoch {self._epochs}; silhouette "
