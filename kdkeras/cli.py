@@ -211,6 +211,7 @@ def define_run_flags(distill: bool) -> None:
     flags.DEFINE_string("data_dir", None, "Prepared TFDS data folder; with --dataset=folder, the image folder "
                         "(train/<class>/..., test/<class>/... or val/<class>/...).")
     flags.DEFINE_string("archive", None, "Original cifar-100-python.tar.gz / cifar-10-python.tar.gz or its folder.")
+    define_download_flags()
     flags.DEFINE_integer("epochs", None, "Training epochs (paper: 120; MobileNetV2 KD students 300).")
     flags.DEFINE_integer("batch_size", None, "Global batch size (paper: 128).")
     flags.DEFINE_float("lr", None, "Initial learning rate (paper: 0.1).")
@@ -237,8 +238,20 @@ def define_run_flags(distill: bool) -> None:
     flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (GPU; slow on CPU).")
     flags.DEFINE_bool("deterministic", None, "Deterministic TensorFlow ops: the same command gives the same "
                       "weights, bit for bit, on the same machine (slower; see docs/training.md).")
+    flags.DEFINE_string("data_tuning", None, "How tf.data spreads its work: auto (default: autotune with a GPU "
+                        "or 8+ cores, else fixed), fixed (best on small CPUs) or autotune.")
     define_instrument_flags()
     flags.DEFINE_string("logdir", "logs", "Root folder of all runs.")
+
+
+def define_download_flags() -> None:
+    """Defines ``--download`` / ``--nodownload`` and ``--data_mirror`` (both default to None: not set)."""
+    from absl import flags
+
+    flags.DEFINE_bool("download", None, "Download CIFAR into Keras's cache (~/.keras/datasets) when neither "
+                      "--archive nor a prepared TFDS folder has it (default; --nodownload: fail instead).")
+    flags.DEFINE_string("data_mirror", None, "Base URL to download the CIFAR archive from instead of "
+                        "https://www.cs.toronto.edu/~kriz/ (default: $KDKERAS_DATA_MIRROR); same checksum.")
 
 
 def run_config_from_flags(distill: bool):

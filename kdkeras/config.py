@@ -47,6 +47,11 @@ class RunConfig:
             (``train/<class>/...``, ``test/`` or ``val/``), which is part of
             the run name (:func:`run_name`).
         archive: original CIFAR ``*-python.tar.gz`` archive or its folder.
+        download: download the CIFAR archive into Keras's cache when no
+            source has the data (``--nodownload``: fail instead; docs/data.md,
+            "Downloads"). A process setting, not part of the run name.
+        data_mirror: base URL to download the archive from instead of the
+            original site (``None``: ``$KDKERAS_DATA_MIRROR``, else the site).
         epochs, batch_size, lr, momentum, weight_decay: SGD recipe.
         lr_schedule, lr_milestones, lr_gamma: learning-rate schedule.
         temperature, alpha: KD loss settings.
@@ -80,6 +85,10 @@ class RunConfig:
             (``tf.config.experimental.enable_op_determinism``, for the whole
             process): the same command gives the same weights, bit for bit,
             on the same machine and software (docs/training.md, "Deterministic runs").
+        data_tuning: how tf.data spreads its work: ``fixed`` (autotuner off,
+            one parallel load per core: best on small CPUs), ``autotune``
+            (tf.data decides: keeps an accelerator fed) or ``auto`` (autotune
+            with a GPU or 8+ cores, else fixed); docs/data.md.
     """
 
     model: str
@@ -87,6 +96,8 @@ class RunConfig:
     dataset: str = "cifar100"
     data_dir: str | None = None
     archive: str | None = None
+    download: bool = True
+    data_mirror: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -111,6 +122,7 @@ class RunConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
     deterministic: bool = False
+    data_tuning: str = "auto"
 
     @property
     def distill(self) -> bool:
@@ -126,7 +138,9 @@ class RunConfig:
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 #: Settings that do not change what a run computes (where data comes from,
 #: how it is spread over devices): left out of the run name's hash.
-NON_IDENTITY_FIELDS = ("data_dir", "archive", "strategy", "steps_per_execution", "jit_compile", "deterministic")
+NON_IDENTITY_FIELDS = ("data_dir", "archive", "download", "data_mirror", "strategy", "steps_per_execution",
+                       "jit_compile", "deterministic",
+                       "data_tuning")
 #: KD-only settings, which a teacher does not inherit from its student's command.
 KD_FIELDS = ("teacher", "temperature", "alpha", "kd_epochs")
 #: Settings that a teacher trained on the way inherits from the student's command.
@@ -236,9 +250,19 @@ def validate(config: RunConfig) -> None:
                f"kd_epochs must be at most epochs ({config.epochs}). Received: kd_epochs={config.kd_epochs}.")
     _check(config.dropout is None or 0 <= config.dropout < 1,
            f"dropout must be in [0, 1). Received: dropout={config.dropout!r}.")
-    for name in ("augment", "mixed_precision", "jit_compile", "precise_bn_every_epoch", "deterministic"):
+    for name in ("augment", "mixed_precision", "jit_compile", "precise_bn_every_epoch", "deterministic", "download"):
         _check(isinstance(getattr(config, name), bool),
                f"{name} must be true or false. Received: {name}={getattr(config, name)!r}.")
+    from kdkeras.data.specs import DATA_TUNINGS
+
+    _check(config.data_tuning in DATA_TUNINGS,
+           f"Unknown data_tuning '{config.data_tuning}'. Valid choices: {', '.join(DATA_TUNINGS)}.")
+    if config.data_mirror is not None:
+        from kdkeras.data.download import check_mirror
+
+        _check(isinstance(config.data_mirror, str),
+               f"data_mirror must be a URL. Received: data_mirror={config.data_mirror!r}.")
+        check_mirror(config.data_mirror)
     _check(config.strategy in STRATEGIES,
            f"Unknown strategy '{config.strategy}'. Valid choices: {', '.join(STRATEGIES)}.")
 

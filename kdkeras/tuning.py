@@ -201,7 +201,8 @@ def with_validation(config: config_lib.RunConfig) -> config_lib.RunConfig:
     if total is None:
         from kdkeras.data import split_size
 
-        total = split_size(config.dataset, "train", data_dir=config.data_dir, archive=config.archive)
+        total = split_size(config.dataset, "train", data_dir=config.data_dir, archive=config.archive,
+                           download=config.download, mirror=config.data_mirror)
     return dataclasses.replace(config, val_size=max(1, round(total * DEFAULT_VAL_FRACTION)))
 
 

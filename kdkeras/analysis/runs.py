@@ -137,7 +137,8 @@ def split_arrays(config, split: str = "test", size: int | None = None, seed: int
     sizes = {"train": config.train_size, "test": config.test_size}
     arrays, names = data_lib.load_splits(config.dataset, (split,), data_dir=config.data_dir,
                                          archive=config.archive, sizes=sizes, seed=config.seed,
-                                         val_size=config.val_size)
+                                         val_size=config.val_size, download=config.download,
+                                         mirror=config.data_mirror)
     images, labels = arrays[split]
     if size is not None and size < len(labels):
         keep = data_lib.subset_indices(labels, int(size), int(seed))

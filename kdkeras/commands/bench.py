@@ -37,6 +37,8 @@ flags.DEFINE_integer("repeats", 3, "Timed windows of --steps steps; the median i
 flags.DEFINE_integer("steps_per_execution", 1, "Training steps per compiled call.")
 flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
 flags.DEFINE_bool("mixed_precision", False, "mixed_float16 policy (GPU).")
+flags.DEFINE_enum("data_tuning", "auto", ["auto", "fixed", "autotune"], "How tf.data spreads its work, as "
+                  "in training (auto: autotune with a GPU or 8+ cores, else fixed).")
 flags.DEFINE_integer("threads", None, "PyTorch: torch.set_num_threads (default: its own).")
 flags.DEFINE_integer("train_size", 50000, "--mode=data: synthetic training-set size.")
 flags.DEFINE_string("dataset", "synthetic", "--mode=data: cifar100, cifar10 or synthetic (checks that a data "
@@ -67,12 +69,13 @@ def _bench_keras(model_name, mode, teacher_name):
     config = config_lib.resolve({
         "model": model_name, "teacher": teacher_name if mode == "distill" else None, "dataset": "synthetic",
         "batch_size": FLAGS.batch_size, "steps_per_execution": FLAGS.steps_per_execution,
-        "jit_compile": FLAGS.jit_compile, "mixed_precision": FLAGS.mixed_precision})
+        "jit_compile": FLAGS.jit_compile, "mixed_precision": FLAGS.mixed_precision,
+        "data_tuning": FLAGS.data_tuning})
     data = make_run_data(config)
     batch = FLAGS.batch_size
     x = tf.random.normal((batch, 32, 32, 3))
     y = tf.random.uniform((batch,), 0, data.info.num_classes, dtype=tf.int64)
-    # The same tf.data options as the training pipelines (autotuning off).
+    # The same tf.data options as the training pipelines (--data_tuning).
     dataset = tf.data.Dataset.from_tensors((x, y)).repeat().with_options(pipeline_options())
     teacher = None
     if mode == "distill":
@@ -102,8 +105,9 @@ def _bench_keras(model_name, mode, teacher_name):
 
 
 def _bench_data(record):
-    from kdkeras.data import make_datasets, measure_throughput
+    from kdkeras.data import make_datasets, measure_throughput, set_data_tuning
 
+    set_data_tuning(FLAGS.data_tuning)
     synthetic = FLAGS.dataset == "synthetic"
     start = time.perf_counter()
     train_ds, _, info = make_datasets(FLAGS.dataset, batch_size=FLAGS.batch_size, archive=FLAGS.archive,
@@ -158,11 +162,13 @@ def main(argv):
         import keras
         import tensorflow as tf
 
+        from kdkeras.data import data_tuning
+
         rates, steps = _bench_data(record) if mode == "data" else _bench_keras(FLAGS.model, mode, FLAGS.teacher)
         record.update(images_per_sec=round(statistics.median(rates), 2),
                       runs=[round(r, 2) for r in rates], steps=steps, device=_device(),
                       steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile,
-                      mixed_precision=FLAGS.mixed_precision,
+                      mixed_precision=FLAGS.mixed_precision, data_tuning=data_tuning(),
                       version=f"tensorflow {tf.__version__}, keras {keras.__version__}")
     print(json.dumps(record))
 

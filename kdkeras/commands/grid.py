@@ -47,6 +47,7 @@ flags.DEFINE_string("dataset", None, "cifar100, cifar10, synthetic or folder (ov
 flags.DEFINE_string("data_dir", None, "Prepared TFDS data folder; with --dataset=folder, the image folder "
                     "(train/<class>/..., test/<class>/...).")
 flags.DEFINE_string("archive", None, "Original cifar-100-python.tar.gz / cifar-10-python.tar.gz.")
+cli.define_download_flags()
 flags.DEFINE_integer("epochs", None, "Epochs of every run (default: the paper's recipe).")
 flags.DEFINE_integer("batch_size", None, "Batch size of every run.")
 flags.DEFINE_float("lr", None, "Initial learning rate of every run.")
@@ -60,7 +61,8 @@ flags.DEFINE_integer("kd_epochs", None, "KD only in the first N epochs of every 
 flags.DEFINE_string("logdir", "logs", "Root folder of all runs (shared between shards).")
 cli.define_instrument_flags()
 
-_OVERRIDES = ("data_dir", "archive", "epochs", "batch_size", "lr", "train_size", "test_size", "val_size",
+_OVERRIDES = ("data_dir", "archive", "download", "data_mirror", "epochs", "batch_size", "lr", "train_size",
+              "test_size", "val_size",
               "precise_bn", "strategy", "kd_epochs")
 
 

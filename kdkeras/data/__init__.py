@@ -4,9 +4,12 @@ Four sources feed the same in-memory arrays (``uint8`` images ``(N, 32, 32, 3)``
 in NHWC order, ``(N, H, W, 3)`` for an image folder, ``int64`` labels ``(N,)``):
 
 * **TFDS** (default for ``cifar100`` / ``cifar10``, :mod:`~kdkeras.data.tfds_source`):
-  a prepared TensorFlow-Datasets folder (``data_dir``). The network is never
-  tried, so missing data fails within seconds with a :class:`DataError` that
-  says how to provide it.
+  a prepared TensorFlow-Datasets folder (``data_dir``); TFDS never uses the
+  network. When it lacks the dataset, the original archive is read from
+  Keras's cache, downloaded there (checksummed) on first use
+  (:mod:`~kdkeras.data.download`; ``--nodownload`` turns that off); offline,
+  missing data fails within seconds with a :class:`DataError` that says how
+  to provide it.
 * **archive** (``archive=PATH``, :mod:`~kdkeras.data.archive`): the original
   ``cifar-100-python.tar.gz`` / ``cifar-10-python.tar.gz``, their extracted
   folder, or the folder that contains either, read with an unpickler that
@@ -36,14 +39,17 @@ from kdkeras.data.loading import (  # noqa: F401
 )
 from kdkeras.data.pipeline import (  # noqa: F401
     Splits,
+    data_tuning,
     make_datasets,
     make_splits,
     measure_throughput,
     normalize,
     pipeline_options,
+    set_data_tuning,
 )
 from kdkeras.data.specs import (
     CIFAR_URL,
+    DATA_TUNINGS,
     DATASETS,
     EVAL_SPLITS,
     IMAGE_SHAPE,
@@ -53,7 +59,7 @@ from kdkeras.data.specs import (
 )
 
 __all__ = [
-    "CIFAR_URL", "DATASETS", "EVAL_SPLITS", "IMAGE_SHAPE", "PAD", "SPLITS", "DataError", "DatasetInfo", "Splits",
-    "augment_batch", "crop_flip", "dataset_info", "load_arrays", "load_splits", "make_datasets", "make_splits",
-    "measure_throughput", "normalize", "pad_for", "params_from_bits", "pipeline_options", "split_size", "subset_indices",
+    "CIFAR_URL", "DATA_TUNINGS", "DATASETS", "EVAL_SPLITS", "IMAGE_SHAPE", "PAD", "SPLITS", "DataError", "DatasetInfo", "Splits",
+    "augment_batch", "crop_flip", "data_tuning", "dataset_info", "load_arrays", "load_splits", "make_datasets", "make_splits",
+    "measure_throughput", "normalize", "pad_for", "params_from_bits", "pipeline_options", "set_data_tuning", "split_size", "subset_indices",
 ]

@@ -1,9 +1,17 @@
-"""Loading splits into memory: the source, seeded class-balanced subsets and the validation split."""
+"""Loading splits into memory: the source, seeded class-balanced subsets and the validation split.
+
+CIFAR comes from, in this order: ``archive`` when given (downloaded to that
+path first when it is missing and named like the original archive); a
+prepared TFDS folder (``data_dir``, default TFDS's own) when it holds the
+dataset; the original archive in Keras's cache; the original archive
+downloaded into that cache (unless downloads are off). See
+:mod:`~kdkeras.data.download`."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from kdkeras.data import download as download_lib
 from kdkeras.data.archive import read_archive
 from kdkeras.data import specs as specs_lib
 from kdkeras.data.folder import count_images, folder_stats, list_classes, read_folder
@@ -19,7 +27,7 @@ from kdkeras.data.specs import (
     check_split,
 )
 from kdkeras.data.synthetic import synthetic_split
-from kdkeras.data.tfds_source import read_tfds
+from kdkeras.data.tfds_source import TfdsNotFound, read_tfds
 
 
 def dataset_info(name: str, class_names=None, train_examples: int = 0, test_examples: int = 0,
@@ -107,8 +115,21 @@ def _hold_out(images, labels, val_size, seed, title):
     return (images[keep], labels[keep]), (images[val], labels[val])
 
 
+def _read_cifar(spec, splits, data_dir, archive, download, mirror):
+    """``({split: (images, labels)}, class_names)`` from the first CIFAR source that has the data."""
+    if archive is not None:
+        return read_archive(download_lib.archive_at(archive, spec, enabled=download, mirror=mirror),
+                            spec, splits)
+    try:
+        return read_tfds(spec, splits, data_dir)
+    except TfdsNotFound as missing:
+        looked_in = missing.where
+    path = download_lib.find_or_download(spec, looked_in=looked_in, enabled=download, mirror=mirror)
+    return read_archive(path, spec, splits)
+
+
 def load_splits(name, splits=SPLITS, *, data_dir=None, archive=None, sizes=None, seed=0,
-                val_size=None):
+                val_size=None, download=None, mirror=None):
     """Loads several splits of one dataset into memory, in one pass over its source.
 
     Args:
@@ -117,6 +138,10 @@ def load_splits(name, splits=SPLITS, *, data_dir=None, archive=None, sizes=None,
             split (which needs ``val_size``).
         data_dir, archive: the data source, as in :func:`load_arrays`
             (``folder``: ``data_dir`` is the image folder).
+        download: download a missing CIFAR archive into Keras's cache
+            (``None``: the process setting, :func:`kdkeras.data.download.configure`).
+        mirror: base URL to download it from (``None``: the process
+            setting, then ``$KDKERAS_DATA_MIRROR``, then the original site).
         sizes: ``{split: size}`` subsets; ``"train"`` counts the images
             trained on, taken from what is left after the validation split
             is held out.
@@ -158,10 +183,8 @@ def load_splits(name, splits=SPLITS, *, data_dir=None, archive=None, sizes=None,
     else:
         if name == "folder":
             arrays, names = read_folder(data_dir, source_splits)
-        elif archive is not None:
-            arrays, names = read_archive(archive, spec, source_splits)
         else:
-            arrays, names = read_tfds(spec, source_splits, data_dir)
+            arrays, names = _read_cifar(spec, source_splits, data_dir, archive, download, mirror)
         if spec is not None and len(names) != spec.num_classes:
             names = tuple(f"class_{i}" for i in range(spec.num_classes))
         if val_size:
@@ -175,7 +198,8 @@ def load_splits(name, splits=SPLITS, *, data_dir=None, archive=None, sizes=None,
     return {s: arrays[s] for s in wanted}, names
 
 
-def split_size(name: str, split: str = "train", *, data_dir=None, archive=None) -> int:
+def split_size(name: str, split: str = "train", *, data_dir=None, archive=None, download=None,
+               mirror=None) -> int:
     """Number of examples of a whole split (``synthetic``: the default generated size)."""
     name = check_name(name)
     check_split(split)
@@ -183,7 +207,8 @@ def split_size(name: str, split: str = "train", *, data_dir=None, archive=None) 
         return SYNTHETIC_SIZES[split]
     if name == "folder":
         return count_images(data_dir, split)
-    arrays, _ = load_splits(name, (split,), data_dir=data_dir, archive=archive)
+    arrays, _ = load_splits(name, (split,), data_dir=data_dir, archive=archive, download=download,
+                            mirror=mirror)
     return int(arrays[split][1].shape[0])
 
 
@@ -195,6 +220,8 @@ def load_arrays(
     archive=None,
     size: int | None = None,
     seed: int = 0,
+    download: bool | None = None,
+    mirror: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Loads one split of a dataset into memory.
 
@@ -206,11 +233,14 @@ def load_arrays(
             given and for ``synthetic``.
         archive: path to the original ``cifar-*-python.tar.gz``, its extracted
             folder, or the folder containing either; takes precedence over TFDS.
+            Without it, CIFAR missing from TFDS is read from Keras's cache,
+            downloaded there first if need be (:mod:`~kdkeras.data.download`).
         size: keep only this many examples: a class-balanced subset chosen
             deterministically from ``seed`` (kept in the original order). For
             ``synthetic`` this is the number of examples generated (default
             1024 train / 256 test).
         seed: seed of the subset choice.
+        download, mirror: as in :func:`load_splits`.
 
     Returns:
         ``(images, labels)``: ``uint8`` array ``(N, 32, 32, 3)`` (NHWC;
@@ -223,5 +253,5 @@ def load_arrays(
     """
     size = check_size(size, "size")
     arrays, _ = load_splits(name, (split,), data_dir=data_dir, archive=archive,
-                            sizes={split: size}, seed=seed)
+                            sizes={split: size}, seed=seed, download=download, mirror=mirror)
     return arrays[split]

@@ -37,28 +37,70 @@ def normalize(images_uint8, mean: Sequence[float], std: Sequence[float]) -> tf.T
     return (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
-def pipeline_options() -> tf.data.Options:
-    """``tf.data`` options of every kdkeras pipeline: autotuning off, data sharding across workers.
+#: Hosts with at least this many cores autotune under ``auto`` (they have cores to spare).
+AUTOTUNE_MIN_CORES = 8
 
-    Measured on a 2-core CPU: with tf.data's autotuner on, ``fit`` steps of
-    WRN-22x2 intermittently slow from ~0.55 s to a fixed ~1.02 s (the
-    autotuner's periodic work competes with the training step for the two
-    cores); with it off, every window runs at full speed
-    (``python scripts/bench.py --model=wrn22x2_R_g16``: 125 -> ~240 img/s).
-    Parallelism is set explicitly instead (:data:`_PARALLEL_CALLS`, prefetch 2).
+_data_tuning = "auto"
+
+
+def set_data_tuning(mode: str) -> None:
+    """Sets how the pipelines built from now on in this process spread their work (``auto|fixed|autotune``)."""
+    global _data_tuning
+    from kdkeras.data.specs import DATA_TUNINGS
+
+    if mode not in DATA_TUNINGS:
+        from kdkeras.errors import UsageError
+
+        raise UsageError(f"Unknown data_tuning '{mode}'. Valid choices: {', '.join(DATA_TUNINGS)}.")
+    _data_tuning = mode
+
+
+def data_tuning(mode: str | None = None) -> str:
+    """``"fixed"`` or ``"autotune"``: what ``mode`` (default: the process's setting) means on this host.
+
+    ``fixed``: tf.data's autotuner off, one parallel batch load per core,
+    prefetch 2. Measured on a 2-core CPU: with the autotuner on, ``fit``
+    steps of WRN-22x2 intermittently slowed from ~0.55 s to a fixed ~1.02 s
+    (its periodic work competes with the training step for the two cores);
+    fixed, every window ran at full speed (``kdkeras bench
+    --model=wrn22x2_R_g16``: 125 -> ~240 img/s).
+
+    ``autotune``: tf.data chooses the parallelism and the prefetch depth
+    (``tf.data.AUTOTUNE``) as it runs, which keeps an accelerator fed and
+    uses the cores of a large host.
+
+    ``auto`` is ``autotune`` when TensorFlow sees a GPU or the host has at
+    least :data:`AUTOTUNE_MIN_CORES` cores, else ``fixed``.
     """
+    mode = mode or _data_tuning
+    if mode != "auto":
+        return mode
+    many_cores = (os.cpu_count() or 1) >= AUTOTUNE_MIN_CORES
+    return "autotune" if many_cores or tf.config.list_physical_devices("GPU") else "fixed"
+
+
+def pipeline_options() -> tf.data.Options:
+    """``tf.data`` options of every kdkeras pipeline: the autotuner per :func:`data_tuning`, sharding by data."""
     options = tf.data.Options()
-    options.autotune.enabled = False
+    options.autotune.enabled = data_tuning() == "autotune"
     # Several workers: each builds the same seeded pipeline and keeps its
     # part of every global batch (in-memory tensors have no files to shard).
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return options
 
 
-#: Parallel batch loads: one per core, at least 2.
+#: Parallel batch loads when fixed: one per core, at least 2.
 _PARALLEL_CALLS = max(2, os.cpu_count() or 2)
 
 _PREFETCH = 2
+
+
+def _parallel_calls() -> int:
+    return tf.data.AUTOTUNE if data_tuning() == "autotune" else _PARALLEL_CALLS
+
+
+def _prefetch() -> int:
+    return tf.data.AUTOTUNE if data_tuning() == "autotune" else _PREFETCH
 
 
 def _train_pipeline(x, y, info: DatasetInfo, batch_size, seed, augment,
@@ -72,8 +114,8 @@ def _train_pipeline(x, y, info: DatasetInfo, batch_size, seed, augment,
     # ``seed``: augmentation needs no stateful RNG inside the parallel map.
     bits = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip((ds, bits)).batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(_batch_loader(x, y, info, augment), num_parallel_calls=_PARALLEL_CALLS)
-    return ds.prefetch(_PREFETCH).with_options(pipeline_options())
+    ds = ds.map(_batch_loader(x, y, info, augment), num_parallel_calls=_parallel_calls())
+    return ds.prefetch(_prefetch()).with_options(pipeline_options())
 
 
 def _batch_loader(x, y, info: DatasetInfo, augment: bool):
@@ -115,8 +157,8 @@ def _train_epochs_pipeline(x, y, info: DatasetInfo, batch_size, seed, augment, d
         return tf.data.Dataset.from_tensor_slices((order, bits)).batch(batch_size, drop_remainder=drop_remainder)
 
     ds = tf.data.Dataset.range(int(start), int(stop)).flat_map(epoch_batches)
-    ds = ds.map(_batch_loader(x, y, info, augment), num_parallel_calls=_PARALLEL_CALLS)
-    return ds.prefetch(_PREFETCH).with_options(pipeline_options())
+    ds = ds.map(_batch_loader(x, y, info, augment), num_parallel_calls=_parallel_calls())
+    return ds.prefetch(_prefetch()).with_options(pipeline_options())
 
 
 def _eval_pipeline(x, y, info: DatasetInfo, batch_size, shuffle_seed=None) -> tf.data.Dataset:
@@ -130,8 +172,8 @@ def _eval_pipeline(x, y, info: DatasetInfo, batch_size, shuffle_seed=None) -> tf
     ds = tf.data.Dataset.range(n)
     if shuffle_seed is not None:
         ds = ds.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=False)
-    ds = ds.batch(batch_size).map(load, num_parallel_calls=_PARALLEL_CALLS)
-    return ds.prefetch(_PREFETCH).with_options(pipeline_options())
+    ds = ds.batch(batch_size).map(load, num_parallel_calls=_parallel_calls())
+    return ds.prefetch(_prefetch()).with_options(pipeline_options())
 
 
 def _test_pipeline(images, labels, info: DatasetInfo, batch_size) -> tf.data.Dataset:

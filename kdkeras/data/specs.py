@@ -10,6 +10,9 @@ import numpy as np
 
 from kdkeras.errors import UsageError
 
+#: ``--data_tuning`` choices: how tf.data spreads its work (:func:`kdkeras.data.data_tuning`).
+DATA_TUNINGS = ("auto", "fixed", "autotune")
+
 #: Dataset names accepted by :func:`load_arrays` and :func:`make_datasets`
 #: (``folder``: any image folder, ``data_dir=PATH``; see :mod:`kdkeras.data.folder`).
 DATASETS = ("cifar100", "cifar10", "synthetic", "folder")

@@ -1,4 +1,4 @@
-"""CIFAR from a prepared TensorFlow-Datasets folder; the network is never used."""
+"""CIFAR from a prepared TensorFlow-Datasets folder; TFDS never uses the network."""
 
 from __future__ import annotations
 
@@ -18,8 +18,22 @@ from kdkeras.data.specs import (
 )
 
 
+class TfdsNotFound(DataError):
+    """The TFDS folder does not hold the dataset (``where`` names the folder, for a later message)."""
+
+    def __init__(self, message: str, where: str):
+        super().__init__(message)
+        self.where = where
+
+
 def read_tfds(spec: DatasetSpec, splits: Sequence[str], data_dir):
-    """Loads ``splits`` from a prepared TFDS folder; never uses the network."""
+    """Loads ``splits`` from a prepared TFDS folder; never uses the network.
+
+    Raises:
+        TfdsNotFound: the folder does not hold the dataset (the caller may
+            fall back to the original archive, :mod:`~kdkeras.data.download`).
+        DataError: the dataset is there but cannot be read.
+    """
     import tensorflow_datasets as tfds  # slow import: only on this path
 
     shown_dir = os.fspath(data_dir) if data_dir is not None else tfds.core.constants.DATA_DIR
@@ -49,9 +63,9 @@ def read_tfds(spec: DatasetSpec, splits: Sequence[str], data_dir):
                 labels.append(y)
         except AssertionError as exc:  # TFDS signals "not prepared" this way
             if "could not find data" in str(exc):
-                raise DataError(
-                    f"{spec.title} not found in TFDS data_dir '{shown_dir}' and this "
-                    f"machine cannot download it. {how}"
+                raise TfdsNotFound(
+                    f"{spec.title} not found in TFDS data_dir '{shown_dir}'. {how}",
+                    f"TFDS data_dir '{shown_dir}'",
                 ) from None
             raise DataError(f"cannot load {spec.title} from TFDS data_dir '{shown_dir}' "
                             f"({short_error(exc)}). {how}") from None

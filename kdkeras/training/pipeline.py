@@ -117,13 +117,17 @@ def make_run_data(config):
     """The run's pipelines (:class:`kdkeras.data.Splits`), with every data setting of ``config``.
 
     Seeds the global RNGs with ``config.seed`` first, so the pipelines are the
-    same whoever builds them.
+    same whoever builds them. A missing CIFAR archive is downloaded as
+    ``config.download`` / ``config.data_mirror`` say (:mod:`kdkeras.data.download`).
     """
     import keras
 
     from kdkeras import data as data_lib
+    from kdkeras.data import download
 
     keras.utils.set_random_seed(config.seed)
+    data_lib.set_data_tuning(config.data_tuning)
+    download.configure(enabled=config.download, mirror=config.data_mirror or "")
     return data_lib.make_splits(
         config.dataset,
         batch_size=config.batch_size,

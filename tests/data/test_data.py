@@ -524,3 +524,42 @@ def test_measure_throughput():
     train, _, _ = data.make_datasets("synthetic", train_size=256, batch_size=32)
     rate = data.measure_throughput(train, steps=10)
     assert rate > 0
+
+
+def test_data_tuning_follows_the_host_unless_set(monkeypatch):
+    """auto: autotune with a GPU or 8+ cores, fixed on a small CPU; fixed/autotune as asked."""
+    import tensorflow as tf
+
+    from kdkeras import config as config_lib
+    from kdkeras import data
+    from kdkeras.data import pipeline
+
+    def host(cores, gpus):
+        monkeypatch.setattr(pipeline.os, "cpu_count", lambda: cores)
+        monkeypatch.setattr(pipeline.tf.config, "list_physical_devices",
+                            lambda kind=None: ["GPU:0"] * gpus if kind == "GPU" else [])
+
+    try:
+        data.set_data_tuning("auto")
+        host(2, 0)
+        assert data.data_tuning() == "fixed" and not data.pipeline_options().autotune.enabled
+        assert pipeline._parallel_calls() == pipeline._PARALLEL_CALLS and pipeline._prefetch() == 2
+        host(2, 1)
+        assert data.data_tuning() == "autotune" and data.pipeline_options().autotune.enabled
+        assert pipeline._parallel_calls() == tf.data.AUTOTUNE and pipeline._prefetch() == tf.data.AUTOTUNE
+        host(16, 0)
+        assert data.data_tuning() == "autotune"
+        data.set_data_tuning("fixed")
+        assert data.data_tuning() == "fixed" and not data.pipeline_options().autotune.enabled
+        host(2, 0)
+        data.set_data_tuning("autotune")
+        assert data.data_tuning() == "autotune" and data.pipeline_options().autotune.enabled
+        with pytest.raises(ValueError, match="Valid choices: auto, fixed, autotune"):
+            data.set_data_tuning("fast")
+        with pytest.raises(ValueError, match="Unknown data_tuning 'fast'"):
+            config_lib.resolve({"model": "wrn16x1_R_g2", "data_tuning": "fast"})
+        plain = config_lib.resolve({"model": "wrn16x1_R_g2"})
+        tuned = config_lib.resolve({"model": "wrn16x1_R_g2", "data_tuning": "autotune"})
+        assert config_lib.run_name(plain) == config_lib.run_name(tuned)  # a process setting
+    finally:
+        data.set_data_tuning("auto")
