@@ -164,13 +164,13 @@ def _replace_event_file(directory: str, write) -> str:
 
 
 def _scalar(tag: str, value: float, step: int, description: str = "") -> None:
-    """A float64 scalar summary (``tf.summary.scalar`` would round to float32)."""
-    import tensorflow as tf
-    from tensorboard.plugins.scalar import metadata as scalar_metadata
+    """A float32 scalar summary: TensorBoard's default data server skips scalars of other dtypes.
 
-    metadata = scalar_metadata.create_summary_metadata(display_name=tag, description=description)
-    tf.summary.write(tag, tf.constant(float(value), dtype=tf.float64), step=step,
-                     metadata=metadata.SerializeToString())
+    results.json keeps the exact values; float32 keeps 7 significant digits.
+    """
+    import tensorflow as tf
+
+    tf.summary.scalar(tag, tf.constant(float(value), dtype=tf.float32), step=step, description=description)
 
 
 def _guarded(what: str, function, on_error):

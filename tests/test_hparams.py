@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 
 from kdkeras import config as config_lib
@@ -76,11 +77,18 @@ def test_a_run_logs_its_settings_and_results(tiny_run):
     assert isinstance(settings["lr"], float) and settings["lr_milestones"] == ",".join(
         str(m) for m in config.lr_milestones)
     assert set(hparams.run_metrics(results)) == hparams.expected_metrics(config)
-    expected = {hparams.TAG_PREFIX + key: value for key, value in hparams.run_metrics(results).items()}
+    expected = {hparams.TAG_PREFIX + key: float(np.float32(value)) for key, value in hparams.run_metrics(results).items()}
     assert {"hparams/test_accuracy", "hparams/best_val_accuracy", "hparams/test_accuracy_at_best_val",
             "hparams/test_accuracy_batch_stats", "hparams/test_accuracy_precise_bn", "hparams/params"} <= set(expected)
-    # Every results.json number comes back exactly (float64 scalars), next to the epoch curves.
+    # Every results.json number comes back (as float32, the scalars TensorBoard's default data server
+    # reads: it skips float64 ones), next to the epoch curves.
     assert {tag: metrics[tag] for tag in expected} == expected
+    from tensorboard.backend.event_processing import event_file_loader
+
+    dtypes = {value.tensor.dtype for path in hparams.own_event_files(folder.tensorboard_dir)
+              for event in event_file_loader.EventFileLoader(path).Load() for value in event.summary.value
+              if value.metadata.plugin_data.plugin_name == "scalars"}
+    assert dtypes == {1}  # DT_FLOAT
     assert ("epoch_accuracy", "test") in {(m.name.tag, m.name.group) for m in experiment.metric_infos}
     # Written again (e.g. by a grid's backfill): replaced, not added to.
     first = hparams.own_event_files(folder.tensorboard_dir)
