@@ -106,10 +106,22 @@ def flow_runs(tmp_path_factory):
     return out, probe
 
 
-def test_gradient_flow_leaves_training_unchanged(flow_runs):
-    runs, _ = flow_runs
-    a = load_model(os.path.join(runs["with"][1], "model.keras"))
-    b = load_model(os.path.join(runs["without"][1], "model.keras"))
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_gradient_flow_leaves_training_unchanged(flow_runs, tmp_path, dropout):
+    """Same weights with and without the callback; with dropout, its random state is restored too."""
+    if dropout == 0.0:
+        runs, _ = flow_runs
+        dirs = runs["with"][1], runs["without"][1]
+    else:
+        probe, dirs = _probe(), []
+        for name, with_callback in (("with", True), ("without", False)):
+            logdir = str(tmp_path / name)
+            config = config_lib.resolve({**KD, **TINY, "epochs": 1, "dropout": dropout})
+            directory = config_lib.run_dir(config, logdir)
+            callbacks = [GradientFlow(probe, directory, epochs=1, every=2)] if with_callback else []
+            dirs.append(train_and_evaluate(config, logdir, callbacks=callbacks, log=quiet, verbose=0)["run_dir"])
+    a = load_model(os.path.join(dirs[0], "model.keras"))
+    b = load_model(os.path.join(dirs[1], "model.keras"))
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
 

@@ -400,6 +400,29 @@ def test_tfds_mock_load_arrays_and_make_datasets(tmp_path):
     assert 0 <= all_labels.min() and all_labels.max() < 100
 
 
+def test_tfds_cifar100_reads_the_fine_label_not_the_coarse_one(tmp_path):
+    """CIFAR-100 in TFDS has ``label`` (100 fine classes) and ``coarse_label`` (20): the fine one is read."""
+    import tensorflow_datasets as tfds
+
+    n = 24
+    fine = np.array([(7 * i + 3) % 100 for i in range(n)])  # 20 of them are >= 20: no coarse label can match
+    coarse = np.array([(5 * i + 1) % 20 for i in range(n)])
+    assert not np.array_equal(fine, coarse)
+
+    def as_dataset(self, *args, **kwargs):
+        def examples():
+            for i in range(n):
+                yield {"id": str(i), "image": np.full((32, 32, 3), i, np.uint8), "label": fine[i],
+                       "coarse_label": coarse[i]}
+        return tf.data.Dataset.from_generator(examples, output_signature=self.info.features.get_tensor_spec())
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        x, y = data.load_arrays("cifar100", "train", data_dir=str(tmp_path))
+    assert x.shape == (n, 32, 32, 3)
+    order = x[:, 0, 0, 0].astype(int)  # each image carries its example index
+    np.testing.assert_array_equal(y, fine[order])
+
+
 # --------------------------------------------------------------------------
 # Preprocessing
 # --------------------------------------------------------------------------
