@@ -34,6 +34,45 @@ class EpochStats(keras.callbacks.Callback):
         logs["epoch_time_s"] = time.perf_counter() - self._start
 
 
+class EpochKeyedDropout(keras.callbacks.Callback):
+    """Sets every dropout RNG at the start of epoch ``k`` to where an uninterrupted run has it.
+
+    A Keras ``SeedGenerator`` holds ``[seed, counter]``; the seed comes from
+    the global seed when the model is built, and the counter advances by one
+    per training step. Its state is not part of a ``BackupAndRestore``
+    checkpoint, so a resumed run would draw epoch ``k``'s dropout masks from
+    counter 0. Setting the counter to ``k * steps_per_epoch`` at each epoch's
+    start makes the masks of epoch ``k`` depend only on (seed, ``k``), like
+    its shuffle and augmentation: a resumed run trains as the uninterrupted
+    one (docs/training.md, "Deterministic runs").
+    """
+
+    def __init__(self, steps_per_epoch: int):
+        super().__init__()
+        self.steps_per_epoch = int(steps_per_epoch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for generator in seed_generators(self.model):
+            state = generator.state
+            seed = keras.ops.convert_to_numpy(state.value)[0]
+            state.assign(keras.ops.convert_to_tensor([seed, epoch * self.steps_per_epoch], dtype=state.dtype))
+
+
+def seed_generators(model) -> list:
+    """The ``keras.random.SeedGenerator`` of every layer of ``model`` with one (dropout), nested models included."""
+    found, seen, stack = [], set(), [model]
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        generator = getattr(layer, "seed_generator", None)
+        if isinstance(generator, keras.random.SeedGenerator):
+            found.append(generator)
+        stack.extend(getattr(layer, "layers", None) or ())
+    return found
+
+
 class HistoryCSV(keras.callbacks.Callback):
     """One CSV row per finished epoch, rewritten atomically after every epoch.
 

@@ -147,11 +147,18 @@ def make_run_data(config):
 
 
 def build_student(config, num_classes: int, input_shape):
-    """The run's (student) model from the registry, with the run's dropout for WRNs."""
+    """The run's (student) model from the registry, with the run's dropout for WRNs and its ``init``.
+
+    ``init=dirac`` re-initialises every 3x3 convolution after the build
+    (:func:`kdkeras.initializers.initialize_convolutions`).
+    """
+    from kdkeras.initializers import initialize_convolutions
     from kdkeras.models import build_model
 
     options = {"dropout": config.dropout} if config.model.startswith("wrn") else {}
-    return build_model(config.model, num_classes=num_classes, input_shape=input_shape, **options)
+    model = build_model(config.model, num_classes=num_classes, input_shape=input_shape, **options)
+    initialize_convolutions(model, getattr(config, "init", "he"))
+    return model
 
 
 def make_optimizer(config, steps_per_epoch: int, lr: float | None = None):
@@ -229,15 +236,17 @@ def build_run_model(config, data, teacher=None, strategy=None):
 def training_callbacks(config, data, *, evaluate_test: bool = True) -> list:
     """The callbacks that shape training and the metrics it logs, in order.
 
-    A non-finite loss stops first; then ``lr`` / ``epoch_time_s``, the KD
+    A non-finite loss stops first; then ``lr`` / ``epoch_time_s``, the
+    dropout RNG of the epoch (:class:`~kdkeras.callbacks.EpochKeyedDropout`), the KD
     schedule (``--kd_epochs``), the test split's metrics (``test_*``; never
     in a tuning trial, ``evaluate_test=False``) and the per-epoch precise-BN
     accuracy (``--precise_bn_every_epoch``). Tuning trials use exactly
     these, so no setting can change a run without changing a trial.
     """
-    from kdkeras.callbacks import EpochStats, EvaluateSplits, KDSchedule, PreciseBNEvaluation, StopOnNonFiniteLoss
+    from kdkeras.callbacks import (EpochKeyedDropout, EpochStats, EvaluateSplits, KDSchedule, PreciseBNEvaluation,
+                                   StopOnNonFiniteLoss)
 
-    callbacks = [StopOnNonFiniteLoss(), EpochStats()]
+    callbacks = [StopOnNonFiniteLoss(), EpochStats(), EpochKeyedDropout(data.steps_per_epoch)]
     if config.distill and config.kd_epochs:
         callbacks.append(KDSchedule(config.kd_epochs, config.alpha))
     if evaluate_test:

@@ -99,3 +99,60 @@ def test_repair_backup_falls_back_to_the_previous_checkpoint(tmp_path):
     _write_pair(folder, "", 5)
     repair_backup(folder, log=messages.append)  # a good backup is left alone
     assert backup_epoch(folder) == 5 and len(messages) == 2
+
+
+def _rows(path, skip=("epoch_time_s",)):
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if k not in skip} for row in csv.DictReader(f)]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_resumed_deterministic_run_ends_as_the_uninterrupted_one(tmp_path):
+    """Killed after epoch 2 of 4 and resumed: the same history and the same weights as a run never killed.
+
+    Epoch k's shuffle and augmentation depend only on (seed, k), the backup holds the weights, the optimizer
+    and the dropout RNG, and --deterministic makes the ops repeatable.
+    """
+    import numpy as np
+
+    from kdkeras.models.convert import load_model
+    from kdkeras.training import resume
+
+    args = [*ARGS, "--deterministic", "--dropout=0.3"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def command(logdir):
+        return [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *args, f"--logdir={logdir}"]
+
+    whole = subprocess.run(command(tmp_path / "whole"), capture_output=True, text=True, env=env, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline, run_dir = time.time() + 300, None
+    while time.time() < deadline:  # until the backup of epoch 2 is complete
+        run_dir = run_dir or _run_dir(str(killed))
+        if run_dir and resume.backup_epoch(os.path.join(run_dir, "backup")) >= 2:
+            break
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not os.path.exists(os.path.join(run_dir, "results.json"))
+    again = subprocess.run(command(killed), capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Resuming" in again.stdout and "at epoch 3/4" in again.stdout, again.stdout[-2000:]
+
+    whole_dir = _run_dir(str(tmp_path / "whole"))
+    expected, got = _rows(os.path.join(whole_dir, "history.csv")), _rows(os.path.join(run_dir, "history.csv"))
+    assert [r["epoch"] for r in got] == [0, 1, 2, 3]
+    for a, b in zip(got, expected):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (a["epoch"], key)
+    for wa, wb in zip(load_model(os.path.join(run_dir, "model.keras")).get_weights(),
+                      load_model(os.path.join(whole_dir, "model.keras")).get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+    with open(os.path.join(run_dir, "results.json")) as f, open(os.path.join(whole_dir, "results.json")) as g:
+        ours, theirs = json.load(f), json.load(g)
+    assert ours["test_accuracy"] == theirs["test_accuracy"] and ours["test_loss"] == pytest.approx(theirs["test_loss"])
