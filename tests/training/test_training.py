@@ -208,6 +208,19 @@ def test_mixed_precision_run_keeps_a_float32_kd_loss(tmp_path):
     student = convert.strip_preprocessing(
         keras.saving.load_model(os.path.join(results["run_dir"], "model.keras"), safe_mode=True))
     assert student.get_layer("stage1_block1_unit1_gconv").dtype_policy.name == "mixed_float16"
+    # The test KD term of the last epoch, recomputed in NumPy (float64) from the two networks' float16 logits:
+    # the loss reads low-precision logits in float32, so it matches to float32 rounding.
+    teacher = load_model(os.path.join(results["teacher_run"], "model.keras"))
+    _, test_ds, _ = make_datasets("synthetic", batch_size=64, train_size=256, test_size=128, seed=0)
+    per_example = []
+    for images, _ in test_ds:
+        s_logits, t_logits = student(images, training=False), teacher(images, training=False)
+        assert keras.backend.standardize_dtype(s_logits.dtype) == "float16"
+        s64, t64 = (np.asarray(z, np.float64) / config.temperature for z in (s_logits, t_logits))
+        log_s = s64 - np.log(np.exp(s64 - s64.max(-1, keepdims=True)).sum(-1, keepdims=True)) - s64.max(-1, keepdims=True)
+        log_t = t64 - np.log(np.exp(t64 - t64.max(-1, keepdims=True)).sum(-1, keepdims=True)) - t64.max(-1, keepdims=True)
+        per_example.append(config.temperature ** 2 * (np.exp(log_t) * (log_t - log_s)).sum(-1))
+    assert history[-1]["test_kd"] == pytest.approx(np.concatenate(per_example).mean(), rel=1e-4)
 
 
 def test_explicit_milestones_are_kept_and_followed(tmp_path):
