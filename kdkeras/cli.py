@@ -221,6 +221,8 @@ def define_run_flags(distill: bool) -> None:
     flags.DEFINE_list("lr_milestones", None, "Epochs at which a step schedule multiplies lr by lr_gamma.")
     flags.DEFINE_float("lr_gamma", None, "Learning-rate factor (WRN 0.2, ResNet-18 0.1, MobileNetV2 0.98/epoch).")
     flags.DEFINE_float("dropout", None, "WRN dropout rate (paper: 0.3).")
+    flags.DEFINE_string("init", None, "Kernel initialisation of the model: he (default: he_normal) or dirac "
+                        "(every 3x3 convolution starts at the identity; a teacher trained on the way keeps he).")
     flags.DEFINE_bool("augment", None, "Pad/crop/flip training images (default; --noaugment: off).")
     flags.DEFINE_integer("seed", None, "Random seed (default 0).")
     flags.DEFINE_integer("train_size", None, "Use this many training images (a seeded class-balanced subset).")

@@ -74,6 +74,11 @@ class RunConfig:
         precise_bn_every_epoch: also measure the precise-BN accuracy after
             every epoch (``*_precise_bn`` columns); training is unchanged.
         dropout: WRN dropout rate (``None``: the family default, 0.3).
+        init: the kernel initialisation of the model: ``he`` (the zoo's
+            ``he_normal``) or ``dirac`` (every 3x3 convolution, grouped ones
+            included, starts at the identity where channels allow it;
+            :mod:`kdkeras.initializers`, docs/training.md, "Dirac
+            initialisation"). A teacher trained on the way keeps ``he``.
         augment: the paper's training augmentation (pad, crop, flip); off
             for ablations and for the ``synthetic`` data's fixed templates.
         strategy: ``auto|mirrored|multiworker|none``.
@@ -116,6 +121,7 @@ class RunConfig:
     precise_bn: int | None = None
     precise_bn_every_epoch: bool = False
     dropout: float | None = None
+    init: str = "he"
     augment: bool = True
     strategy: str = "auto"
     steps_per_execution: int = 1
@@ -143,8 +149,11 @@ NON_IDENTITY_FIELDS = ("data_dir", "archive", "download", "data_mirror", "strate
                        "data_tuning")
 #: KD-only settings, which a teacher does not inherit from its student's command.
 KD_FIELDS = ("teacher", "temperature", "alpha", "kd_epochs")
+#: Settings of the student's model alone, which a teacher trained on the way
+#: does not inherit either (the teacher is a plain baseline).
+STUDENT_FIELDS = ("init",)
 #: Settings that a teacher trained on the way inherits from the student's command.
-INHERITED_FIELDS = tuple(f for f in FIELDS if f not in KD_FIELDS + ("model",))
+INHERITED_FIELDS = tuple(f for f in FIELDS if f not in KD_FIELDS + STUDENT_FIELDS + ("model",))
 
 
 def load_yaml(path: str) -> dict:
@@ -250,6 +259,9 @@ def validate(config: RunConfig) -> None:
                f"kd_epochs must be at most epochs ({config.epochs}). Received: kd_epochs={config.kd_epochs}.")
     _check(config.dropout is None or 0 <= config.dropout < 1,
            f"dropout must be in [0, 1). Received: dropout={config.dropout!r}.")
+    from kdkeras.initializers import INITS
+
+    _check(config.init in INITS, f"Unknown init '{config.init}'. Valid choices: {', '.join(INITS)}.")
     for name in ("augment", "mixed_precision", "jit_compile", "precise_bn_every_epoch", "deterministic", "download"):
         _check(isinstance(getattr(config, name), bool),
                f"{name} must be true or false. Received: {name}={getattr(config, name)!r}.")
@@ -297,7 +309,9 @@ def teacher_config(config: RunConfig) -> RunConfig:
     matching smoke teacher, and a teacher never trains on the student's
     validation images. A learning-rate schedule that only follows from the
     epochs (scaled from the recipe) is scaled again from the teacher's own
-    recipe; explicit milestones or gamma are inherited.
+    recipe; explicit milestones or gamma are inherited. The student's own
+    model settings (:data:`STUDENT_FIELDS`: ``init``) are not: the teacher
+    is a plain baseline.
     """
     defaults = recipe_defaults(config.model, distill=True)
     scaled = recipe_defaults(config.model, distill=True, epochs=config.epochs)

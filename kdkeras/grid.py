@@ -9,7 +9,11 @@ cells, one training run each, keyed by their run folder (see
   (the paper's "Baseline" row) and every NR student ("NR-baseline");
 * KD runs: every NR student from every R teacher of its half;
 
-for each seed. Baselines come first, so teachers exist before the KD cells
+for each seed. A grid's ``axes`` (a mapping of :class:`~kdkeras.config.RunConfig`
+settings to lists of values, e.g. ``axes: {init: [he, dirac]}``) multiply
+these cells: every cell is planned once per combination of values, and the
+tables get one block per combination (see :func:`axis_combinations`).
+Baselines come first, so teachers exist before the KD cells
 that need them. A *suite* config (a ``grids:`` list, e.g.
 ``configs/reduced/cifar10_wrn.yaml``) runs several grids in its order, with
 shared settings, and adds a summary across them. ``--shard=i/n`` takes every n-th cell of that order, so shards
@@ -31,8 +35,10 @@ from kdkeras import config as config_lib
 from kdkeras.errors import MissingFileError, UsageError
 
 HALVES = ("left", "right")
-GRID_FIELDS = ("name", "table", "net", "dataset", "halves", "seeds", "settings")
-SUITE_FIELDS = ("name", "grids", "dataset", "seeds", "settings")
+GRID_FIELDS = ("name", "table", "net", "dataset", "halves", "seeds", "settings", "axes")
+SUITE_FIELDS = ("name", "grids", "dataset", "seeds", "settings", "axes")
+#: Settings that cannot be a grid axis: the halves and seeds already span them.
+NON_AXIS_FIELDS = ("model", "teacher", "seed", "dataset")
 
 #: The accuracies a table can show: ``(name, results.json key, title)``. The
 #: first is the paper's protocol; the best-on-test one is optimistic, since
@@ -55,11 +61,14 @@ class Cell:
         kind: ``"baseline"`` (hard targets) or ``"kd"``.
         config: its resolved :class:`kdkeras.config.RunConfig`.
         run_dir: its run folder.
+        axes: its values of the grid's axes, ``(("init", "dirac"),)``
+            (empty without axes); shown in the plan.
     """
 
     kind: str
     config: config_lib.RunConfig
     run_dir: str
+    axes: tuple = ()
 
     @property
     def label(self) -> str:
@@ -77,6 +86,40 @@ class GridSpec:
     dataset: str = "cifar100"
     seeds: int = 1
     settings: dict = dataclasses.field(default_factory=dict)
+    axes: dict = dataclasses.field(default_factory=dict)  # setting -> [values], e.g. {"init": ["he", "dirac"]}
+
+
+def check_axes(axes, where: str) -> dict:
+    """A grid's ``axes`` as ``{setting: [values]}``; one-line :class:`UsageError` if malformed."""
+    axes = axes or {}
+    if not isinstance(axes, dict):
+        raise UsageError(f"'axes' in '{where}' must map settings to lists of values, e.g. {{init: [he, dirac]}}.")
+    valid = [f for f in config_lib.FIELDS if f not in NON_AXIS_FIELDS]
+    for key, values in axes.items():
+        if key not in valid:
+            raise UsageError(f"Unknown axis '{key}' in '{where}'. Valid axes: {', '.join(valid)}.")
+        if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
+            raise UsageError(f"Axis '{key}' in '{where}' must list distinct values. Received: {values!r}.")
+    return {key: list(values) for key, values in axes.items()}
+
+
+def axis_combinations(spec: GridSpec) -> list[dict]:
+    """Every combination of the grid's axis values, in order (``[{}]`` without axes)."""
+    import itertools
+
+    keys = list(spec.axes)
+    return [dict(zip(keys, values)) for values in itertools.product(*(spec.axes[k] for k in keys))]
+
+
+def half_label(half: str, combination: dict) -> str:
+    """The name of a half for one axis combination: ``left``, or ``left (init=dirac)``.
+
+    A combination of default values (:class:`~kdkeras.config.RunConfig`'s)
+    keeps the plain name, so the paper's cells keep their tables.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(config_lib.RunConfig)}
+    shown = {k: v for k, v in combination.items() if v != defaults.get(k)}
+    return f"{half} ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else half
 
 
 #: The configs shipped with kdkeras (``configs/`` of a source checkout is a link to it).
@@ -144,6 +187,7 @@ def load_grids(path: str) -> tuple[str, list[GridSpec]]:
         if "seeds" in data:
             spec.seeds = int(data["seeds"])
         spec.settings = {**(data.get("settings") or {}), **spec.settings}
+        spec.axes = {**check_axes(data.get("axes"), path), **spec.axes}
         specs.append(spec)
     if not specs:
         raise UsageError(f"Suite '{path}' lists no grids.")
@@ -164,6 +208,7 @@ def load_grid(path: str) -> GridSpec:
         if half not in HALVES or not spec.get("students") or not spec.get("teachers"):
             raise UsageError(f"Half '{half}' in '{path}' must be left or right and list students and teachers.")
     data["settings"] = dict(data.get("settings") or {})
+    data["axes"] = check_axes(data.get("axes"), path)
     return GridSpec(**data)
 
 
@@ -203,17 +248,20 @@ def select(spec: GridSpec, half=None, students=None, teachers=None) -> dict:
 
 
 def table_configs(spec: GridSpec, half=None, students=None, teachers=None):
-    """Yields ``(half, role, student, teacher, config)`` for every table cell and seed.
+    """Yields ``(half, role, student, teacher, config)`` for every table cell, axis combination and seed.
 
+    ``half`` is the half's name for the axis combination (:func:`half_label`);
+    the combination's values override the grid's settings.
     ``role`` is ``"baseline"`` (the R version of ``student``), ``"nr_baseline"``
     or ``"kd"`` (``student`` from ``teacher``); students and teachers are grid
     tokens like ``"NR_g8"`` / ``"R_G1"``. The single place that maps a table
     cell to its run, used by :func:`plan` and :func:`collect`.
     """
     selected = select(spec, half, students, teachers)
-    for seed in range(spec.seeds):
-        base = {**spec.settings, "dataset": spec.dataset, "seed": seed}
-        for name, h in selected.items():
+    for seed, combination in ((s, c) for s in range(spec.seeds) for c in axis_combinations(spec)):
+        base = {**spec.settings, **combination, "dataset": spec.dataset, "seed": seed}
+        for half, h in selected.items():
+            name = half_label(half, combination)
             for student in h["students"]:
                 nr = _model(spec.net, student)
                 r = _model(spec.net, "R_" + student.split("_", 1)[1])
@@ -234,8 +282,11 @@ def plan(spec: GridSpec, logdir: str, half=None, students=None, teachers=None) -
             kd.setdefault(config_lib.run_dir(cfg, logdir), cfg)
         else:
             baselines.setdefault(config_lib.run_dir(cfg, logdir), cfg)
-    cells = [Cell("baseline", c, d) for d, c in baselines.items()]
-    cells += [Cell("kd", c, d) for d, c in kd.items()]
+    def cell(kind, run_dir, cfg):
+        return Cell(kind, cfg, run_dir, tuple((k, getattr(cfg, k)) for k in spec.axes))
+
+    cells = [cell("baseline", d, c) for d, c in baselines.items()]
+    cells += [cell("kd", d, c) for d, c in kd.items()]
     return cells
 
 
@@ -323,7 +374,9 @@ def print_plan(spec, cells, mine, index, count, out=print) -> None:
         teacher = f" from {cell.config.teacher}" if cell.kind == "kd" else ""
         claim = claims.owner(cell.run_dir) if s in ("running", "interrupted") else None
         held = f" [{claim.describe()}]" if claim is not None else ""
-        out(f"  {s:<12} {cell.kind:<9} {cell.config.model}{teacher} (seed {cell.config.seed}) -> {cell.run_dir}{held}")
+        axes = "".join(f", {k}={v}" for k, v in cell.axes)
+        out(f"  {s:<12} {cell.kind:<9} {cell.config.model}{teacher} (seed {cell.config.seed}{axes}) -> "
+            f"{cell.run_dir}{held}")
     out("  " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
 
 
@@ -386,6 +439,8 @@ def _accuracies(run_dirs, key) -> list[float]:
 def collect(spec: GridSpec, logdir: str, key="test_accuracy", half=None, students=None, teachers=None):
     """``{half: kdkeras.tables.TableHalf}`` of the finished runs (accuracy in percent).
 
+    With axes, one half per half and axis combination (:func:`half_label`).
+
     Args:
         key: a ``results.json`` key of :data:`MEASURES`, e.g.
             ``"test_accuracy"`` (final epoch).
@@ -393,12 +448,13 @@ def collect(spec: GridSpec, logdir: str, key="test_accuracy", half=None, student
     from kdkeras.tables import TableHalf
 
     selected = select(spec, half, students, teachers)
-    dirs = {name: {"baseline": {}, "nr_baseline": {}, "kd": {}} for name in selected}
+    halves = {half_label(name, c): h for c in axis_combinations(spec) for name, h in selected.items()}
+    dirs = {name: {"baseline": {}, "nr_baseline": {}, "kd": {}} for name in halves}
     for name, role, student, teacher, cfg in table_configs(spec, half, students, teachers):
         key_ = (_label(teacher), _label(student)) if role == "kd" else _label(student)
         dirs[name][role].setdefault(key_, []).append(config_lib.run_dir(cfg, logdir))
     out = {}
-    for name, h in selected.items():
+    for name, h in halves.items():
         accuracies = {role: {k: _accuracies(d, key) for k, d in cells.items()}
                       for role, cells in dirs[name].items()}
         out[name] = TableHalf(
@@ -480,7 +536,7 @@ def write_tables(spec: GridSpec, logdir: str, half=None, students=None, teachers
         png = os.path.join(tempfile.mkdtemp(), f"{name}.png")
         tables.render_heatmap(final[name], png, f"{spec.net} {name} half (final epoch)")
         pngs.append(png)
-        if spec.table in ACCURACY_TABLES and spec.dataset == "cifar100":
+        if spec.table in ACCURACY_TABLES and spec.dataset == "cifar100" and name in ACCURACY_TABLES[spec.table]:
             printed = ACCURACY_TABLES[spec.table][name]
             comparison.append(tables.render_comparison(final[name], printed, f"{name} half, final epoch"))
     atomic_write_text(os.path.join(folder, "table.md"), "\n\n".join(md) + "\n")

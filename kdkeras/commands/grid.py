@@ -7,6 +7,7 @@ Examples:
     kdkeras grid --table=6 --shard=2/8 --logdir=/shared/logs            # one of 8 machines
     kdkeras grid --config=configs/smoke_grid.yaml                      # tiny synthetic grid
     kdkeras grid --config=configs/ablations/early_kd_wrn22x2.yaml --kd_epochs=30
+    kdkeras grid --table=3 --half=left --init=dirac                   # Dirac-initialised students
     kdkeras grid --config=configs/reduced/cifar10_wrn.yaml \
         --archive=cifar-10-subset-20k.tar.gz --logdir=logs/reduced            # a suite of grids
     kdkeras grid --table=3 --gradient_flow_epochs=2               # gradient flow of every run
@@ -58,6 +59,8 @@ flags.DEFINE_integer("val_size", None, "Validation images held out of the traini
 flags.DEFINE_integer("precise_bn", None, "Precise BN over N training batches after training.")
 flags.DEFINE_string("strategy", None, "auto, mirrored, multiworker or none.")
 flags.DEFINE_integer("kd_epochs", None, "KD only in the first N epochs of every KD run (early-hint ablation).")
+flags.DEFINE_string("init", None, "Kernel initialisation of every student: he or dirac (replaces an init axis; "
+                    "teachers keep he).")
 flags.DEFINE_string("logdir", "logs", "Root folder of all runs (shared between shards).")
 cli.define_instrument_flags()
 
@@ -83,6 +86,11 @@ def main(argv):
         spec.settings.update({k: FLAGS[k].value for k in _OVERRIDES if FLAGS[k].value is not None})
         if spec.settings.get("kd_epochs") is not None:
             spec.name += f"-kd{spec.settings['kd_epochs']}"  # its own tables, next to the KD-throughout ones
+        if FLAGS.init is not None:
+            spec.axes.pop("init", None)
+            spec.settings["init"] = FLAGS.init
+            if FLAGS.init != "he":
+                spec.name += f"-{FLAGS.init}"  # its own tables, next to the he_normal ones
     if len(specs) == 1:
         name = specs[0].name
     index, count = grid.parse_shard(FLAGS.shard)
