@@ -13,8 +13,8 @@ PACKAGE = os.path.join(ROOT, "kdkeras")
 LAYERS = (
     ("kdkeras.errors", "kdkeras.io_utils", "kdkeras.plotting", "kdkeras.paper", "kdkeras.tables", "kdkeras.claims",
      "kdkeras.models.registry"),
-    ("kdkeras.layers", "kdkeras.losses", "kdkeras.optimizers", "kdkeras.profiling", "kdkeras.models",
-     "kdkeras.data"),
+    ("kdkeras.layers", "kdkeras.initializers", "kdkeras.losses", "kdkeras.optimizers", "kdkeras.profiling",
+     "kdkeras.models", "kdkeras.data", "kdkeras.methods"),
     ("kdkeras.recipes", "kdkeras.config", "kdkeras.distiller", "kdkeras.batchnorm", "kdkeras.callbacks"),
     ("kdkeras.training", "kdkeras.hparams"),
     ("kdkeras.grid", "kdkeras.tuning", "kdkeras.analysis"),
