@@ -2,6 +2,8 @@
 
 Importing this package registers the families (``wrn``, ``resnet``,
 ``mobilenet_v2``) in :mod:`kdkeras.models.registry`; see docs/models.md.
+:mod:`kdkeras.models.taps` finds the feature taps (stem and stage outputs)
+of any zoo network.
 """
 
 from kdkeras.models import mobilenet_v2, resnet, wrn  # noqa: F401  (register the families)
@@ -15,6 +17,7 @@ from kdkeras.models.registry import (
     register_family,
     register_net,
 )
+from kdkeras.models.taps import feature_model, feature_taps, make_adapter, tap_layers, tap_names
 
-__all__ = ["ModelSpec", "build_model", "family_recipe", "list_models", "list_nets", "parse_model_name",
-           "register_family", "register_net"]
+__all__ = ["ModelSpec", "build_model", "family_recipe", "feature_model", "feature_taps", "list_models", "list_nets",
+           "make_adapter", "parse_model_name", "register_family", "register_net", "tap_layers", "tap_names"]
