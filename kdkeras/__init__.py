@@ -31,6 +31,8 @@ _EXPORTS = {
     "kd_loss_terms": "kdkeras.losses",
     "PyTorchSGD": "kdkeras.optimizers",
     "FastBatchNormalization": "kdkeras.layers",
+    "feature_model": "kdkeras.models.taps",
+    "Dirac": "kdkeras.initializers",
     "load_model": "kdkeras.models.convert",
     "save_model": "kdkeras.models.convert",
     "make_datasets": "kdkeras.data",
@@ -41,7 +43,8 @@ _EXPORTS = {
 
 _SUBMODULES = ("callbacks", "cli", "config", "data", "distiller", "layers", "losses", "models",
                "optimizers", "paper", "profiling", "recipes", "training", "tuning", "analysis", "grid",
-               "tables", "io_utils", "batchnorm", "errors")
+               "tables", "io_utils", "batchnorm", "errors", "claims", "commands", "hparams", "initializers",
+               "methods", "plotting")
 
 __all__ = sorted(_EXPORTS)
 

@@ -44,3 +44,13 @@ def test_version_is_the_packages():
     with open(os.path.join(root, "pyproject.toml")) as f:
         declared = re.search(r'^version = "([^"]+)"', f.read(), re.M).group(1)
     assert kdkeras.__version__ == declared
+
+
+def test_every_module_of_the_package_is_reachable_as_an_attribute():
+    import os
+
+    package = os.path.dirname(kdkeras.__file__)
+    top = {name[:-3] if name.endswith(".py") else name for name in os.listdir(package)
+           if (name.endswith(".py") and not name.startswith("_")) or os.path.isfile(
+               os.path.join(package, name, "__init__.py"))}
+    assert top <= set(kdkeras._SUBMODULES), sorted(top - set(kdkeras._SUBMODULES))
