@@ -157,9 +157,14 @@ class KDSchedule(keras.callbacks.Callback):
     Resuming from a backup sets the right value, because ``fit`` restarts at
     the resumed epoch.
 
+    A distiller with distillation terms (``--method=dkd|fitnets|at``) has no
+    ``alpha``: there every term's weight is its configured weight while KD is
+    on and 0 afterwards (the cross-entropy keeps its weight), and the logs get
+    ``distill_on`` (1 or 0) instead of ``alpha``.
+
     Args:
         kd_epochs: number of epochs with KD (positive).
-        alpha: weight of the KD term while KD is on.
+        alpha: weight of the KD term while KD is on (plain KD only).
     """
 
     def __init__(self, kd_epochs, alpha):
@@ -174,11 +179,18 @@ class KDSchedule(keras.callbacks.Callback):
         return self.kd_alpha if epoch < self.kd_epochs else 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.alpha = self.alpha_at(epoch)
+        if getattr(self.model, "distillation_losses", None):
+            on = epoch < self.kd_epochs
+            self.model.term_weights = [w if on else 0.0 for w in self.model.loss_weights]
+        else:
+            self.model.alpha = self.alpha_at(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["alpha"] = self.alpha_at(epoch)
+            if getattr(self.model, "distillation_losses", None):
+                logs["distill_on"] = float(epoch < self.kd_epochs)
+            else:
+                logs["alpha"] = self.alpha_at(epoch)
 
 
 class EvaluateSplits(keras.callbacks.Callback):

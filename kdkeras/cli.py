@@ -201,6 +201,13 @@ def define_run_flags(distill: bool) -> None:
         flags.DEFINE_float("alpha", None, "Weight of the KD term (paper: 0.9).")
         flags.DEFINE_integer("kd_epochs", None, "KD only in the first N epochs, then hard targets "
                              "only (early-hint ablation; default: KD in every epoch).")
+        flags.DEFINE_string("method", None, "Distillation method: kd (default: the paper's Hinton KD), dkd, "
+                            "fitnets or at (docs/methods.md).")
+        flags.DEFINE_float("method_weight", None, "Weight of the method's term (default: the method's own: "
+                           "dkd 1, fitnets 100, at 1000; kd uses --alpha).")
+        flags.DEFINE_float("dkd_beta", None, "DKD: weight of the non-target-class term (default 8).")
+        flags.DEFINE_integer("dkd_warmup", None, "DKD: epochs of linear warm-up of its weight (default 20).")
+        flags.DEFINE_string("hint_tap", None, "FitNets: the stage of the hint, e.g. stage2 (default).")
         flags.DEFINE_bool("train_teacher", True, "Train a teacher given by name first when --logdir has "
                           "no finished run of it (--notrain_teacher: fail instead).")
     else:

@@ -58,6 +58,19 @@ class RunConfig:
         kd_epochs: apply KD only in the first ``kd_epochs`` epochs, then train
             on hard targets only (alpha = 0; the "Trainee-Mentor" schedule
             that tests KD as an early hint). ``None``: KD in every epoch.
+            With another ``method``, every term's weight is 0 after it.
+        method: the distillation method of a KD run, one of
+            :data:`kdkeras.methods.TERMS` (``kd``, ``dkd``, ``fitnets``,
+            ``at``; docs/methods.md). ``kd`` (default) is the paper's Hinton KD
+            with ``temperature`` and ``alpha``; the others use their paper's
+            defaults, the cross-entropy weight of their recipe and
+            ``temperature`` (DKD).
+        method_weight: the weight of the method's term (``None``: the
+            method's default: DKD 1, FitNets 100, AT 1000; for ``kd`` the
+            weight is ``alpha``, so this must stay unset).
+        dkd_beta: DKD's weight of the non-target-class term (``None``: 8).
+        dkd_warmup: DKD's linear warm-up in epochs (``None``: 20; 0: none).
+        hint_tap: FitNets' hint stage, e.g. ``stage2`` (``None``: ``stage2``).
         seed: random seed (weights, data order, augmentation, subsets).
         train_size, test_size: use a subset of the data (class-balanced,
             seeded); ``train_size`` counts the images trained on.
@@ -114,6 +127,11 @@ class RunConfig:
     temperature: float | None = None
     alpha: float | None = None
     kd_epochs: int | None = None
+    method: str = "kd"
+    method_weight: float | None = None
+    dkd_beta: float | None = None
+    dkd_warmup: int | None = None
+    hint_tap: str | None = None
     seed: int = 0
     train_size: int | None = None
     test_size: int | None = None
@@ -148,7 +166,8 @@ NON_IDENTITY_FIELDS = ("data_dir", "archive", "download", "data_mirror", "strate
                        "jit_compile", "deterministic",
                        "data_tuning")
 #: KD-only settings, which a teacher does not inherit from its student's command.
-KD_FIELDS = ("teacher", "temperature", "alpha", "kd_epochs")
+KD_FIELDS = ("teacher", "temperature", "alpha", "kd_epochs", "method", "method_weight", "dkd_beta", "dkd_warmup",
+             "hint_tap")
 #: Settings of the student's model alone, which a teacher trained on the way
 #: does not inherit either (the teacher is a plain baseline).
 STUDENT_FIELDS = ("init",)
@@ -257,6 +276,7 @@ def validate(config: RunConfig) -> None:
     if config.distill and config.kd_epochs is not None:
         _check(config.kd_epochs <= config.epochs,
                f"kd_epochs must be at most epochs ({config.epochs}). Received: kd_epochs={config.kd_epochs}.")
+    _validate_method(config)
     _check(config.dropout is None or 0 <= config.dropout < 1,
            f"dropout must be in [0, 1). Received: dropout={config.dropout!r}.")
     from kdkeras.initializers import INITS
@@ -277,6 +297,30 @@ def validate(config: RunConfig) -> None:
         check_mirror(config.data_mirror)
     _check(config.strategy in STRATEGIES,
            f"Unknown strategy '{config.strategy}'. Valid choices: {', '.join(STRATEGIES)}.")
+
+
+def _validate_method(config: RunConfig) -> None:
+    """Checks ``method`` and its settings (``method_weight``, ``dkd_*``, ``hint_tap``)."""
+    from kdkeras.methods import TERMS
+
+    _check(config.method in TERMS, f"Unknown method '{config.method}'. Valid choices: {', '.join(TERMS)}.")
+    owners = {"dkd_beta": "dkd", "dkd_warmup": "dkd", "hint_tap": "fitnets"}
+    for name, owner in owners.items():
+        value = getattr(config, name)
+        _check(value is None or config.method == owner,
+               f"{name} is a setting of method={owner}. Received: method={config.method}, {name}={value!r}.")
+    _check(config.method_weight is None or config.method != "kd",
+           "method_weight is not used by method=kd: its weight is alpha (--alpha).")
+    for name in ("method_weight", "dkd_beta"):
+        value = getattr(config, name)
+        _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0),
+               f"{name} must be a number >= 0. Received: {name}={value!r}.")
+    _check(config.dkd_warmup is None
+           or (isinstance(config.dkd_warmup, int) and not isinstance(config.dkd_warmup, bool)
+               and config.dkd_warmup >= 0),
+           f"dkd_warmup must be an integer >= 0 (epochs). Received: dkd_warmup={config.dkd_warmup!r}.")
+    _check(config.hint_tap is None or (isinstance(config.hint_tap, str) and config.hint_tap.startswith("stage")),
+           f"hint_tap must be a stage name such as stage2. Received: hint_tap={config.hint_tap!r}.")
 
 
 def is_model_file(teacher: str) -> bool:

@@ -346,7 +346,7 @@ class KDHyperModel(keras_tuner.HyperModel):
         model, student = build_run_model(config, self._data[1], self.teacher)
         # Built now, so that loading a checkpoint (Hyperband continuing a
         # trial) restores the momentum buffers too.
-        model.optimizer.build(student.trainable_variables)
+        model.optimizer.build(student.trainable_variables + list(getattr(model, "adapter_variables", None) or []))
         return model
 
     def fit(self, hp, model, *args, **kwargs):

@@ -177,6 +177,10 @@ def make_optimizer(config, steps_per_epoch: int, lr: float | None = None):
 def build_run_model(config, data, teacher=None, strategy=None):
     """The compiled model of a run: a :class:`~kdkeras.distiller.Distiller` (KD) or the student.
 
+    A KD run's distiller is that of ``config.method``
+    (:func:`kdkeras.distiller.method_distiller`): ``kd`` is the paper's Hinton
+    KD; ``dkd``, ``fitnets`` and ``at`` are term distillers.
+
     The student's weights depend only on ``config.seed`` (the global RNGs
     are seeded here, right before it is built), and its optimizer and lr
     schedule on ``config`` and the number of steps per epoch.
@@ -208,12 +212,14 @@ def build_run_model(config, data, teacher=None, strategy=None):
         distribute.synchronize_batchnorm(student, strategy)
         optimizer = make_optimizer(config, data.steps_per_epoch)
         if config.distill:
-            from kdkeras.distiller import Distiller
+            from kdkeras.distiller import method_distiller
 
             if teacher is None:
                 raise ValueError(f"KD run {config.model} needs its teacher model.")
             check_teacher(teacher, config, data.info)
-            model = Distiller(student, teacher, temperature=config.temperature, alpha=config.alpha)
+            model = method_distiller(student, teacher, config.method, temperature=config.temperature,
+                                     alpha=config.alpha, weight=config.method_weight, dkd_beta=config.dkd_beta,
+                                     dkd_warmup=config.dkd_warmup, hint_tap=config.hint_tap)
             model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution,
                           jit_compile=config.jit_compile)
         else:
@@ -398,6 +404,7 @@ def summarise(config, model, student, data, folder: RunFolder, work: RunFolder, 
         "temperature": config.temperature if config.distill else None,
         "alpha": config.alpha if config.distill else None,
         "kd_epochs": config.kd_epochs if config.distill else None,
+        "method": config.method if config.distill else None,
         "precise_bn": config.precise_bn,
         "lr_milestones": list(config.lr_milestones or ()),
         "lr_gamma": config.lr_gamma,
@@ -499,7 +506,8 @@ def _log_start(config, data, student, folder, work, initial_epoch, log) -> None:
         log(f"Resuming {folder.name} at epoch {initial_epoch + 1}/{config.epochs} from {work.backup_dir}")
         return
     kd_part = f" (KD in the first {config.kd_epochs} epochs only)" if config.distill and config.kd_epochs else ""
-    what = (f"{config.model} from teacher {config.teacher}{kd_part}" if config.distill
+    method_part = f" by {config.method}" if config.distill and config.method != "kd" else ""
+    what = (f"{config.model} from teacher {config.teacher}{method_part}{kd_part}" if config.distill
             else f"{config.model} on hard targets")
     info = data.info
     val = f" / {info.val_examples} validation" if info.val_examples else ""

@@ -1,0 +1,259 @@
+"""`Distiller` with distillation terms (`--method=dkd|fitnets|at`): loss, adapters, schedule, config, CLI."""
+
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from kdkeras import build_model
+from kdkeras import config as config_lib
+from kdkeras import grid
+from kdkeras.callbacks import KDSchedule
+from kdkeras.distiller import Distiller, method_distiller
+from kdkeras.errors import UsageError
+from kdkeras.methods import AT, DKD, KD, FitNets
+from kdkeras.models.taps import feature_model
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_scripts import error_lines, run_script  # noqa: E402
+
+NUM_CLASSES = 10
+SHAPE = (16, 16, 3)
+
+
+def _pair():
+    keras.utils.set_random_seed(0)
+    student = build_model("wrn10x1_NR_g2", num_classes=NUM_CLASSES, input_shape=SHAPE, dropout=0.0)
+    teacher = build_model("wrn10x1_R_g2", num_classes=NUM_CLASSES, input_shape=SHAPE, dropout=0.0)
+    return student, teacher
+
+
+def _data(n=8, seed=0):
+    rng = np.random.RandomState(seed)
+    return rng.rand(n, *SHAPE).astype("float32"), (np.arange(n) % NUM_CLASSES).astype("int32")
+
+
+def _ce(y, logits):
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return -log_p[np.arange(len(y)), y]
+
+
+def _expected_loss(distiller, x, y, training):
+    """ce_weight * mean(ce) + sum_i weight_i * factor_i * mean(term_i), from the views' outputs."""
+    taps = distiller.taps
+    student_view, teacher_view = feature_model(distiller.student, taps), feature_model(distiller.teacher, taps)
+    s_out, t_out = student_view(x, training=training), teacher_view(x, training=False)
+    total = distiller.ce_weight * _ce(y, s_out["logits"]).mean()
+    for term, weight, factor in zip(distiller.distillation_losses, distiller.term_weights,
+                                    distiller.term_factor_variables):
+        value = term.per_example_loss(t_out, s_out, labels=y, training=training)
+        total += weight * float(factor.numpy()) * float(np.mean(value))
+    return total + float(sum(distiller.student.losses, 0.0))
+
+
+TERM_CASES = {
+    "kd": lambda: [KD()],
+    "dkd": lambda: [DKD(warmup_epochs=4)],
+    "fitnets": lambda: [FitNets("stage2")],
+    "at": lambda: [AT()],
+    "fitnets+at": lambda: [FitNets("stage1"), AT(("stage2", "stage3"))],
+}
+
+
+@pytest.mark.parametrize("case", list(TERM_CASES))
+def test_loss_equals_hand_computation(case):
+    student, teacher = _pair()
+    distiller = Distiller(student, teacher, distillation_losses=TERM_CASES[case]())
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    x, y = _data()
+    logs = distiller.test_step((x, y))
+    np.testing.assert_allclose(float(logs["loss"]), _expected_loss(distiller, x, y, False), rtol=1e-5)
+    names = [t.method for t in distiller.distillation_losses]
+    assert set(logs) == {"loss", "ce", "accuracy", *names}
+    for metric in distiller.metrics:
+        metric.reset_state()
+    expected = _expected_loss(distiller, x, y, True)  # the weights before the step
+    logs = distiller.train_step((x, y))
+    np.testing.assert_allclose(float(logs["loss"]), expected, rtol=1e-4)
+
+
+def test_kd_term_equals_plain_distiller():
+    student, teacher = _pair()
+    x, y = _data()
+    plain = Distiller(student, teacher, temperature=4.0, alpha=0.9)
+    terms = Distiller(student, teacher, distillation_losses=[KD(4.0)], loss_weights=[0.9], ce_weight=0.1)
+    for d in (plain, terms):
+        d.compile(optimizer="sgd")
+    a, b = plain.test_step((x, y)), terms.test_step((x, y))
+    for key in ("loss", "ce", "kd", "accuracy"):
+        np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-5)
+
+
+def test_bad_term_arguments():
+    student, teacher = _pair()
+    with pytest.raises(UsageError, match="Unknown method 'bogus'"):
+        Distiller(student, teacher, distillation_losses=["bogus"])
+    with pytest.raises(UsageError, match="list of 1 number"):
+        Distiller(student, teacher, distillation_losses=[AT()], loss_weights=[1.0, 2.0])
+    with pytest.raises(UsageError, match="need `distillation_losses`"):
+        Distiller(student, teacher, loss_weights=[1.0])
+    with pytest.raises(UsageError, match="Unknown feature tap 'stage9'"):
+        Distiller(student, teacher, distillation_losses=[FitNets("stage9")])
+
+
+def test_adapter_trains_and_student_is_saved_plain(tmp_path):
+    student, teacher = _pair()
+    distiller = method_distiller(student, teacher, "fitnets")
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    adapter = distiller.distillation_losses[0].adapter
+    assert distiller.adapter_variables and all(
+        any(v is w for w in distiller.trainable_variables) for v in distiller.adapter_variables)
+    # The optimizer's order (resume) is the distiller's: student first, then the adapters.
+    assert [v.path for v in distiller.trainable_variables] == [
+        v.path for v in student.trainable_variables + distiller.adapter_variables]
+    before = [w.copy() for w in adapter.get_weights()]
+    teacher_before = [w.copy() for w in teacher.get_weights()]
+    x, y = _data()
+    distiller.train_step((x, y))
+    assert not np.allclose(before[0], adapter.get_weights()[0])  # the 1x1 kernel moved
+    for a, b in zip(teacher_before, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    path = tmp_path / "student.keras"
+    distiller.save_student(str(path))
+    loaded = keras.saving.load_model(str(path))
+    assert not any("adapter" in layer.name for layer in loaded.layers)
+    assert len(loaded.weights) == len(student.weights)
+    np.testing.assert_allclose(loaded(x), student(x), rtol=1e-5, atol=1e-5)
+
+
+def test_backup_restores_adapters(tmp_path):
+    x, y = _data(16)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    def make():
+        student, teacher = _pair()
+        d = method_distiller(student, teacher, "fitnets")
+        d.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        return d
+
+    first = make()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        first.fit(x, y, batch_size=8, epochs=2, callbacks=[backup, Interrupt()], verbose=0)
+    saved = first.distillation_losses[0].adapter.get_weights()
+    restored = make()
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.extend(self.model.distillation_losses[0].adapter.get_weights())
+
+    history = restored.fit(x, y, batch_size=8, epochs=2, callbacks=[backup, Record()], verbose=0)
+    assert history.epoch == [1]
+    for a, b in zip(saved, seen):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("method", ["dkd", "fitnets", "at"])
+def test_fit_one_epoch(method):
+    student, teacher = _pair()
+    distiller = method_distiller(student, teacher, method)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    x, y = _data(16)
+    history = distiller.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), verbose=0)
+    assert set(history.history) == {"loss", "ce", method, "accuracy",
+                                    "val_loss", "val_ce", f"val_{method}", "val_accuracy"}
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_kd_schedule_zeroes_every_term_and_dkd_warms_up():
+    student, teacher = _pair()
+    distiller = Distiller(student, teacher, distillation_losses=[DKD(warmup_epochs=2), AT()],
+                          loss_weights=[2.0, 500.0])
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append((distiller.term_weights, [float(v.numpy()) for v in distiller.term_factor_variables]))
+
+    x, y = _data(8)
+    history = distiller.fit(x, y, batch_size=8, epochs=3, callbacks=[KDSchedule(1, 0.9), Record()], verbose=0)
+    assert [w for w, _ in seen] == [[2.0, 500.0], [0.0, 0.0], [0.0, 0.0]]
+    assert [f for _, f in seen] == [[0.5, 1.0], [1.0, 1.0], [1.0, 1.0]]
+    assert history.history["distill_on"] == [1.0, 0.0, 0.0]
+    np.testing.assert_allclose(history.history["loss"][2], history.history["ce"][2], rtol=1e-6)
+
+
+KD_RUN = {"model": "wrn10x1_NR_g2", "teacher": "wrn10x1_R_g2", "dataset": "synthetic", "epochs": 2}
+
+
+def test_method_is_part_of_the_run_identity():
+    plain = config_lib.resolve(KD_RUN)
+    assert plain.method == "kd"
+    assert config_lib.run_name(config_lib.resolve({**KD_RUN, "method": "kd"})) == config_lib.run_name(plain)
+    names = {config_lib.run_name(config_lib.resolve({**KD_RUN, "method": m})) for m in ("kd", "dkd", "fitnets", "at")}
+    assert len(names) == 4
+    dkd = config_lib.resolve({**KD_RUN, "method": "dkd", "dkd_beta": 6.0})
+    assert config_lib.run_name(dkd) != config_lib.run_name(config_lib.resolve({**KD_RUN, "method": "dkd"}))
+    teacher = config_lib.teacher_config(dkd)
+    assert teacher.method == "kd" and teacher.dkd_beta is None
+    assert config_lib.run_name(teacher) == config_lib.run_name(config_lib.teacher_config(plain))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"method": "bogus"}, "Unknown method 'bogus'. Valid choices: kd, dkd, fitnets, at."),
+    ({"method": "at", "dkd_beta": 2.0}, "dkd_beta is a setting of method=dkd"),
+    ({"method": "dkd", "hint_tap": "stage1"}, "hint_tap is a setting of method=fitnets"),
+    ({"method_weight": 2.0}, "method_weight is not used by method=kd"),
+    ({"method": "dkd", "dkd_warmup": -1}, "dkd_warmup must be an integer >= 0"),
+])
+def test_bad_method_settings(settings, message):
+    with pytest.raises(UsageError, match=message):
+        config_lib.resolve({**KD_RUN, **settings})
+
+
+def test_build_run_model_builds_the_method(tmp_path):
+    from kdkeras.training import build_run_model, make_run_data
+
+    config = config_lib.resolve({**KD_RUN, "method": "fitnets", "hint_tap": "stage1", "train_size": 16,
+                                 "test_size": 16, "batch_size": 8})
+    data = make_run_data(config)
+    teacher = build_model("wrn10x1_R_g2", num_classes=data.info.num_classes, input_shape=data.info.image_shape)
+    model, student = build_run_model(config, data, teacher)
+    assert isinstance(model, Distiller) and model.student is student
+    assert [t.method for t in model.distillation_losses] == ["fitnets"]
+    assert model.distillation_losses[0].hint_tap == "stage1" and model.term_weights == [100.0]
+    plain, _ = build_run_model(config_lib.resolve({**KD_RUN, "train_size": 16, "test_size": 16}), data, teacher)
+    assert plain.distillation_losses is None and plain.alpha == pytest.approx(0.9)
+
+
+def test_method_is_a_grid_axis(tmp_path):
+    spec = grid.GridSpec(name="methods", net="wrn10x1", dataset="synthetic", settings={"epochs": 1},
+                         halves={"left": {"students": ["NR_g2"], "teachers": ["R_g2"]}},
+                         axes={"method": ["kd", "dkd", "at"]})
+    cells = grid.plan(spec, str(tmp_path))
+    kd_cells = [c for c in cells if c.kind == "kd"]
+    assert [c.config.method for c in kd_cells] == ["kd", "dkd", "at"]
+    assert len({c.run_dir for c in kd_cells}) == 3
+    plain = [c for c in grid.plan(grid.GridSpec(name="methods", net="wrn10x1", dataset="synthetic",
+                                                settings={"epochs": 1},
+                                                halves={"left": {"students": ["NR_g2"], "teachers": ["R_g2"]}}),
+                                  str(tmp_path)) if c.kind == "kd"]
+    assert plain[0].run_dir == kd_cells[0].run_dir  # method=kd is the plain grid's KD run
+
+
+def test_method_flag_is_validated_in_one_line():
+    result = run_script("distill.py", "--student=wrn10x1_NR_g2", "--teacher=wrn10x1_R_g2", "--method=bogus")
+    assert result.returncode == 2, result.stderr
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "Unknown method 'bogus'. Valid choices: kd, dkd, fitnets, at." in lines[0]
+    assert "Traceback" not in result.stderr
