@@ -281,3 +281,17 @@ def test_a_preempted_grid_worker_is_replaced_by_the_others(tmp_path):
     assert not any(f"Training {cells[teacher].config.model} on hard targets" in out for out in outputs), \
         "\n----\n".join([open(logs[victim_index]).read(), *outputs])
     assert not [f for f in os.listdir(os.path.join(logdir, "synthetic")) if ".lock" in f]
+
+
+def test_the_methods_ablation_plans_every_method_and_dirac_beside_shared_baselines(tmp_path):
+    name, specs = grid.load_grids(os.path.join(ROOT, "configs", "ablations", "wrn40x2_methods.yaml"))
+    cells = grid.plan_all(specs, str(tmp_path))
+    kd = [c for c in cells if c.kind == "kd"]
+    assert sorted({(c.config.method, c.config.init) for c in kd}) == [
+        ("at", "he"), ("dkd", "he"), ("fitnets", "he"), ("kd", "dirac"), ("kd", "he")]
+    assert len(kd) == 5 * 4  # 2 students x 2 teachers per arm
+    plain_kd = [c for c in kd if c.config.method == "kd" and c.config.init == "he"]
+    table6 = grid.plan(grid.load_grid(grid.table_config_path(6)), str(tmp_path))
+    assert {c.run_dir for c in plain_kd} <= {c.run_dir for c in table6}  # the same runs as Table 6's
+    nr_dirac = [c for c in cells if c.kind == "baseline" and "_NR_" in c.config.model and c.config.init == "dirac"]
+    assert len(nr_dirac) == 2  # the teacher-free arm
