@@ -192,6 +192,22 @@ def _break(run_dir: str, seen: Owner) -> None:
             pass
 
 
+def clear_stale(run_dir: str) -> bool:
+    """Removes the claim of ``run_dir`` if its owner is gone or its lease lapsed.
+
+    A process killed between writing a run's results and releasing its claim
+    leaves a claim on a finished run; nothing would ever take it again.
+
+    Returns:
+        ``True`` when a stale claim was removed.
+    """
+    seen = owner(run_dir)
+    if seen is None or seen.live:
+        return False
+    _break(run_dir, seen)
+    return owner(run_dir) is None
+
+
 def try_claim(run_dir: str) -> bool:
     """Takes the claim of ``run_dir`` if nobody live holds it, and starts renewing its lease.
 

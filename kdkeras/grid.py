@@ -336,6 +336,7 @@ def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="
     from kdkeras.training import ensure_teacher_run, is_finished, train_and_evaluate
 
     if is_finished(cell.run_dir):
+        claims.clear_stale(cell.run_dir)  # left by a process killed after finishing it
         return "done"
     if cell.kind == "kd":
         ensure_teacher_run(cell.config, logdir, log=log, verbose=verbose, poll_s=poll_s)

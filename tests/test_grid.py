@@ -89,6 +89,33 @@ def test_claims(tmp_path):
     claims.release(run_dir)
 
 
+def test_a_finished_run_loses_the_claim_its_dead_owner_left(tmp_path):
+    """Killed between writing results.json and releasing its claim: the next pass removes the claim."""
+    cell = _cell(tmp_path)
+    code = f"from kdkeras import claims; import os; assert claims.try_claim({cell.run_dir!r}); os._exit(0)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    os.makedirs(cell.run_dir, exist_ok=True)
+    with open(os.path.join(cell.run_dir, "results.json"), "w") as f:
+        json.dump({"test_accuracy": 0.5}, f)
+    assert claims.owner(cell.run_dir).dead
+    assert grid.run_cell(cell, str(tmp_path), log=lambda *_: None) == "done"
+    assert claims.owner(cell.run_dir) is None and not os.path.exists(claims.lock_path(cell.run_dir))
+    assert not [f for f in os.listdir(os.path.dirname(cell.run_dir)) if ".lock" in f]  # claim file too
+
+
+def test_a_finished_run_keeps_a_live_claim(tmp_path):
+    cell = _cell(tmp_path)
+    assert claims.try_claim(cell.run_dir)
+    try:
+        os.makedirs(cell.run_dir, exist_ok=True)
+        with open(os.path.join(cell.run_dir, "results.json"), "w") as f:
+            json.dump({"test_accuracy": 0.5}, f)
+        assert grid.run_cell(cell, str(tmp_path), log=lambda *_: None) == "done"
+        assert claims.owner(cell.run_dir).pid == os.getpid()
+    finally:
+        claims.release(cell.run_dir)
+
+
 def test_lock_files_of_earlier_versions(tmp_path):
     """A JSON lock file (kdkeras before leases): held while its process on this host lives."""
     import socket

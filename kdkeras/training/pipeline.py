@@ -80,6 +80,8 @@ def ensure_teacher_run(config, logdir: str, *, log=_print, verbose="auto", train
     strategy = distribute.make_strategy(config.strategy)
     chief = distribute.is_chief()
     finished = distribute.chief_value(strategy, folder.is_finished())
+    if finished and chief:
+        claims.clear_stale(folder.path)  # left by a process killed after finishing it
     if not finished and not train_teacher:
         raise MissingFileError(
             f"Teacher {teacher_cfg.model} has no finished run at {folder.path}. Train it first "
