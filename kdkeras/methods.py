@@ -449,8 +449,9 @@ class FitNets(_FeatureTerm):
     in a separate first stage; mdistiller and kdkeras add it to the
     student's objective in one stage.
 
-    The adapter is 1x1 conv (no bias) + BatchNormalization (PyTorch's
-    momentum and epsilon), float32; unlike mdistiller's ``ConvReg`` it has no
+    The adapter is :func:`kdkeras.models.make_adapter`: 1x1 conv (no bias)
+    + BatchNormalization (PyTorch's momentum and epsilon, synchronized
+    across replicas), float32; unlike mdistiller's ``ConvReg`` it has no
     ReLU, because the stage outputs of pre-activation nets (WRN) are not
     rectified. Student and teacher maps must have the same spatial size. It
     is built by ``build_adapters`` (or on the first call, from the tensors'
@@ -520,19 +521,9 @@ class FitNets(_FeatureTerm):
         if self.adapter_mode == "if_needed" and s_shape[-1] == t_shape[-1]:
             self.built = True
             return
-        adapter = keras.Sequential(
-            [
-                keras.layers.Conv2D(
-                    t_shape[-1], 1, use_bias=False, kernel_initializer="he_normal",
-                    dtype="float32", name="conv",
-                ),
-                keras.layers.BatchNormalization(
-                    momentum=0.9, epsilon=1e-5, dtype="float32", name="bn"
-                ),
-            ],
-            name=f"{self.name}_adapter",
-        )
-        adapter.build((None,) + s_shape[1:])
+        from kdkeras.models.taps import make_adapter
+
+        adapter = make_adapter(s_shape, t_shape, name=f"{self.name}_adapter")
         self.adapter = adapter
         self.built = True
 

@@ -152,7 +152,7 @@ def test_dkd_warmup_factor():
 # --------------------------------------------------------------------------
 def _randomise_bn(term, seed=11):
     rng = np.random.default_rng(seed)
-    bn = term.adapter.get_layer("bn")
+    bn = term.adapter.get_layer(f"{term.name}_adapter_bn")
     c = bn.gamma.shape[0]
     bn.gamma.assign(rng.uniform(0.5, 1.5, c))
     bn.beta.assign(rng.normal(size=c))
@@ -166,7 +166,7 @@ def test_fitnets_matches_numpy_in_inference_and_training_mode():
     term = FitNets()
     term.build_adapters({"stage2": (None, 8, 8, 4)}, {"stage2": (None, 8, 8, 6)})
     bn = _randomise_bn(term)
-    kernel = term.adapter.get_layer("conv").kernel.numpy()
+    kernel = term.adapter.get_layer(f"{term.name}_adapter_conv").kernel.numpy()
     gamma, beta = bn.gamma.numpy(), bn.beta.numpy()
     got = term.per_example_loss(teacher, student, training=False)
     expected = _np_fitnets(teacher["stage2"], student["stage2"], kernel, gamma, beta,
@@ -384,10 +384,10 @@ def test_feature_terms_in_keras_distiller_by_layer_name():
     got = distiller.compute_loss(x=x, y=y, y_pred=student(x), training=False)
     np.testing.assert_allclose(got, expected, rtol=RTOL)
 
-    kernel = fitnets.adapter.get_layer("conv").kernel.numpy()
+    kernel = fitnets.adapter.get_layer(f"{fitnets.name}_adapter_conv").kernel.numpy()
     teacher_weights = [w.numpy() for w in teacher.weights]
     distiller.fit(x, y, batch_size=B, epochs=1, verbose=0)
-    assert not np.allclose(kernel, fitnets.adapter.get_layer("conv").kernel.numpy())
+    assert not np.allclose(kernel, fitnets.adapter.get_layer(f"{fitnets.name}_adapter_conv").kernel.numpy())
     for before, after in zip(teacher_weights, teacher.weights):
         np.testing.assert_array_equal(before, after.numpy())
 

@@ -236,7 +236,10 @@ def make_adapter(student_shape, teacher_shape, name) -> keras.Model:
     The FitNets regressor, as a small functional model of its own (not part
     of the student, so the student is saved as a plain zoo model without it).
     The convolution has no bias (the BN has one) and He-normal weights; the
-    BN uses the zoo's settings (PyTorch's momentum and epsilon). It adds no
+    BN uses the zoo's settings (PyTorch's momentum and epsilon) and is
+    synchronized across replicas, so its statistics are the global batch's
+    under ``MirroredStrategy``. Both layers compute in float32 whatever the
+    dtype policy (the loss is float32 arithmetic). It adds no
     resize: feature maps taken at the same tap of two zoo networks of the same
     family and input size have the same spatial size.
 
@@ -263,6 +266,10 @@ def make_adapter(student_shape, teacher_shape, name) -> keras.Model:
             f"{teacher[0]}x{teacher[1]}; an adapter maps channels only: pick taps at the same resolution."
         )
     inputs = keras.Input(shape=student, name=f"{name}_input")
-    x = keras.layers.Conv2D(teacher[-1], 1, use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv")(inputs)
-    outputs = keras.layers.BatchNormalization(name=f"{name}_bn", **BN_KWARGS)(x)
+    x = keras.layers.Conv2D(teacher[-1], 1, use_bias=False, kernel_initializer="he_normal", dtype="float32",
+                            name=f"{name}_conv")(inputs)
+    # Synchronized: under a distribution strategy the statistics are the global batch's, so the
+    # adapter (and the FitNets loss) is the same on one device and on many. Identical on one device.
+    outputs = keras.layers.BatchNormalization(name=f"{name}_bn", synchronized=True, dtype="float32",
+                                              **BN_KWARGS)(x)
     return keras.Model(inputs, outputs, name=name)
