@@ -343,6 +343,35 @@ class Distiller(keras.Model):
         per_example = self._per_example_losses(y, student_logits, teacher_logits)
         return self._update_trackers(y, student_logits, per_example)
 
+    def teacher_outputs(self, x):
+        """What the objective reads of the teacher for images ``x`` (inference mode).
+
+        The logits for plain KD; for a term distiller the dict of its feature-tap
+        view (``{"logits": ..., tap: ...}``). Pass it to :meth:`per_example_objective`
+        to reuse one teacher pass over a fixed batch.
+        """
+        if self.distillation_losses:
+            return self._views.teacher(x, training=False)
+        return self.teacher(x, training=False)
+
+    def per_example_objective(self, x, y, *, teacher_outputs=None, training=True):
+        """The training objective per example, float32 ``(batch,)``; its batch mean is the loss.
+
+        The same computation as a training step (one student pass, every term
+        with its current weight and factor, the student's regularization
+        losses) without the update. ``training`` sets the student's (and the
+        adapters') mode: in training mode BatchNormalization statistics and
+        dropout state advance as in a step. Instruments call this under their
+        own gradient tape (``kdkeras.analysis.gradients.GradientFlow``).
+        """
+        if teacher_outputs is None:
+            teacher_outputs = self.teacher_outputs(x)
+        if self.distillation_losses:
+            student_outputs = self._views.student(x, training=training)
+            return self._term_losses(y, student_outputs, teacher_outputs, training=training)[0]
+        student_logits = self.student(x, training=training)
+        return self._per_example_losses(y, student_logits, teacher_outputs)[0]
+
     def _per_example_losses(self, y, student_logits, teacher_logits):
         """Per-example objective and its two terms.
 

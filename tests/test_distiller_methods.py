@@ -358,3 +358,33 @@ def test_every_method_under_mirrored_strategy_matches_one_device():
         assert len(single["adapters"]) == (3 if method == "fitnets" else 0)  # the 1x1 kernel, BN's gamma and beta
         for got, expected in zip(mirrored["adapters"], single["adapters"]):
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=atol, err_msg=f"{method}: adapter")
+
+
+@pytest.mark.parametrize("method", ["fitnets", "at", "dkd"])
+def test_gradient_flow_measures_the_method_objective(tmp_path, method):
+    """GradientFlow's loss is the method's objective (not plain KD), and it restores the adapters' statistics."""
+    import tensorflow as tf
+
+    from kdkeras.analysis.gradients import GradientFlow
+
+    student, teacher = _pair()
+    distiller = method_distiller(student, teacher, method)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    x, y = _data(16)
+    flow = GradientFlow((x, y), str(tmp_path), epochs=1, every=1)
+    flow.set_model(distiller)
+    state = [v.numpy().copy() for v in student.non_trainable_variables + [
+        v for a in distiller.distillation_losses[0].adapters for v in a.non_trainable_variables]]
+    loss, norms = flow.measure()
+    after = student.non_trainable_variables + [
+        v for a in distiller.distillation_losses[0].adapters for v in a.non_trainable_variables]
+    assert len(after) == len(state) and len(after) > len(student.non_trainable_variables) * (method == "fitnets")
+    for before, variable in zip(state, after):
+        np.testing.assert_array_equal(before, variable.numpy(), err_msg=variable.path)
+    assert loss == pytest.approx(_expected_loss(distiller, x, y, training=True), rel=1e-5)
+    # By hand: the gradient of the same objective with respect to the first layer with weights.
+    layer = next(layer for layer in student.layers if layer.trainable_weights)
+    with tf.GradientTape() as tape:
+        objective = tf.reduce_mean(distiller.per_example_objective(x, y))
+    grads = tape.gradient(objective, layer.trainable_weights)
+    assert norms[0] == pytest.approx(float(tf.sqrt(sum(tf.reduce_sum(g * g) for g in grads))), rel=1e-4)

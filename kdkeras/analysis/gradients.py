@@ -3,8 +3,9 @@
 The paper argues that KD helps a network without skip connections (NR) most
 at the start of training. :class:`GradientFlow` measures, every ``every``
 steps of the first ``epochs`` epochs, the gradient of the run's own training
-objective (cross-entropy for a baseline, the KD objective with the current
-``alpha`` for a distilled run) on a fixed probe batch, layer by layer, and
+objective (cross-entropy for a baseline, the distiller's objective for a
+distilled run: KD with the current ``alpha``, or its method's terms with
+their current weights) on a fixed probe batch, layer by layer, and
 logs it:
 
 * TensorBoard scalars ``gradient_flow/loss``, ``gradient_flow/global_norm``
@@ -104,27 +105,31 @@ class GradientFlow(keras.callbacks.Callback):
         x, y = self._probe() if callable(self._probe) else self._probe
         self._x = tf.constant(np.asarray(x, dtype=np.float32))
         self._y = tf.constant(np.asarray(y, dtype=np.int64))
-        self._teacher_logits = (distiller.teacher(self._x, training=False) if distiller is not None else None)
+        self._teacher_outputs = distiller.teacher_outputs(self._x) if distiller is not None else None
         self._student = student
         self._layers = _layers_with_weights(student)
         self._names = [layer.name for layer in self._layers]
         variables = [v for layer in self._layers for v in layer.trainable_weights]
         owner = [i for i, layer in enumerate(self._layers) for _ in layer.trainable_weights]
         self._owner = np.asarray(owner)
-        self._state = list(student.non_trainable_variables)
+        # The adapters of feature methods (FitNets) run in training mode too: their statistics are restored.
+        adapters = [a for term in getattr(distiller, "distillation_losses", None) or () for a in term.adapters]
+        self._state = list(student.non_trainable_variables) + [
+            v for adapter in adapters for v in adapter.non_trainable_variables]
 
-        def objective(logits):
-            if distiller is not None:
-                total, _, _ = distiller._per_example_losses(self._y, logits, self._teacher_logits)
-                return tf.reduce_mean(total)
+        def objective():
+            if distiller is not None:  # the distiller's own objective: plain KD or its method's terms
+                per_example = distiller.per_example_objective(self._x, self._y,
+                                                              teacher_outputs=self._teacher_outputs)
+                return tf.reduce_mean(per_example)
+            logits = tf.cast(student(self._x, training=True), tf.float32)
             ce = keras.losses.sparse_categorical_crossentropy(self._y, logits, from_logits=True)
             return tf.reduce_mean(tf.cast(ce, tf.float32)) + tf.cast(sum(student.losses, 0.0), tf.float32)
 
         @tf.function
         def measure():
             with tf.GradientTape() as tape:
-                logits = tf.cast(student(self._x, training=True), tf.float32)
-                loss = objective(logits)
+                loss = objective()
             grads = tape.gradient(loss, variables)
             squares = tf.stack([tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in grads])
             return loss, squares
