@@ -110,6 +110,33 @@ def test_bench_prints_one_json_record_last(args):
     assert record["batch_size"] == 16 and record["images_per_sec"] > 0 and len(record["runs"]) == 2
 
 
+def test_bench_times_several_methods_on_one_pair():
+    import json
+
+    result = run_script("bench.py", "--model=wrn10x1_NR_g2", "--mode=distill", "--teacher=wrn10x1_R_g2",
+                        "--methods=kd,fitnets", "--batch_size=16", "--steps=2", "--warmup=1", "--repeats=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "shuffle=True" not in result.stderr  # no Keras warning per timed window
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert list(record["methods"]) == ["kd", "fitnets"] and record["method"] == "kd"
+    for method, entry in record["methods"].items():
+        assert len(entry["runs"]) == 2 and entry["images_per_sec"] > 0
+    kd, fitnets = (record["methods"][m]["images_per_sec"] for m in ("kd", "fitnets"))
+    assert record["methods"]["fitnets"]["step_time_vs_kd"] == pytest.approx(kd / fitnets, abs=2e-3)
+    assert record["images_per_sec"] == kd  # the top-level figure is the first method's
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode=distill", "--teacher=wrn10x1_R_g2", "--methods=kd,crd"], "Unknown method crd in --methods. Valid choices: kd, dkd, fitnets, at"),
+    (["--mode=train", "--methods=at"], "--methods times distillation methods: it needs --mode=distill"),
+])
+def test_bench_rejects_bad_methods(args, message):
+    result = run_script("bench.py", "--model=wrn10x1_NR_g2", *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    assert line.startswith("bench.py: error: ") and message in line
+
+
 def run_kdkeras(*args, cwd=None):
     """``python -m kdkeras ARGS``: the ``kdkeras`` command of an installed package."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

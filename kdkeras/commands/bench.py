@@ -3,6 +3,7 @@
 Examples:
     kdkeras bench --model=wrn22x2_R_g16 --mode=train --batch_size=128 --steps=20
     kdkeras bench --model=wrn22x2_NR_g16 --mode=distill --teacher=wrn22x2_R_G4 --steps=20
+    kdkeras bench --model=wrn16x1_NR_g2 --mode=distill --teacher=wrn16x1_R_g2 --methods=kd,at,fitnets
     kdkeras bench --model=wrn22x2_R_G4 --mode=infer          # inference forward (a teacher's cost)
     kdkeras bench --mode=data --steps=200                 # the augmented CIFAR pipeline alone
     kdkeras bench --mode=data --dataset=cifar100 --archive=cifar-100-python.tar.gz  # a real source
@@ -10,8 +11,10 @@ Examples:
 
 train/distill run the real compiled step (PyTorchSGD, KD loss, Distiller) on
 synthetic inputs. Each of --repeats timed windows runs --steps steps; the
-reported images_per_sec is their median (all are listed in "runs"). The last
-line printed is one JSON object with the numbers.
+reported images_per_sec is their median (all are listed in "runs"). With
+several --methods, each method's windows alternate with the others' and
+"methods" holds each one's median, its runs and its step time relative to
+KD's. The last line printed is one JSON object with the numbers.
 """
 
 from kdkeras import cli  # first: quiets TensorFlow's start-up logging
@@ -29,6 +32,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Model (the student for --mode=distill).")
 flags.DEFINE_enum("mode", "train", ["train", "distill", "infer", "data"], "What to measure.")
 flags.DEFINE_string("teacher", None, "Teacher model for --mode=distill.")
+flags.DEFINE_list("methods", ["kd"], "--mode=distill: distillation methods to time on the same pair, "
+                  "interleaved window by window (kd, dkd, fitnets, at; e.g. --methods=kd,at,fitnets).")
 flags.DEFINE_enum("framework", "keras", ["keras", "torch"], "kdkeras, or the PyTorch reference (WRN only).")
 flags.DEFINE_integer("batch_size", 128, "Global batch size.")
 flags.DEFINE_integer("steps", 20, "Timed steps (after the warm-up).")
@@ -57,7 +62,8 @@ def _device():
     return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
 
 
-def _bench_keras(model_name, mode, teacher_name):
+def _keras_window(model_name, mode, teacher_name, method="kd"):
+    """Builds the model of one measurement, warms it up; returns ``window()``, one timed window (images/s)."""
     import tensorflow as tf
 
     from kdkeras import config as config_lib
@@ -70,7 +76,7 @@ def _bench_keras(model_name, mode, teacher_name):
         "model": model_name, "teacher": teacher_name if mode == "distill" else None, "dataset": "synthetic",
         "batch_size": FLAGS.batch_size, "steps_per_execution": FLAGS.steps_per_execution,
         "jit_compile": FLAGS.jit_compile, "mixed_precision": FLAGS.mixed_precision,
-        "data_tuning": FLAGS.data_tuning})
+        "data_tuning": FLAGS.data_tuning, **({"method": method} if mode == "distill" else {})})
     data = make_run_data(config)
     batch = FLAGS.batch_size
     x = tf.random.normal((batch, 32, 32, 3))
@@ -85,22 +91,36 @@ def _bench_keras(model_name, mode, teacher_name):
         forward = tf.function(lambda: student(x, training=False))
         for _ in range(FLAGS.warmup):
             forward()
-        rates = []
-        for _ in range(FLAGS.repeats):
+
+        def window():
             start = time.perf_counter()
             for _ in range(FLAGS.steps):
                 forward()
-            rates.append(batch * FLAGS.steps / (time.perf_counter() - start))
-        return rates, FLAGS.steps
+            return batch * FLAGS.steps / (time.perf_counter() - start)
+
+        return window, FLAGS.steps
     spe = FLAGS.steps_per_execution
     warmup = max(FLAGS.warmup, spe)
-    model.fit(dataset, steps_per_epoch=warmup - warmup % spe, epochs=1, verbose=0)
+    model.fit(dataset, steps_per_epoch=warmup - warmup % spe, epochs=1, verbose=0, shuffle=False)
     steps = max(spe, FLAGS.steps - FLAGS.steps % spe)
-    rates = []
-    for _ in range(FLAGS.repeats):
+
+    def window():
         start = time.perf_counter()
-        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-        rates.append(batch * steps / (time.perf_counter() - start))
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+        return batch * steps / (time.perf_counter() - start)
+
+    return window, steps
+
+
+def _bench_keras(model_name, mode, teacher_name, methods=("kd",)):
+    """``({method: [images/s of each window]}, steps)``; the methods' windows are interleaved."""
+    windows = {}
+    for method in methods:
+        windows[method], steps = _keras_window(model_name, mode, teacher_name, method)
+    rates = {method: [] for method in methods}
+    for _ in range(FLAGS.repeats):
+        for method in methods:  # round-robin: a slow spell of the machine hits every method alike
+            rates[method].append(windows[method]())
     return rates, steps
 
 
@@ -129,6 +149,14 @@ def main(argv):
         cli.fail("--mode=distill needs --teacher=NAME.")
     if FLAGS.batch_size < 1 or FLAGS.steps < 1 or FLAGS.repeats < 1:
         cli.fail("--batch_size, --steps and --repeats must be positive.")
+    from kdkeras.methods import TERMS
+
+    methods = list(dict.fromkeys(FLAGS.methods))
+    unknown = [m for m in methods if m not in TERMS]
+    if unknown or not methods:
+        cli.fail(f"Unknown method {', '.join(unknown) or '(none)'} in --methods. Valid choices: {', '.join(TERMS)}.")
+    if methods != ["kd"] and (mode != "distill" or FLAGS.framework != "keras"):
+        cli.fail("--methods times distillation methods: it needs --mode=distill (and --framework=keras).")
     from kdkeras.models.registry import parse_model_name
 
     for name in (FLAGS.model, FLAGS.teacher if mode == "distill" else None):
@@ -137,6 +165,7 @@ def main(argv):
 
     record = {"model": FLAGS.model if mode != "data" else f"{FLAGS.dataset}-pipeline", "mode": mode,
               "teacher": FLAGS.teacher if mode == "distill" else None,
+              "method": methods[0] if mode == "distill" else None,
               "framework": FLAGS.framework, "batch_size": FLAGS.batch_size}
     if FLAGS.framework == "torch":
         if mode == "data":
@@ -164,7 +193,17 @@ def main(argv):
 
         from kdkeras.data import data_tuning
 
-        rates, steps = _bench_data(record) if mode == "data" else _bench_keras(FLAGS.model, mode, FLAGS.teacher)
+        if mode == "data":
+            rates, steps = _bench_data(record)
+        else:
+            per_method, steps = _bench_keras(FLAGS.model, mode, FLAGS.teacher, tuple(methods))
+            rates = per_method[methods[0]]
+            if len(methods) > 1:
+                kd = statistics.median(per_method["kd"]) if "kd" in per_method else None
+                record["methods"] = {
+                    m: {"images_per_sec": round(statistics.median(r), 2), "runs": [round(v, 2) for v in r],
+                        "step_time_vs_kd": round(kd / statistics.median(r), 3) if kd else None}
+                    for m, r in per_method.items()}
         record.update(images_per_sec=round(statistics.median(rates), 2),
                       runs=[round(r, 2) for r in rates], steps=steps, device=_device(),
                       steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile,
