@@ -149,6 +149,10 @@ def _list_flags_in_help(main) -> None:
                 flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
+#: absl's help flags: each prints the flags and exits.
+_HELP_FLAGS = frozenset({"--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"})
+
+
 def run(main) -> None:
     """``absl.app.run(main)``: user errors as one line (exit 2), internal errors in short (exit 1)."""
     from absl import app
@@ -183,7 +187,13 @@ def run(main) -> None:
             print(internal_error_report(err), file=sys.stderr)
             sys.exit(INTERNAL_EXIT_CODE)
 
-    app.run(guarded)
+    try:
+        app.run(guarded)
+    except SystemExit as err:
+        # absl exits with 1 after printing the help it was asked for; asking for help is no failure.
+        if err.code == 1 and _HELP_FLAGS.intersection(sys.argv[1:]):
+            sys.exit(0)
+        raise
 
 
 def define_run_flags(distill: bool) -> None:
