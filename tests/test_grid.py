@@ -322,3 +322,26 @@ def test_the_methods_ablation_plans_every_method_and_dirac_beside_shared_baselin
     assert {c.run_dir for c in plain_kd} <= {c.run_dir for c in table6}  # the same runs as Table 6's
     nr_dirac = [c for c in cells if c.kind == "baseline" and "_NR_" in c.config.model and c.config.init == "dirac"]
     assert len(nr_dirac) == 2  # the teacher-free arm
+
+
+SHIPPED = sorted(os.path.relpath(p, os.path.join(ROOT, "kdkeras"))
+                 for p in __import__("glob").glob(os.path.join(ROOT, "kdkeras", "configs", "**", "*.yaml"),
+                                                  recursive=True))
+
+
+@pytest.mark.parametrize("path", SHIPPED)
+def test_every_shipped_config_loads_and_plans(path, tmp_path):
+    name, specs = grid.load_grids(grid.resolve_config_path(path))
+    cells = grid.plan_all(specs, str(tmp_path))
+    assert name and specs and cells
+    assert len({c.run_dir for c in cells}) == len(cells)  # one cell per run folder
+    assert {grid.state(c) for c in cells} == {"to do"}
+
+
+def test_the_reduced_methods_ablation_plans_each_method_once_per_seed(tmp_path):
+    name, specs = grid.load_grids(grid.resolve_config_path("configs/reduced/methods_wrn40x1.yaml"))
+    cells = grid.plan_all(specs, str(tmp_path))
+    students = sorted((c.config.method, c.config.init, c.config.seed) for c in cells if c.kind == "kd")
+    assert students == sorted((m, i, s) for m, i in [("kd", "he"), ("fitnets", "he"), ("at", "he"),
+                                                      ("dkd", "he"), ("kd", "dirac")] for s in (0, 1))
+    assert {(c.config.epochs, c.config.val_size, c.config.dropout) for c in cells} == {(6, 1000, 0.0)}
