@@ -589,6 +589,11 @@ def _paired(a: dict, b: dict) -> list[float]:
     return [a[s] - b[s] for s in sorted(set(a) & set(b))]
 
 
+def _method_label(cfg) -> str:
+    """How a student was distilled: ``kd``, ``fitnets``, ``kd, init=dirac``."""
+    return cfg.method + (f", init={cfg.init}" if cfg.init != "he" else "")
+
+
 def summary_rows(specs, logdir: str) -> list[dict]:
     """One row per (grid, half, student, measure): R baseline, NR baseline, best KD, drop, gains.
 
@@ -603,10 +608,11 @@ def summary_rows(specs, logdir: str) -> list[dict]:
         dirs = {}
         for name, role, student, teacher, cfg in table_configs(spec):
             key = (name, student)
-            slot = dirs.setdefault(key, {"baseline": {}, "nr_baseline": {}, "kd": {}})
+            slot = dirs.setdefault(key, {"baseline": {}, "nr_baseline": {}, "kd": {}, "method": None})
             run = config_lib.run_dir(cfg, logdir)
             if role == "kd":
                 slot["kd"].setdefault(teacher, {})[cfg.seed] = run
+                slot["method"] = _method_label(cfg)
             else:
                 slot[role][cfg.seed] = run
         for (half, student), slot in dirs.items():
@@ -621,7 +627,8 @@ def summary_rows(specs, logdir: str) -> list[dict]:
                     continue
                 rows.append({
                     "grid": spec.name, "net": spec.net, "half": half, "student": _label(student),
-                    "teacher": _label(teacher) if teacher else None, "measure": measure, "title": what,
+                    "teacher": _label(teacher) if teacher else None, "method": slot["method"],
+                    "measure": measure, "title": what,
                     "r_baseline": r, "nr_baseline": nr, "kd": kd,
                     "acc_drop": _paired(r, nr), "kd_gain_over_nr": _paired(kd, nr),
                     "distil_gain": _paired(kd, r),
@@ -632,9 +639,10 @@ def summary_rows(specs, logdir: str) -> list[dict]:
 def write_summary(name: str, specs, logdir: str, log=print) -> str:
     """Writes ``<logdir>/<name>/summary.md`` and ``summary.csv``: every grid of a suite in one table per measure.
 
-    Columns: R baseline, NR baseline, the NR student distilled from its best
-    teacher, ``Acc. drop`` (R - NR), ``KD - NR`` (what KD recovers) and
-    ``Distil. gain`` (KD - R, as the paper's tables), mean ± std over seeds.
+    Columns: the distillation method (and a non-default init), R baseline,
+    NR baseline, the NR student distilled from its best teacher, ``Acc. drop``
+    (R - NR), ``distilled - NR`` (what distillation recovers) and ``Distil.
+    gain`` (distilled - R, as the paper's tables), mean ± std over seeds.
     """
     from kdkeras.io_utils import atomic_write_text
 
@@ -647,11 +655,11 @@ def write_summary(name: str, specs, logdir: str, log=print) -> str:
         if not chosen:
             continue
         md.append(f"## {what} (%)\n")
-        md.append("| grid | student | teacher | R baseline | NR baseline | NR + KD | Acc. drop (R - NR) "
-                  "| KD - NR | Distil. gain (KD - R) |")
-        md.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        md.append("| grid | student | teacher | method | R baseline | NR baseline | NR distilled "
+                  "| Acc. drop (R - NR) | distilled - NR | Distil. gain (distilled - R) |")
+        md.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in chosen:
-            md.append(f"| {r['grid']} | {r['student']} | {r['teacher'] or '—'} | "
+            md.append(f"| {r['grid']} | {r['student']} | {r['teacher'] or '—'} | {r['method'] or '—'} | "
                       f"{_stats(r['r_baseline'].values())} | {_stats(r['nr_baseline'].values())} | "
                       f"{_stats(r['kd'].values())} | {_stats(r['acc_drop'])} | {_stats(r['kd_gain_over_nr'])} | "
                       f"{_stats(r['distil_gain'])} |")
@@ -659,15 +667,16 @@ def write_summary(name: str, specs, logdir: str, log=print) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     columns = ("r_baseline", "nr_baseline", "kd", "acc_drop", "kd_gain_over_nr", "distil_gain")
-    writer.writerow(["grid", "net", "half", "student", "teacher", "measure", "column", "mean", "std", "n",
-                     "values"])
+    writer.writerow(["grid", "net", "half", "student", "teacher", "method", "measure", "column", "mean", "std",
+                     "n", "values"])
     from kdkeras import tables
 
     for r in rows:
         for column in columns:
             values = list(r[column].values()) if isinstance(r[column], dict) else r[column]
             stats = tables.summarize(values)
-            writer.writerow([r["grid"], r["net"], r["half"], r["student"], r["teacher"] or "", r["measure"],
+            writer.writerow([r["grid"], r["net"], r["half"], r["student"], r["teacher"] or "", r["method"] or "",
+                             r["measure"],
                              column, "" if stats is None else f"{stats[0]:.4f}",
                              "" if stats is None else f"{stats[1]:.4f}", len(values),
                              " ".join(f"{v:.2f}" for v in values)])

@@ -167,7 +167,7 @@ def test_suite_summary_pairs_seeds(suite):
                 assert float(row["mean"]) == pytest.approx(values.mean(), abs=1e-3), (spec.name, measure, column)
                 assert float(row["std"]) == pytest.approx(values.std(ddof=1), abs=1e-3)
     md = open(os.path.join(logdir, name, "summary.md")).read()
-    assert "| tiny_val_nodrop | NR-g2 | R-g2 |" in md and "OPTIMISTIC" in md
+    assert "| tiny_val_nodrop | NR-g2 | R-g2 | kd |" in md and "OPTIMISTIC" in md
 
 
 def test_reduced_protocol_suite_plans_both_depths_and_the_dropout_ablation(tmp_path):
