@@ -42,6 +42,14 @@ CASES = [
   [("ds = tf.data.Dataset.range(int(start), int(stop)).flat_map(epoch_batches)",
     "ds = tf.data.Dataset.range(0, int(stop) - int(start)).flat_map(epoch_batches)")],
   "tests/training/test_kill_resume.py::test_a_resumed_deterministic_run_ends_as_the_uninterrupted_one"),
+ ("a resumed FitNets run re-initialises its adapter after the backup is restored", "kdkeras/training/pipeline.py",
+  [("        TensorBoard(folder.tensorboard_dir),\n    ]\n",
+    "        TensorBoard(folder.tensorboard_dir),\n        _ResetAdapters(),\n    ]\n\n\n"
+    "import keras as _keras\n\n\nclass _ResetAdapters(_keras.callbacks.Callback):\n"
+    "    def on_train_begin(self, logs=None):\n"
+    "        for v in getattr(self.model, 'adapter_variables', []):\n"
+    "            v.assign(_keras.initializers.GlorotUniform(seed=7)(v.shape) if len(v.shape) > 1 else v * 0)\n")],
+  "tests/training/test_kill_resume.py::test_a_resumed_fitnets_run_restores_its_adapter"),
 ]
 
 

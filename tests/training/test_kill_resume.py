@@ -24,11 +24,11 @@ def _history_epochs(path):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
-def _run_dir(logdir):
+def _run_dir(logdir, prefix="wrn10x1_R_g2"):
     base = os.path.join(logdir, "synthetic")
     if not os.path.isdir(base):
         return None
-    dirs = [d for d in os.listdir(base) if d.startswith("wrn10x1_R_g2")]
+    dirs = [d for d in os.listdir(base) if d.startswith(prefix)]
     return os.path.join(base, dirs[0]) if dirs else None
 
 
@@ -106,24 +106,11 @@ def _rows(path, skip=("epoch_time_s",)):
         return [{k: float(v) for k, v in row.items() if k not in skip} for row in csv.DictReader(f)]
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_a_resumed_deterministic_run_ends_as_the_uninterrupted_one(tmp_path):
-    """Killed after epoch 2 of 4 and resumed: the same history and the same weights as a run never killed.
-
-    Epoch k's shuffle and augmentation depend only on (seed, k), the backup holds the weights, the optimizer
-    and the dropout RNG, and --deterministic makes the ops repeatable.
-    """
-    import numpy as np
-
-    from kdkeras.models.convert import load_model
+def _kill_after_epoch_2_and_resume(command, tmp_path, prefix):
+    """Runs ``command(logdir)`` whole, and again SIGKILLed after epoch 2 of 4 then resumed: both run folders."""
     from kdkeras.training import resume
 
-    args = [*ARGS, "--deterministic", "--dropout=0.3"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-    def command(logdir):
-        return [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *args, f"--logdir={logdir}"]
-
     whole = subprocess.run(command(tmp_path / "whole"), capture_output=True, text=True, env=env, timeout=600)
     assert whole.returncode == 0, whole.stderr[-2000:]
 
@@ -131,7 +118,7 @@ def test_a_resumed_deterministic_run_ends_as_the_uninterrupted_one(tmp_path):
     proc = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline, run_dir = time.time() + 300, None
     while time.time() < deadline:  # until the backup of epoch 2 is complete
-        run_dir = run_dir or _run_dir(str(killed))
+        run_dir = run_dir or _run_dir(str(killed), prefix)
         if run_dir and resume.backup_epoch(os.path.join(run_dir, "backup")) >= 2:
             break
         assert proc.poll() is None, "training ended before it could be killed"
@@ -142,8 +129,15 @@ def test_a_resumed_deterministic_run_ends_as_the_uninterrupted_one(tmp_path):
     again = subprocess.run(command(killed), capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "Resuming" in again.stdout and "at epoch 3/4" in again.stdout, again.stdout[-2000:]
+    return _run_dir(str(tmp_path / "whole"), prefix), run_dir
 
-    whole_dir = _run_dir(str(tmp_path / "whole"))
+
+def _assert_same_run(run_dir, whole_dir):
+    """The same history (every column), final weights and results, within float tolerance."""
+    import numpy as np
+
+    from kdkeras.models.convert import load_model
+
     expected, got = _rows(os.path.join(whole_dir, "history.csv")), _rows(os.path.join(run_dir, "history.csv"))
     assert [r["epoch"] for r in got] == [0, 1, 2, 3]
     for a, b in zip(got, expected):
@@ -156,3 +150,40 @@ def test_a_resumed_deterministic_run_ends_as_the_uninterrupted_one(tmp_path):
     with open(os.path.join(run_dir, "results.json")) as f, open(os.path.join(whole_dir, "results.json")) as g:
         ours, theirs = json.load(f), json.load(g)
     assert ours["test_accuracy"] == theirs["test_accuracy"] and ours["test_loss"] == pytest.approx(theirs["test_loss"])
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_resumed_deterministic_run_ends_as_the_uninterrupted_one(tmp_path):
+    """Killed after epoch 2 of 4 and resumed: the same history and the same weights as a run never killed.
+
+    Epoch k's shuffle and augmentation depend only on (seed, k), the backup holds the weights, the optimizer
+    and the dropout RNG, and --deterministic makes the ops repeatable.
+    """
+    args = [*ARGS, "--deterministic", "--dropout=0.3"]
+
+    def command(logdir):
+        return [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *args, f"--logdir={logdir}"]
+
+    _assert_same_run(*reversed(_kill_after_epoch_2_and_resume(command, tmp_path, "wrn10x1_R_g2")))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_resumed_fitnets_run_restores_its_adapter(tmp_path):
+    """FitNets trains a 1x1 conv + BN adapter beside the student; SIGKILLed and resumed, the run ends as the
+    uninterrupted one (its per-epoch hint loss included), which it cannot if the adapter restarts from scratch."""
+    teacher_dir = tmp_path / "teacher"
+    train = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), *ARGS, "--epochs=1",
+                            f"--logdir={teacher_dir}"], capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert train.returncode == 0, train.stderr[-2000:]
+    teacher = os.path.join(_run_dir(str(teacher_dir)), "model.keras")
+    student = [a for a in ARGS if not a.startswith("--model=")]
+
+    def command(logdir):
+        return [sys.executable, os.path.join(ROOT, "scripts", "distill.py"), "--student=wrn10x1_NR_g2",
+                f"--teacher={teacher}", "--method=fitnets", *student, "--deterministic",
+                f"--logdir={logdir}"]
+
+    run_dir, whole_dir = reversed(_kill_after_epoch_2_and_resume(command, tmp_path, "wrn10x1_NR_g2"))
+    _assert_same_run(run_dir, whole_dir)
+    assert "fitnets" in _rows(os.path.join(run_dir, "history.csv"))[3]
