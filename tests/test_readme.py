@@ -226,13 +226,12 @@ def tiny_run(ctx):
 
 
 #: Extra settings of the README's grid configs that train (on top of :data:`TINY` and synthetic data).
-GRID_CONFIGS = {
-    "configs/smoke_grid.yaml": (),
-}
+GRID_CONFIGS = {}
 #: README grid configs run as ``--dry_run``: the config loads and its plan is checked, nothing trains.
-#: (The reduced-scale grid is 24 runs; even at one tiny epoch each they take minutes, and the smoke grid
-#: above already trains a grid end to end through the same code.)
-PLANNED_ONLY = {"configs/reduced/cifar10_wrn.yaml"}
+#: The smoke grid trains end to end through this same script in tests/training/test_faults.py (killed
+#: mid-way, resumed, its tables written) and in-process in tests/test_grid.py; the reduced-scale grid is
+#: 24 runs, minutes even at one tiny epoch each.
+PLANNED_ONLY = {"configs/smoke_grid.yaml", "configs/reduced/cifar10_wrn.yaml"}
 
 
 def _grid_dry_run(ctx):
@@ -290,10 +289,11 @@ def check_profile(result, workspace):
                          result.stdout, re.M), result.stdout[-3000:]
     if "table" in flags:
         assert "Table 8: FLOPs" in result.stdout and "Table 9: parameters" in result.stdout
-        assert "0 of 216 cells differ from the paper" in result.stdout, result.stdout[-3000:]
+        # Both tables, every cell of the PROFILED rows (tests/test_profiling.py checks all 216).
+        assert f"0 of {2 * PROFILED_COUNT} cells differ from the paper" in result.stdout, result.stdout[-3000:]
     if "csv" in flags:
         rows = _lines(result.stdout)
-        assert rows[0] == "model,params,macs" and len(rows) == 1 + 108, rows[:3]
+        assert rows[0] == "model,params,macs" and len(rows) == 1 + PROFILED_COUNT, rows[:3]
         assert all(re.fullmatch(r"\w+,\d+,\d+", row) for row in rows[1:]), rows[:3]
 
 
@@ -374,13 +374,21 @@ def check_bnstats(result, workspace):
         assert os.path.isfile(os.path.join(workspace.root, run, "bnstats.json"))
 
 
+#: ``--all`` / ``--table`` profile the 18 WRN-22x2 variants here (tests/test_profiling.py builds all 108).
+PROFILED, PROFILED_COUNT = "wrn22x2_*", 18
+
+
+def profiled_models(ctx):
+    return [f"--models={PROFILED}"] if "all" in ctx.flags or "table" in ctx.flags else []
+
+
 TRAINING = {"archive": synthetic_data, "dataset": keep, "epochs": drop, "seed": keep,
             "val_size": to(16), "precise_bn": to(2), "gradient_flow_epochs": to(1)}
 
 #: The rewriting rules, per script. A flag not listed for its script fails the command's test.
 RULES = {
-    "profile_models": Rule({"model": keep, "table": keep, "all": keep, "csv": keep},
-                           slow=lambda flags: "model" not in flags,  # --all / --table build 108 models: minutes
+    "profile_models": Rule({"model": keep, "table": keep, "all": keep, "csv": keep}, add=profiled_models,
+                           slow=lambda flags: "model" not in flags,  # --all / --table build 18 models
                            check=check_profile),
     "train": Rule({**TRAINING, "model": keep, "data_dir": image_folder}, add=tiny_run, check=check_run),
     "distill": Rule({**TRAINING, "student": keep, "teacher": teacher, "temperature": keep, "alpha": keep,

@@ -36,6 +36,8 @@ def error_lines(stderr):
         ("distill.py", ["--student=wrn22x2_NR_g2", "--teacher=wrn22x2_R_g5"], "'g5'"),
         ("profile_models.py", ["--model=resnet19_R_g2"], "Unknown network 'resnet19'"),
         ("profile_models.py", ["--csv"], "--csv needs --all"),
+        ("profile_models.py", ["--all", "--models=wrn22x2_R_g2,vgg*"], "vgg* matches none of the 108"),
+        ("profile_models.py", ["--models=wrn22x2_*"], "--models needs --all or --table"),
         ("grid.py", ["--table=9"], "Valid tables: 1, 2, 3, 4, 5, 6"),
         ("grid.py", ["--table=1", "--shard=5/2"], "0 <= i < n"),
         ("grid.py", ["--table=1", "--students=NR_g3"], "Valid students"),
@@ -89,6 +91,13 @@ def test_profile_one_model():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "655,572 trainable parameters" in result.stdout
     assert "93,647,360 multiply-accumulates" in result.stdout
+
+
+def test_profile_a_selection_of_the_zoo():
+    result = run_script("profile_models.py", "--all", "--csv", "--models=wrn22x2_R_g2,wrn22x2_NR_g1*")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["model,params,macs", "wrn22x2_R_g2,655572,93647360",
+                                     "wrn22x2_NR_g16,200292,27046400"]
 
 
 @pytest.mark.parametrize(

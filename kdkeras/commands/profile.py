@@ -4,6 +4,7 @@ Examples:
     kdkeras profile --model=wrn22x10_NR_G4      # one model: summary + counts
     kdkeras profile --all --csv                 # model,params,macs for the paper's 108 variants
     kdkeras profile --table                     # Tables 8 and 9 beside the paper's values
+    kdkeras profile --table --models='wrn22x2_*'  # only the rows of WRN-22x2
 """
 
 from kdkeras import cli  # first: quiets TensorFlow's start-up logging
@@ -17,6 +18,8 @@ flags.DEFINE_string("model", None, "Profile one model, e.g. wrn22x10_NR_G4 (prin
 flags.DEFINE_bool("all", False, "Profile all 108 variants of the paper.")
 flags.DEFINE_bool("csv", False, "With --all: print CSV 'model,params,macs' (absolute integers).")
 flags.DEFINE_bool("table", False, "Print Tables 8 (MFLOPs) and 9 (M params) next to the paper's values.")
+flags.DEFINE_list("models", None, "With --all or --table: only these of the 108 variants, as names or "
+                  "shell patterns (e.g. 'wrn22x2_*,resnet18_R_*').")
 flags.DEFINE_integer("num_classes", 100, "Number of classes of the classifier head.")
 
 
@@ -25,13 +28,29 @@ def _progress(done, total, name):
         print(f"\r[{done}/{total}] {name:<24}", end="", file=sys.stderr, flush=True)
 
 
+def _selected_models():
+    """The 108 paper variants, or those that ``--models`` names (a pattern that matches none is an error)."""
+    import fnmatch
+
+    from kdkeras.models.registry import list_models
+
+    names = list_models()
+    if not FLAGS.models:
+        return names
+    unmatched = [p for p in FLAGS.models if not fnmatch.filter(names, p)]
+    if unmatched:
+        cli.fail(f"--models: {', '.join(unmatched)} matches none of the 108 variants "
+                 "(<net>_<R|NR>_<g|G><n>, e.g. wrn22x2_NR_G4; `kdkeras profile --all` lists them).")
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in FLAGS.models)]
+
+
 def _profile_all():
     import keras
 
-    from kdkeras.models.registry import build_model, list_models
+    from kdkeras.models.registry import build_model
     from kdkeras.profiling import profile
 
-    names = list_models()
+    names = _selected_models()
     results = {}
     for i, name in enumerate(names, start=1):
         _progress(i, len(names), name)
@@ -50,28 +69,36 @@ def _print_tables(results):
         ("Table 8: FLOPs (multiply-accumulates) in millions", TABLE8_MFLOPS, "macs", 4, 1),
         ("Table 9: parameters in millions", TABLE9_MPARAMS, "params", 3, 0),
     ]
-    mismatches = 0
+    mismatches = compared = 0
     for title, table, field, digits, tol in specs:
         print(f"\n{title}  (ours / paper; '*' = differs beyond the printed precision)")
         print(f"{'Network':<12}{'':<4}" + "".join(f"{g:>17}" for g in PAPER_GROUPINGS))
         for net in PAPER_NETS:
             for res in ("R", "NR"):
+                if not any(f"{net}_{res}_{g}" in results for g in PAPER_GROUPINGS):
+                    continue  # a row --models left out
                 cells = []
                 for col, grouping in enumerate(PAPER_GROUPINGS):
-                    value = getattr(results[f"{net}_{res}_{grouping}"], field) / 1e6
                     printed = table[net][res][col]
+                    if f"{net}_{res}_{grouping}" not in results:
+                        cells.append(f"{'- / ' + printed:>17}")
+                        continue
+                    value = getattr(results[f"{net}_{res}_{grouping}"], field) / 1e6
+                    compared += 1
                     ok = agrees_with_printed(value, printed, digits, tol)
                     mismatches += not ok
                     ours = f"{value:.{digits}g}"
                     cells.append(f"{ours + ' / ' + printed + ('' if ok else '*'):>17}")
                 print(f"{net if res == 'R' else '':<12}{res:<4}" + "".join(cells))
-    print(f"\n{mismatches} of 216 cells differ from the paper beyond its printed precision.")
+    print(f"\n{mismatches} of {compared} cells differ from the paper beyond its printed precision.")
 
 
 def main(argv):
     del argv
     if FLAGS.csv and not FLAGS.all:
         cli.fail("--csv needs --all.")
+    if FLAGS.models and not (FLAGS.all or FLAGS.table):
+        cli.fail("--models needs --all or --table.")
     if not (FLAGS.model or FLAGS.all or FLAGS.table):
         cli.fail("nothing to do: pass --model=NAME, --all [--csv] or --table.")
     if FLAGS.model:
