@@ -56,8 +56,9 @@ _import_tensorflow_quietly()
 USAGE_EXIT_CODE = 2
 #: Exit code of an internal error (a bug, or a failure inside TensorFlow / Keras).
 INTERNAL_EXIT_CODE = 1
-#: Longest message of a one-line user error; a longer one is cut and ends in "…".
-MAX_ERROR_CHARS = 500
+#: Longest message of a one-line user error; a longer one loses its middle (" … "), so that both what
+#: went wrong (its start) and what to do (its end, the usual place of the advice) stay on the line.
+MAX_ERROR_CHARS = 800
 #: Frames shown of an internal error's traceback (the innermost ones).
 TRACEBACK_FRAMES = 5
 #: Longest line of that traceback, and longest message shown of the internal error.
@@ -76,13 +77,21 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
+def _cut_middle(text: str, limit: int) -> str:
+    """``text``, or its first two thirds of ``limit``, " … " and its end, ``limit`` characters in all."""
+    if len(text) <= limit:
+        return text
+    head = 2 * limit // 3
+    return text[:head] + " … " + text[len(text) - (limit - head - 3):]
+
+
 def fail(message: str, exit_code: int = USAGE_EXIT_CODE) -> None:
     """Prints ``<script>: error: <message>`` on one line and exits (code 2 by default).
 
-    A message longer than :data:`MAX_ERROR_CHARS` is cut and ends in "…".
+    A message longer than :data:`MAX_ERROR_CHARS` keeps its start and its end around " … ".
     """
     first_line = " ".join(str(message).split("\n")).strip()
-    print(f"{_prog()}: error: {_cut(first_line, MAX_ERROR_CHARS)}", file=sys.stderr)
+    print(f"{_prog()}: error: {_cut_middle(first_line, MAX_ERROR_CHARS)}", file=sys.stderr)
     sys.exit(exit_code)
 
 
