@@ -130,6 +130,7 @@ def test_adapter_trains_and_student_is_saved_plain(tmp_path):
     np.testing.assert_allclose(loaded(x), student(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # a process that builds or trains models: over 8 s
 def test_backup_restores_adapters(tmp_path):
     x, y = _data(16)
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))

@@ -63,6 +63,7 @@ def _normalised(images, dataset="synthetic"):
     return normalize(images, info.mean, info.std).numpy()
 
 
+@pytest.mark.slow  # a process that builds or trains models: over 8 s
 def test_plain_keras_on_raw_images_reproduces_the_run_accuracy(run, tmp_path):
     results, images, labels = run
     data, out = tmp_path / "test.npz", tmp_path / "out.npz"

@@ -93,6 +93,7 @@ def test_profile_one_model():
     assert "93,647,360 multiply-accumulates" in result.stdout
 
 
+@pytest.mark.slow  # a process that builds or trains models: over 8 s
 def test_profile_a_selection_of_the_zoo():
     result = run_script("profile_models.py", "--all", "--csv", "--models=wrn22x2_R_g2,wrn22x2_NR_g1*")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -100,6 +101,7 @@ def test_profile_a_selection_of_the_zoo():
                                      "wrn22x2_NR_g16,200292,27046400"]
 
 
+@pytest.mark.slow  # four bench processes: about 40 s
 @pytest.mark.parametrize(
     "args",
     [
@@ -119,6 +121,7 @@ def test_bench_prints_one_json_record_last(args):
     assert record["batch_size"] == 16 and record["images_per_sec"] > 0 and len(record["runs"]) == 2
 
 
+@pytest.mark.slow  # a process that builds or trains models: over 8 s
 def test_bench_times_several_methods_on_one_pair():
     import json
 
@@ -171,6 +174,7 @@ def test_the_kdkeras_command_lists_every_script_and_rejects_unknown_ones(tmp_pat
     assert run_kdkeras().returncode == 2  # no command: the list, as an error
 
 
+@pytest.mark.slow  # a process that builds or trains models: over 8 s
 def test_a_subcommand_takes_the_scripts_flags_and_errors(tmp_path):
     bad = run_kdkeras("train", "--model=wrn23x2_R_g2", f"--logdir={tmp_path}")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -5,6 +5,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 from kdkeras.layers import FastBatchNormalization, GroupedConv2D
 from kdkeras.models.convert import load_model, save_model, to_fast_keras, to_plain_keras
@@ -30,6 +31,7 @@ def test_round_trip_keeps_outputs_and_swaps_layers():
     assert [w.shape for w in fast.weights] == [w.shape for w in model.weights]
 
 
+@pytest.mark.slow  # a process that builds or trains models: over 8 s
 def test_saved_file_loads_in_plain_keras_without_kdkeras(tmp_path):
     model = build_model("mobilenetv2_R_g4", num_classes=10)
     path = tmp_path / "m.keras"
