@@ -37,7 +37,7 @@ def _selected_models():
     names = list_models()
     if not FLAGS.models:
         return names
-    unmatched = [p for p in FLAGS.models if not fnmatch.filter(names, p)]
+    unmatched = [p for p in FLAGS.models if not any(fnmatch.fnmatchcase(n, p) for n in names)]
     if unmatched:
         cli.fail(f"--models: {', '.join(unmatched)} matches none of the 108 variants "
                  "(<net>_<R|NR>_<g|G><n>, e.g. wrn22x2_NR_G4; `kdkeras profile --all` lists them).")
