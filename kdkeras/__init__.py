@@ -6,10 +6,18 @@ grouped convolutions, residual or not), Hinton knowledge distillation and the
 paper's experiment grid.
 
 Public names are imported lazily so that ``import kdkeras`` stays cheap until
-a model or a training function is used.
+a model or a training function is used. Importing kdkeras before TensorFlow
+turns TensorFlow's oneDNN kernels on unless ``TF_ENABLE_ONEDNN_OPTS`` is set
+(docs/training.md, "CPUs and oneDNN").
 """
 
 import importlib
+
+from kdkeras import host as _host
+
+# Before TensorFlow is imported: its oneDNN kernels on (they hold the grouped convolutions' gradient on CPUs
+# where TensorFlow leaves them off), unless the user set TF_ENABLE_ONEDNN_OPTS. See kdkeras/host.py.
+_host.enable_onednn()
 
 __version__ = "0.1.0"
 
@@ -44,7 +52,7 @@ _EXPORTS = {
 _SUBMODULES = ("callbacks", "cli", "config", "data", "distiller", "layers", "losses", "models",
                "optimizers", "paper", "profiling", "recipes", "training", "tuning", "analysis", "grid",
                "tables", "io_utils", "batchnorm", "errors", "claims", "commands", "hparams", "initializers",
-               "methods", "plotting")
+               "methods", "plotting", "host")
 
 __all__ = sorted(_EXPORTS)
 

@@ -4,25 +4,88 @@
 Keras 3 on the TensorFlow backend runs every grouped convolution through an
 XLA-compiled function (``keras/src/backend/tensorflow/nn.py``, ``conv``), which
 on CPU is 60-180x slower than TensorFlow's own grouped ``tf.nn.conv2d``
-(docs/benchmarks.md, "What makes it fast"). This subclass keeps the ``Conv2D(groups=...)`` interface,
-config and weight layout ``(kh, kw, C_in / groups, filters)`` and only swaps
-the kernel call.
+(docs/benchmarks.md, "What makes it fast"). That kernel has a gradient only
+with oneDNN (CPU) or cuDNN (GPU); elsewhere the layer runs a portable form
+(docs/benchmarks.md, "CPUs without oneDNN"). This subclass keeps the
+``Conv2D(groups=...)`` interface, config and weight layout
+``(kh, kw, C_in / groups, filters)`` and only swaps the kernel call.
 """
 
 from __future__ import annotations
 
 import keras
 
+from kdkeras import host
 from kdkeras.errors import UsageError
 
 #: Kernel implementations :class:`GroupedConv2D` can use.
-CONV_IMPLEMENTATIONS = ("auto", "tf", "depthwise", "keras")
+CONV_IMPLEMENTATIONS = ("auto", "tf", "split", "depthwise", "dense", "keras")
+#: The implementations built only from kernels that every TensorFlow build has, with gradients.
+PORTABLE_IMPLEMENTATIONS = ("split", "depthwise", "dense")
 
 
-def _has_gpu():
-    import tensorflow as tf
+def portable_implementation(in_channels: int, groups: int, filters: int, dilated: bool = False) -> str:
+    """The fastest portable form for one grouped convolution (measured; docs/benchmarks.md).
 
-    return bool(tf.config.list_logical_devices("GPU"))
+    The rule comes from timing the forward and backward pass of every grouped
+    3x3 shape of the zoo with TensorFlow's oneDNN off (batch 128, 2-core x86
+    CPU): the depthwise form wins when each group is tiny (its intermediate
+    tensor is ``C_in/groups`` times the output), one dense convolution with a
+    block-diagonal kernel wins on narrow layers (``groups`` times the
+    multiply-adds, but one well-blocked kernel), and per-group convolutions
+    win on the rest.
+
+    Args:
+        in_channels: ``C_in``; groups: the number of groups; filters: ``C_out``.
+        dilated: a dilation rate other than 1 (the depthwise kernel takes it
+            only at stride 1, so it is left out).
+    """
+    per_in, per_out = in_channels // groups, filters // groups
+    if not dilated and per_in * per_out <= 4:
+        return "depthwise"
+    if in_channels <= 32:
+        return "dense"
+    if not dilated and per_in * per_out <= 16:
+        return "depthwise"
+    return "split"
+
+
+def _split_conv(tf, inputs, kernel, groups, strides, padding, dilations):
+    """One ``tf.nn.conv2d`` per group, concatenated: ``(N, H, W, C_in)`` -> ``(N, Ho, Wo, C_out)``."""
+    xs = tf.split(inputs, groups, axis=-1)  # groups x (N, H, W, C_in / groups)
+    ks = tf.split(kernel, groups, axis=-1)  # groups x (kh, kw, C_in / groups, C_out / groups)
+    return tf.concat([tf.nn.conv2d(x, k, strides, padding, dilations=dilations) for x, k in zip(xs, ks)], -1)
+
+
+def _depthwise_conv(tf, inputs, kernel, groups, strides, padding, dilation_rate):
+    """A depthwise convolution with ``C_out / groups`` outputs per input channel, summed within each group.
+
+    Output channel ``o`` of group ``g`` is ``sum_i conv(x[g * cin_g + i], K[:, :, i, o])``: the
+    depthwise kernel gives every input channel ``c = g * cin_g + i`` its ``cout_g`` products at
+    channel ``c * cout_g + m``, and summing over ``i`` leaves ``g * cout_g + m``. For a
+    depthwise layer (``cin_g == cout_g == 1``) it is ``tf.nn.depthwise_conv2d`` itself.
+    """
+    kh, kw, cin_g, cout = kernel.shape
+    cout_g = cout // groups
+    # (kh, kw, cin_g, groups, cout_g) -> (kh, kw, groups, cin_g, cout_g) -> (kh, kw, C_in, cout_g)
+    k = tf.transpose(tf.reshape(kernel, (kh, kw, cin_g, groups, cout_g)), (0, 1, 3, 2, 4))
+    k = tf.reshape(k, (kh, kw, groups * cin_g, cout_g))
+    y = tf.nn.depthwise_conv2d(inputs, k, strides, padding, dilations=dilation_rate)  # (N, Ho, Wo, C_in * cout_g)
+    if cin_g == 1:
+        return y  # channel g * cout_g + m already
+    shape = tf.shape(y)
+    y = tf.reshape(y, (shape[0], shape[1], shape[2], groups, cin_g, cout_g))
+    return tf.reshape(tf.reduce_sum(y, axis=4), (shape[0], shape[1], shape[2], cout))
+
+
+def _dense_conv(tf, inputs, kernel, groups, strides, padding, dilations):
+    """One standard convolution with the block-diagonal ``(kh, kw, C_in, C_out)`` kernel (zeros across groups)."""
+    kh, kw, cin_g, cout = kernel.shape
+    cout_g = cout // groups
+    k = tf.reshape(kernel, (kh, kw, 1, cin_g, groups, cout_g))
+    mask = tf.reshape(tf.eye(groups, dtype=kernel.dtype), (1, 1, groups, 1, groups, 1))
+    full = tf.reshape(k * mask, (kh, kw, groups * cin_g, cout))  # [.., g * cin_g + i, h * cout_g + m]: 0 for g != h
+    return tf.nn.conv2d(inputs, full, strides, padding, dilations=dilations)
 
 
 @keras.saving.register_keras_serializable(package="kdkeras")
@@ -35,15 +98,22 @@ class GroupedConv2D(keras.layers.Conv2D):
     Args:
         implementation: which kernel runs the convolution.
             ``"auto"`` (default): ``"depthwise"`` when every group has one
-            input and one output channel, else ``"tf"``; ``"keras"`` for
+            input and one output channel; else ``"tf"`` where TensorFlow's
+            grouped kernel trains in this process (a GPU, or oneDNN on a CPU:
+            :func:`kdkeras.host.grouped_conv_kernel`), and otherwise the
+            fastest portable form for the layer's shape
+            (:func:`portable_implementation`); ``"keras"`` for
             float16/bfloat16 without a GPU (TensorFlow's CPU kernels have no
             low-precision grouped-convolution gradient).
             ``"tf"``: ``tf.nn.conv2d`` with the grouped kernel (oneDNN on
             CPU, cuDNN on GPU handle groups natively).
-            ``"depthwise"``: ``tf.nn.depthwise_conv2d`` (only for
-            ``groups == C_in == filters``).
+            ``"split"``: one ``tf.nn.conv2d`` per group, concatenated.
+            ``"depthwise"``: ``tf.nn.depthwise_conv2d`` with ``C_out / groups``
+            outputs per input channel, summed within each group.
+            ``"dense"``: one ``tf.nn.conv2d`` with a block-diagonal kernel.
             ``"keras"``: Keras's own ``ops.conv`` (the XLA path; the reference).
-            On other backends than TensorFlow, Keras's own path is always used.
+            The three portable forms and ``"keras"`` train on every CPU. On
+            other backends than TensorFlow, Keras's own path is always used.
     """
 
     def __init__(self, *args, implementation="auto", **kwargs):
@@ -61,14 +131,19 @@ class GroupedConv2D(keras.layers.Conv2D):
         self.implementation = implementation
 
     def _resolved_implementation(self, in_channels):
+        if keras.backend.backend() != "tensorflow":
+            return "keras"
         impl = self.implementation
         if impl == "auto":
-            depthwise = self.groups == in_channels == self.filters
-            impl = "depthwise" if depthwise and self.groups > 1 else "tf"
-            if self.compute_dtype in ("float16", "bfloat16") and not _has_gpu():
+            if self.groups == in_channels == self.filters:
+                impl = "depthwise"
+            elif host.grouped_conv_kernel():
+                impl = "tf"
+            else:
+                impl = portable_implementation(in_channels, self.groups, self.filters,
+                                               dilated=any(d != 1 for d in self.dilation_rate))
+            if self.compute_dtype in ("float16", "bfloat16") and not host.has_gpu():
                 impl = "keras"
-        if keras.backend.backend() != "tensorflow":
-            impl = "keras"
         return impl
 
     def convolution_op(self, inputs, kernel):
@@ -81,17 +156,11 @@ class GroupedConv2D(keras.layers.Conv2D):
         dilations = (1, *self.dilation_rate, 1)
         padding = self.padding.upper()
         if impl == "depthwise":
-            if not self.groups == inputs.shape[-1] == self.filters:
-                raise UsageError(
-                    "implementation='depthwise' needs groups == input channels == "
-                    f"filters. Received: groups={self.groups}, input channels="
-                    f"{inputs.shape[-1]}, filters={self.filters}."
-                )
-            # (kh, kw, 1, C) grouped layout -> (kh, kw, C, 1) depthwise layout.
-            depthwise_kernel = tf.transpose(kernel, (0, 1, 3, 2))
-            return tf.nn.depthwise_conv2d(
-                inputs, depthwise_kernel, strides, padding, dilations=self.dilation_rate
-            )
+            return _depthwise_conv(tf, inputs, kernel, self.groups, strides, padding, self.dilation_rate)
+        if impl == "split":
+            return _split_conv(tf, inputs, kernel, self.groups, strides, padding, dilations)
+        if impl == "dense":
+            return _dense_conv(tf, inputs, kernel, self.groups, strides, padding, dilations)
         return tf.nn.conv2d(inputs, kernel, strides, padding, dilations=dilations)
 
     def get_config(self):

@@ -6,6 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests never download data (tests/data/test_download.py turns this off around its local server).
 os.environ.setdefault("KDKERAS_NODOWNLOAD", "1")
 
+import kdkeras  # noqa: E402,F401  (first, as in a user's script: TensorFlow's oneDNN on, docs/training.md)
 import pytest  # noqa: E402
 
 

@@ -29,6 +29,20 @@ def run_script(script, *args, cwd=None, timeout=300):
                           env=script_env(), timeout=timeout, check=False)
 
 
+def relative_error(actual, expected):
+    """``max |actual - expected| / max |expected|``: an error on the scale of the values compared.
+
+    For floats computed by different kernels (oneDNN or Eigen, another batch
+    split, another summation order), whose differences scale with the
+    values' magnitude; each caller states its bound and why.
+    """
+    import numpy as np
+
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    scale = np.max(np.abs(expected))
+    return float(np.max(np.abs(actual - expected)) / (scale if scale > 0 else 1.0))
+
+
 def error_lines(stderr):
     """The ``<script>: error: ...`` lines of a script's stderr."""
     return [line for line in stderr.splitlines() if ": error: " in line]
