@@ -19,6 +19,7 @@ from kdkeras.models.registry import build_model
 from kdkeras.optimizers import PyTorchSGD
 from kdkeras.profiling import profile
 from kdkeras.training import check_teacher, load_model_file, train_and_evaluate
+from tests.helpers import relative_error
 
 #: A tiny baseline: its student is compiled with kdkeras's PyTorchSGD while it trains.
 TINY = {"model": "wrn10x1_R_g2", "dataset": "synthetic", "epochs": 1, "train_size": 128, "test_size": 100,
@@ -81,8 +82,10 @@ def test_plain_keras_on_raw_images_reproduces_the_run_accuracy(run, tmp_path):
     logits = np.load(out)
     network = load_model_file(_model_file(results))
     expected = keras.ops.convert_to_numpy(network(_normalised(images), training=False))
-    np.testing.assert_allclose(logits["logits"], expected, rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(logits["logits_float"], logits["logits"])
+    # Another process, another batch split (predict's batches of 64 against one call), and the plain
+    # layers instead of kdkeras's: the same float32 sums in other orders, ~1e-7 relative per layer.
+    assert relative_error(logits["logits"], expected) < 1e-5
+    assert relative_error(logits["logits_float"], logits["logits"]) < 1e-5
 
 
 def test_the_file_holds_plain_keras_and_no_optimizer(run):

@@ -10,6 +10,7 @@ import pytest
 from kdkeras.layers import FastBatchNormalization, GroupedConv2D
 from kdkeras.models.convert import load_model, save_model, to_fast_keras, to_plain_keras
 from kdkeras.models.registry import build_model
+from tests.helpers import relative_error
 
 IMAGES = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
 
@@ -24,10 +25,12 @@ def test_round_trip_keeps_outputs_and_swaps_layers():
     assert not {"GroupedConv2D", "FastBatchNormalization"} & _kinds(plain)
     grouped = [layer for layer in plain.layers if isinstance(layer, keras.layers.Conv2D) and layer.groups > 1]
     assert len(grouped) == 16
-    np.testing.assert_allclose(plain(IMAGES), model(IMAGES), rtol=1e-5, atol=1e-5)
+    # Keras's grouped path and kdkeras's kernel through ResNet-18's ~40 float32 layers: the same sums in
+    # other orders (logits up to ~200 apart by 7.6e-5, 4e-7 of the scale, on an AVX2-only host; 0 with AVX-512).
+    assert relative_error(plain(IMAGES), model(IMAGES)) < 1e-5
     fast = to_fast_keras(plain)
     assert {"GroupedConv2D", "FastBatchNormalization"} <= _kinds(fast)
-    np.testing.assert_allclose(fast(IMAGES), model(IMAGES), rtol=1e-5, atol=1e-5)
+    assert relative_error(fast(IMAGES), model(IMAGES)) < 1e-5
     assert [w.shape for w in fast.weights] == [w.shape for w in model.weights]
 
 
