@@ -119,6 +119,31 @@ def test_bench_prints_one_json_record_last(args):
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"model", "mode", "batch_size", "images_per_sec", "device"} <= set(record)
     assert record["batch_size"] == 16 and record["images_per_sec"] > 0 and len(record["runs"]) == 2
+    # The host: the CPU and its vector extensions (as /proc/cpuinfo names them), the oneDNN state and the
+    # grouped convolutions' path, which the scripts' environment sets (kdkeras turns oneDNN on).
+    from kdkeras import host
+
+    cpu = host.cpu_info()
+    assert record["cpu"] == cpu["model"]
+    assert record["cpu_flags"] == [name for name, present in cpu["flags"].items() if present]
+    assert record["onednn"] is host.onednn_enabled() and record["onednn_reason"].startswith("on")
+    assert record["grouped_conv"] == "native"
+
+
+@pytest.mark.slow  # a process that builds a model: about 10 s
+def test_bench_reports_the_portable_path_with_onednn_off():
+    import json
+    import subprocess
+
+    from tests.helpers import script_command, script_env
+
+    result = subprocess.run(script_command("bench.py", "--model=wrn10x1_R_g2", "--batch_size=8", "--steps=1",
+                                           "--warmup=1", "--repeats=1"),
+                            capture_output=True, text=True, env=script_env(TF_ENABLE_ONEDNN_OPTS="0"), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["onednn"] is False and record["onednn_reason"] == "off (TF_ENABLE_ONEDNN_OPTS=0)"
+    assert record["grouped_conv"] == "portable"
 
 
 @pytest.mark.slow  # a process that builds or trains models: over 8 s

@@ -14,7 +14,11 @@ synthetic inputs. Each of --repeats timed windows runs --steps steps; the
 reported images_per_sec is their median (all are listed in "runs"). With
 several --methods, each method's windows alternate with the others' and
 "methods" holds each one's median, its runs and its step time relative to
-KD's. The last line printed is one JSON object with the numbers.
+KD's. The last line printed is one JSON object with the numbers and the
+host: the CPU model and its vector extensions (cpu, cpu_flags), whether
+oneDNN ran and why (onednn, onednn_reason), and which path the grouped
+convolutions took (grouped_conv: native or portable). Run it with
+TF_ENABLE_ONEDNN_OPTS=0 to time the portable path (docs/benchmarks.md).
 """
 
 from kdkeras import cli  # first: quiets TensorFlow's start-up logging
@@ -167,6 +171,11 @@ def main(argv):
               "teacher": FLAGS.teacher if mode == "distill" else None,
               "method": methods[0] if mode == "distill" else None,
               "framework": FLAGS.framework, "batch_size": FLAGS.batch_size}
+    from kdkeras import host
+
+    cpu = host.cpu_info()
+    record.update(cpu=cpu["model"], cpu_flags=[name for name, present in cpu["flags"].items() if present],
+                  isa_limit=os.environ.get("ONEDNN_MAX_CPU_ISA"))
     if FLAGS.framework == "torch":
         if mode == "data":
             cli.fail("--framework=torch measures --mode=train or --mode=distill.")
@@ -186,6 +195,8 @@ def main(argv):
         record.update(images_per_sec=round(statistics.median(rates), 2),
                       runs=[round(r, 2) for r in rates], steps=FLAGS.steps,
                       device=f"CPU ({os.cpu_count()} cores)", threads=torch.get_num_threads(),
+                      onednn=torch.backends.mkldnn.is_available(),
+                      cpu_capability=torch.backends.cpu.get_cpu_capability(),
                       version=f"torch {torch.__version__}")
     else:
         import keras
@@ -208,6 +219,8 @@ def main(argv):
                       runs=[round(r, 2) for r in rates], steps=steps, device=_device(),
                       steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile,
                       mixed_precision=FLAGS.mixed_precision, data_tuning=data_tuning(),
+                      onednn=host.onednn_enabled(), onednn_reason=host.onednn_reason(),
+                      grouped_conv="native" if host.grouped_conv_kernel() else "portable",
                       version=f"tensorflow {tf.__version__}, keras {keras.__version__}")
     print(json.dumps(record))
 
