@@ -229,6 +229,8 @@ def define_run_flags(distill: bool) -> None:
         flags.DEFINE_string("hint_tap", None, "FitNets: the stage of the hint, e.g. stage2 (default).")
         flags.DEFINE_bool("train_teacher", True, "Train a teacher given by name first when --logdir has "
                           "no finished run of it (--notrain_teacher: fail instead).")
+        flags.DEFINE_bool("teacher_data_check", True, "Refuse a --teacher=PATH.keras whose run read other data "
+                          "than this run (--noteacher_data_check: distil across data on purpose).")
     else:
         flags.DEFINE_string("model", None, "Model name, e.g. wrn22x2_R_g2.")
     flags.DEFINE_string("config", None, "YAML file of settings (flags override it).")

@@ -1,10 +1,13 @@
 """Shared pytest setup: quiet TensorFlow, deterministic seeds."""
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests never download data (tests/data/test_download.py turns this off around its local server).
 os.environ.setdefault("KDKERAS_NODOWNLOAD", "1")
+# The archive-hash cache of data fingerprints (kdkeras.data.fingerprint) in a folder of this test process.
+os.environ.setdefault("KDKERAS_CACHE_DIR", tempfile.mkdtemp(prefix="kdkeras-test-cache-"))
 
 import kdkeras  # noqa: E402,F401  (first, as in a user's script: TensorFlow's oneDNN on, docs/training.md)
 import pytest  # noqa: E402

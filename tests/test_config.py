@@ -22,8 +22,10 @@ def test_run_names():
     b = run_name(resolve({"model": "wrn22x2_R_g2", "epochs": 3}))
     assert a.startswith("wrn22x2_R_g2-s0-") and a != b
     assert a == run_name(resolve({"model": "wrn22x2_R_g2", "epochs": 2}))
-    # Where the data comes from and how it is spread do not change the run.
-    assert run_name(resolve({"model": "wrn22x2_R_g2", "archive": "/x.tar.gz", "strategy": "none"})) == "wrn22x2_R_g2-s0"
+    # Where the same data comes from and how it is spread do not change the run (the official archive,
+    # fetched on first use and checked against its checksum, is the paper's data: tests/test_data_identity.py).
+    official = resolve({"model": "wrn22x2_R_g2", "archive": "/x/cifar-100-python.tar.gz", "strategy": "none"})
+    assert run_name(official) == "wrn22x2_R_g2-s0"
     # KD settings matter for KD runs only.
     assert run_name(resolve({"model": "wrn22x2_R_g2", "temperature": 2.0})) == "wrn22x2_R_g2-s0"
     assert run_name(resolve({"model": "wrn22x2_NR_g2", "teacher": "wrn22x2_R_g4", "temperature": 2.0})).count("-") == 2

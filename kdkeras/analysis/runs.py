@@ -94,6 +94,35 @@ def load_run(directory: str, *, need_model: bool = True) -> Run:
     return Run(directory=directory, config=config, results=results)
 
 
+def data_line(run: Run, check: bool = True) -> str:
+    """One line naming the data the run read, checked against what its data settings read now.
+
+    ``check=False`` (an instrument that reads no images): the recorded data only.
+
+    Raises:
+        UsageError: the run's data source now holds other data than it
+            trained on (an analysis would read other images).
+    """
+    from kdkeras import config as config_lib
+    from kdkeras.training.teachers import recorded_data
+
+    recorded = recorded_data(run.directory)
+    if not check and recorded is not None:
+        where = f" ({recorded.get('source')} {recorded.get('where')})" if recorded.get("where") else ""
+        return f"{run.name}: {recorded.get('dataset')} data {recorded.get('id')}{where}"
+    current = config_lib.data_fingerprint(run.config)
+    if recorded is None:
+        return f"{run.name}: {current.describe()} (the run did not record its data; not checked)"
+    if recorded.get("id") != current.id:
+        where = f" ({recorded.get('source')} {recorded.get('where')})" if recorded.get("where") else ""
+        raise UsageError(
+            f"Run '{run.directory}' read {recorded.get('dataset')} data {recorded.get('id')}{where}, but its data "
+            f"settings now read {current.describe()}: an analysis would use other images. Put the run's data "
+            f"back where it was read from."
+        )
+    return f"{run.name}: {current.describe()}"
+
+
 def load_run_model(run: Run):
     """The run's trained model (``model.keras``, safe mode, kdkeras fast layers)."""
     from kdkeras.training.teachers import load_model_file

@@ -36,13 +36,14 @@ def main(argv):
     if FLAGS.batches < 1:
         raise UsageError(f"--batches must be a positive integer. Received: {FLAGS.batches}.")
     from kdkeras.analysis import bnstats
-    from kdkeras.analysis.runs import load_run
+    from kdkeras.analysis.runs import data_line, load_run
 
     diagnoses = []
     for directory in FLAGS.runs:
         run = load_run(directory)
         if FLAGS.archive:
             run = dataclasses.replace(run, config=dataclasses.replace(run.config, archive=FLAGS.archive))
+        print(data_line(run), flush=True)
         diagnosis = bnstats.diagnose(run, split=FLAGS.split, num_batches=FLAGS.batches)
         bnstats.write_diagnosis(run, diagnosis)
         diagnoses.append(diagnosis)

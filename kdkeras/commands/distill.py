@@ -9,7 +9,8 @@ Examples:
 
 A teacher given by name is looked up in --logdir (its baseline run with the
 same recipe overrides) and trained first when it has no finished run
-(--notrain_teacher: fail instead).
+(--notrain_teacher: fail instead). A teacher file from a run folder whose
+data differs from this run's is refused (--noteacher_data_check: allow it).
 """
 
 from kdkeras import cli  # first: quiets TensorFlow's start-up logging
@@ -26,7 +27,7 @@ def main(argv):
     from kdkeras.training import train_and_evaluate
 
     train_and_evaluate(config, FLAGS.logdir, callbacks=cli.analysis_callbacks(config),
-                       train_teacher=FLAGS.train_teacher)
+                       train_teacher=FLAGS.train_teacher, teacher_data_check=FLAGS.teacher_data_check)
 
 
 if __name__ == "__main__":

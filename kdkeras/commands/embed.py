@@ -64,6 +64,9 @@ def main(argv):
     from kdkeras.analysis import runs as runs_lib
 
     runs = [runs_lib.load_run(d) for d in directories]  # before TensorFlow loads: fails fast
+    if len({run.config.dataset for run in runs}) == 1:  # else the comparison refuses them
+        for run in runs:
+            _log(runs_lib.data_line(run))
 
     from kdkeras.analysis import embeddings as emb
 

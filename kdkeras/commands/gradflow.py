@@ -30,7 +30,7 @@ def main(argv):
         raise UsageError("No runs given: pass --runs=RUN_DIR[,RUN_DIR...] (run folders trained with "
                          "--gradient_flow_epochs=N).")
     from kdkeras.analysis.gradients import GRADIENT_FLOW_FILE, plot_gradient_flow
-    from kdkeras.analysis.runs import load_run
+    from kdkeras.analysis.runs import data_line, load_run
 
     series = []
     for directory in FLAGS.runs:
@@ -40,6 +40,7 @@ def main(argv):
             raise MissingFileError(f"Run '{directory}' has no {GRADIENT_FLOW_FILE}: train it with "
                                    f"--gradient_flow_epochs=N (a finished run is not retrained; use a "
                                    f"new --logdir or --seed).")
+        print(data_line(run, check=False), flush=True)
         series.append((f"{run.label} [{run.kind}]", path))
     output = FLAGS.output or os.path.join(os.path.dirname(os.path.normpath(FLAGS.runs[0])), "gradient_flow.png")
     plot_gradient_flow(series, output)

@@ -62,11 +62,12 @@ def main(argv):
         cli.fail("--output is for --compare; a single run's files go to <run>/landscape/.")
     settings = _settings()
     from kdkeras.analysis import landscape as landscape_lib
-    from kdkeras.analysis.runs import load_run
+    from kdkeras.analysis.runs import data_line, load_run
 
     verbose = 1 if sys.stdout.isatty() else 2
     if FLAGS.run:
         run = load_run(FLAGS.run)
+        print(data_line(run), flush=True)
         landscape, npz_path, png_path, _ = landscape_lib.landscape_for_run(
             run, settings, recompute=FLAGS.recompute, verbose=verbose)
         print(f"{run.name}: {_report(landscape)}")
@@ -74,6 +75,9 @@ def main(argv):
         print(f"Wrote {png_path}")
         return
     runs = [load_run(directory) for directory in FLAGS.compare]
+    if len({run.config.dataset for run in runs}) == 1:  # else the comparison refuses them
+        for run in runs:
+            print(data_line(run), flush=True)
     output, results = landscape_lib.compare_runs(runs, settings, FLAGS.output, recompute=FLAGS.recompute,
                                                  verbose=verbose)
     for run, landscape, npz_path in results:

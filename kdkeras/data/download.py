@@ -148,8 +148,11 @@ def cached_archive(spec: DatasetSpec) -> str | None:
     """
     folder = cache_dir()
     path = os.path.join(folder, spec.archive_file)
-    if os.path.isfile(path) and sha256(path) == CHECKSUMS[spec.archive_file]:
-        return path
+    if os.path.isfile(path):
+        from kdkeras.data.fingerprint import file_sha256  # cached by path, size and mtime
+
+        if file_sha256(path) == CHECKSUMS[spec.archive_file]:
+            return path
     files = (spec.meta_file,) + tuple(f for split in spec.split_files for f in split)
     for extracted in (os.path.join(folder, spec.folder + "-target", spec.folder), os.path.join(folder, spec.folder)):
         if all(os.path.isfile(os.path.join(extracted, f)) for f in files):

@@ -30,7 +30,7 @@ from kdkeras import config as config_lib
 from kdkeras.errors import MissingFileError
 from kdkeras.training import distribute, resume
 from kdkeras.training.run_folder import RunFolder, check_logdir
-from kdkeras.training.teachers import check_teacher, load_model_file
+from kdkeras.training.teachers import check_teacher, check_teacher_data, load_model_file
 
 
 def _print(message):
@@ -42,17 +42,22 @@ def _print(message):
 # --------------------------------------------------------------------------
 
 
-def resolve_teacher(config, logdir: str, log=_print, verbose="auto", train_teacher: bool = True):
+def resolve_teacher(config, logdir: str, log=_print, verbose="auto", train_teacher: bool = True,
+                    teacher_data_check: bool = True):
     """The teacher model of a KD run: a ``.keras`` file or a finished baseline run.
 
     A teacher given by name whose run (same recipe overrides as the student's
     command) is not finished in ``logdir`` is trained first, or, with
     ``train_teacher=False``, is an error (``FileNotFoundError``, one line).
+    A teacher file from a run folder that read other data is refused unless
+    ``teacher_data_check=False`` (:func:`kdkeras.training.teachers.check_teacher_data`);
+    a teacher given by name reads the student's data by construction.
 
     Returns:
         ``(teacher_model, teacher_run_dir_or_path)``.
     """
     if config_lib.is_model_file(config.teacher):
+        check_teacher_data(config, config.teacher, check=teacher_data_check, log=log)
         return load_model_file(config.teacher, "teacher"), config.teacher
     teacher_dir = ensure_teacher_run(config, logdir, log=log, verbose=verbose, train_teacher=train_teacher)
     return load_model_file(RunFolder(teacher_dir).model_path, "teacher"), teacher_dir
@@ -413,6 +418,7 @@ def summarise(config, model, student, data, folder: RunFolder, work: RunFolder, 
         "train_examples": info.train_examples,
         "val_examples": info.val_examples,
         "test_examples": info.test_examples,
+        "data": config_lib.data_fingerprint(config).to_dict(),
         "wall_time_s": round(sum(row.get("epoch_time_s") or 0.0 for row in history), 3),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -429,7 +435,7 @@ def summarise(config, model, student, data, folder: RunFolder, work: RunFolder, 
 
 
 def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print, verbose="auto",
-                       train_teacher: bool = True) -> dict:
+                       train_teacher: bool = True, teacher_data_check: bool = True) -> dict:
     """Trains (or resumes, or just reports) one run and returns its results.
 
     Args:
@@ -441,6 +447,8 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
             one line per epoch otherwise).
         train_teacher: train a teacher given by name that has no finished run
             in ``logdir`` first (else fail before training).
+        teacher_data_check: refuse a teacher file trained on other data
+            (``False``: distil across data on purpose).
 
     Returns:
         The run's ``results.json`` as a dict (with ``run_dir`` added).
@@ -458,7 +466,8 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     teacher, teacher_source = (None, None)
     if config.distill:  # before the run folder exists: a missing teacher fails without leaving one
         teacher, teacher_source = resolve_teacher(config, logdir, log=log, verbose=verbose,
-                                                  train_teacher=train_teacher)
+                                                  train_teacher=train_teacher,
+                                                  teacher_data_check=teacher_data_check)
     data = make_run_data(config)  # 2. data
     model, student = build_run_model(config, data, teacher, strategy)  # 3. the compiled model
     work = folder if chief else folder.worker(distribute.worker_name())

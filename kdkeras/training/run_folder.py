@@ -98,7 +98,8 @@ class RunFolder:
         from kdkeras import config as config_lib
         from kdkeras.io_utils import atomic_write_text
 
-        atomic_write_text(self.config_path, config_lib.to_yaml(config, {"run": config_lib.run_name(config)}))
+        data = config_lib.data_fingerprint(config)
+        atomic_write_text(self.config_path, config_lib.to_yaml(config, {"run": self.name, "data": data.to_dict()}))
 
     def write_results(self, results: dict) -> None:
         """Writes ``results.json`` (atomically): from then on the run is finished."""

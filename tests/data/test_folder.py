@@ -94,13 +94,17 @@ def test_val_folder_and_augmentation_follow_the_image_size(tmp_path):
     assert out.shape == (1, 40, 40, 3)
 
 
-def test_run_names_tell_folders_apart(tmp_path):
-    names = set()
-    for sub in ("a/data", "b/data"):
-        os.makedirs(tmp_path / sub)
+def test_run_names_tell_folders_apart_by_their_files(tmp_path):
+    def name(sub):
         config = config_lib.resolve({"model": "wrn16x1_R_g2", "dataset": "folder", "data_dir": str(tmp_path / sub)})
-        names.add(config_lib.run_name(config))
-    assert len(names) == 2 and all(n.startswith("wrn16x1_R_g2-data.") and "-s0" in n for n in names)
+        return config_lib.run_name(config)
+
+    for sub, size in (("a/data", 3), ("b/data", 4)):
+        os.makedirs(tmp_path / sub / "train" / "cat")
+        (tmp_path / sub / "train" / "cat" / "1.png").write_bytes(b"x" * size)
+    assert name("a/data") != name("b/data") and name("a/data").startswith("wrn16x1_R_g2-s0-")
+    shutil.copytree(tmp_path / "a", tmp_path / "moved")  # the same files elsewhere: the same run
+    assert name("moved/data") == name("a/data")
     with pytest.raises(ValueError, match="needs data_dir"):
         config_lib.resolve({"model": "wrn16x1_R_g2", "dataset": "folder"})
 
@@ -164,7 +168,8 @@ def test_one_epoch_run(tmp_path, folder):
                                  "batch_size": 8, "val_size": 3})
     results = training.train_and_evaluate(config, str(tmp_path), verbose=0)
     run = config_lib.run_dir(config, str(tmp_path))
-    assert os.path.basename(run).startswith("wrn10x1_R_g2-mydata.")
+    assert os.path.basename(run).startswith("wrn10x1_R_g2-s0-")  # named by its files' fingerprint
+    assert results["data"]["source"] == "folder" and results["data"]["where"] == os.path.realpath(folder)
     assert os.path.isfile(os.path.join(run, "model.keras"))
     assert results["train_examples"] == 21 and results["val_examples"] == 3 and results["test_examples"] == 12
     assert 0.0 <= results["test_accuracy"] <= 1.0
