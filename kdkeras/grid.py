@@ -222,7 +222,12 @@ def table_config_path(table: int, configs_dir: str | None = None) -> str:
 
 
 def _model(net, token):
-    return f"{net}_{token}"
+    """A grid token's model: ``"R_g2"`` is ``net``'s; a whole name (``"wrn16x4_R_g2"``) is itself.
+
+    A whole name lets a grid distil from a teacher of another network (a
+    wider or deeper one), beside the teachers of the student's own network.
+    """
+    return token if token.count("_") == 2 else f"{net}_{token}"
 
 
 def select(spec: GridSpec, half=None, students=None, teachers=None) -> dict:
