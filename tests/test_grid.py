@@ -345,3 +345,19 @@ def test_the_reduced_methods_ablation_plans_each_method_once_per_seed(tmp_path):
     assert students == sorted((m, i, s) for m, i in [("kd", "he"), ("fitnets", "he"), ("at", "he"),
                                                       ("dkd", "he"), ("kd", "dirac")] for s in (0, 1))
     assert {(c.config.epochs, c.config.val_size, c.config.dropout) for c in cells} == {(6, 1000, 0.0)}
+
+
+def test_the_cifar100_study_plans_both_nets_and_the_stronger_teacher(tmp_path):
+    name, specs = grid.load_grids(grid.resolve_config_path("configs/reduced/cifar100_wrn.yaml"))
+    cells = grid.plan_all(specs, str(tmp_path))
+    assert name == "reduced_cifar100_wrn" and {c.config.dataset for c in cells} == {"cifar100"}
+    assert {(c.config.epochs, c.config.val_size, c.config.precise_bn) for c in cells} == {(30, 2500, 64)}
+    kd = sorted((c.config.model, c.config.teacher, str(c.config.dropout), c.config.seed)
+                for c in cells if c.kind == "kd")
+    arms = [("wrn16x1_NR_g2", "wrn16x1_R_g2"), ("wrn16x1_NR_g2", "wrn16x4_R_g2"), ("wrn40x1_NR_g2", "wrn40x1_R_g2")]
+    assert kd == sorted((s, t, d, seed) for s, t in arms for d in ("None", "0.0") for seed in (0, 1))
+    # A teacher named by its whole name (another network) is planned as a baseline run of its own, with
+    # the student's data and recipe overrides, and the shared R and NR baselines are planned once.
+    teachers = [c for c in cells if c.kind == "baseline" and c.config.model == "wrn16x4_R_g2"]
+    assert len(teachers) == 4 and {c.config.epochs for c in teachers} == {30}
+    assert len({c.run_dir for c in cells}) == len(cells) == 32
