@@ -130,3 +130,69 @@ def test_the_commands_train_and_distil_with_onednn_off(tmp_path):
         assert "portable path" in done.stderr
     results = [os.path.join(root, "results.json") for root, _, files in os.walk(tmp_path) if "results.json" in files]
     assert len(results) == 2  # the teacher (trained on the way) and the student
+
+
+#: With oneDNN off: a network of portable grouped layers under MirroredStrategy (two logical CPUs), with
+#: jit_compile, and in mixed precision, against one device, plain graph and float32.
+_STRATEGIES = r'''
+import json
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras
+import numpy as np
+from kdkeras import host
+from kdkeras.layers import GroupedConv2D
+
+
+def net():
+    x = inputs = keras.Input((8, 8, 16))
+    for groups in (8, 2, 4):  # 2 channels per group (depthwise form), dense, dense
+        x = keras.layers.ReLU()(GroupedConv2D(16, 3, padding="same", groups=groups)(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, dtype="float32")(x))
+
+
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(16, 8, 8, 16)).astype("float32"), rng.integers(0, 10, 16)
+keras.utils.set_random_seed(0)
+start = net().get_weights()
+out = {"grouped_conv_kernel": host.grouped_conv_kernel()}
+for name, strategy, jit, policy in (("single", tf.distribute.get_strategy(), False, "float32"),
+                                    ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), False, "float32"),
+                                    ("jit", tf.distribute.get_strategy(), True, "float32"),
+                                    ("mixed", tf.distribute.get_strategy(), False, "mixed_float16")):
+    keras.mixed_precision.set_global_policy(policy)
+    with strategy.scope():
+        model = net()
+        model.set_weights(start)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    loss = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+    layers = [l for l in model.layers if isinstance(l, GroupedConv2D)]
+    out[name] = {"loss": float(loss), "weights": [w.tolist() for w in model.get_weights()],
+                 "paths": [l._resolved_implementation(16) for l in layers]}
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.slow  # a process that builds and trains four small models
+def test_the_portable_path_under_mirrored_strategy_jit_and_mixed_precision():
+    done = subprocess.run([sys.executable, "-c", _STRATEGIES], capture_output=True, text=True, timeout=600,
+                          env=script_env(TF_ENABLE_ONEDNN_OPTS="0"), cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["grouped_conv_kernel"] is False
+    assert out["single"]["paths"] == out["mirrored"]["paths"] == out["jit"]["paths"] == ["depthwise", "dense", "dense"]
+    assert out["mixed"]["paths"] == ["keras"] * 3  # float16 on a CPU: Keras's own grouped path
+    single = [np.asarray(w) for w in out["single"]["weights"]]
+    for other in ("mirrored", "jit", "mixed"):
+        weights = [np.asarray(w) for w in out[other]["weights"]]
+        # One SGD step of the same network: float32 sums in other orders (two replicas' gradients added,
+        # XLA's fused kernels), ~1e-6 of the update; float16 activations round to ~1e-3 of their scale.
+        bound = 2e-2 if other == "mixed" else 1e-5
+        assert abs(out[other]["loss"] - out["single"]["loss"]) < bound * abs(out["single"]["loss"]), other
+        scale = max(np.max(np.abs(w)) for w in single)
+        assert max(np.max(np.abs(a - b)) for a, b in zip(weights, single)) < bound * scale, other
