@@ -125,20 +125,28 @@ def has_gpu() -> bool:
     return _gpu_present()
 
 
+def _conv_and_gradients(tf, x, kernel) -> bool:
+    """Runs a convolution and the two kernels of its gradient as raw ops; True if all three run.
+
+    Raw ops, not a gradient tape: the probes run under ``tf.init_scope`` (eager
+    even while a ``tf.function`` is traced), which pauses every tape.
+    """
+    strides, padding = [1, 1, 1, 1], "SAME"
+    y = tf.raw_ops.Conv2D(input=x, filter=kernel, strides=strides, padding=padding)
+    d_kernel = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel), out_backprop=y,
+                                               strides=strides, padding=padding)
+    d_input = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=y,
+                                             strides=strides, padding=padding)
+    return bool(tf.reduce_all(tf.math.is_finite(d_kernel))) and bool(tf.reduce_all(tf.math.is_finite(d_input)))
+
+
 def _probe_grouped_gradient() -> bool:
-    """Runs one tiny grouped convolution and its gradient eagerly; True if TensorFlow computes it."""
+    """Runs one tiny grouped convolution and its gradient kernels eagerly; True if TensorFlow computes them."""
     import tensorflow as tf
 
     with tf.init_scope():  # eager, even when asked while a tf.function is being traced
-        x = tf.ones((1, 3, 3, 4))
-        kernel = tf.ones((3, 3, 2, 4))  # 2 groups of 2 input channels
         try:
-            with tf.GradientTape() as tape:
-                tape.watch(kernel)
-                tape.watch(x)
-                y = tf.nn.conv2d(x, kernel, 1, "SAME")
-            grads = tape.gradient(y, [x, kernel])
-            return all(g is not None for g in grads) and bool(tf.reduce_all(tf.math.is_finite(grads[1])))
+            return _conv_and_gradients(tf, tf.ones((1, 3, 3, 4)), tf.ones((3, 3, 2, 4)))  # 2 groups of 2
         except (tf.errors.OpError, ValueError, TypeError):
             return False
 
@@ -160,6 +168,49 @@ def grouped_conv_kernel() -> bool:
           f"grouped-convolution gradient; training is about 2x slower than with oneDNN (docs/benchmarks.md).",
           file=sys.stderr, flush=True)
     return False
+
+
+def _probe_float16_step() -> bool:
+    """Runs a tiny float16 convolution with its gradient kernels, a batch norm and a matmul eagerly."""
+    import tensorflow as tf
+
+    with tf.init_scope():
+        try:
+            x = tf.ones((2, 4, 4, 4), tf.float16)
+            if not _conv_and_gradients(tf, x, tf.ones((3, 3, 4, 4), tf.float16)):
+                return False
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x, tf.ones(4), tf.zeros(4), is_training=True)
+            z = tf.matmul(tf.reshape(y, (2, -1)), tf.ones((64, 3), tf.float16))
+            return bool(tf.reduce_all(tf.math.is_finite(z)))
+        except (tf.errors.OpError, ValueError, TypeError):
+            return False
+
+
+@functools.lru_cache(maxsize=None)
+def float16_kernels() -> bool:
+    """Whether float16 (mixed-precision) training runs in this process: a GPU, or CPU kernels that have it.
+
+    TensorFlow's oneDNN kernels compute float16 convolutions only with
+    AVX512-FP16 (or AMX-FP16); without oneDNN, TensorFlow's own CPU kernels
+    have them (slowly). Decided once per process by running a tiny step.
+    """
+    return has_gpu() or _probe_float16_step()
+
+
+def check_mixed_precision() -> None:
+    """A one-line :class:`~kdkeras.errors.UsageError` when ``--mixed_precision`` cannot train here."""
+    if float16_kernels():
+        return
+    from kdkeras.errors import UsageError
+
+    flags = [name.upper() for name, present in cpu_info()["flags"].items() if present]
+    raise UsageError(
+        f"--mixed_precision (float16) cannot train on this CPU: TensorFlow's oneDNN kernels "
+        f"({onednn_reason()}) have no float16 convolution without AVX512-FP16 (this CPU: "
+        f"{', '.join(flags) or 'unknown flags'}{'; ONEDNN_MAX_CPU_ISA=' + os.environ['ONEDNN_MAX_CPU_ISA'] if os.environ.get('ONEDNN_MAX_CPU_ISA') else ''}). "
+        f"Mixed precision is meant for GPUs: drop --mixed_precision, or set TF_ENABLE_ONEDNN_OPTS=0 to use "
+        f"TensorFlow's own (slower) float16 kernels."
+    )
 
 
 def describe() -> dict:

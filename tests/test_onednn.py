@@ -196,3 +196,26 @@ def test_the_portable_path_under_mirrored_strategy_jit_and_mixed_precision():
         assert abs(out[other]["loss"] - out["single"]["loss"]) < bound * abs(out["single"]["loss"]), other
         scale = max(np.max(np.abs(w)) for w in single)
         assert max(np.max(np.abs(a - b)) for a, b in zip(weights, single)) < bound * scale, other
+
+
+@pytest.mark.slow  # two processes, one trains for an epoch
+def test_mixed_precision_trains_where_float16_kernels_exist_and_says_why_not_elsewhere(tmp_path):
+    import platform
+
+    def command(logdir):
+        return script_command("train.py", "--model=wrn10x1_R_g2", "--dataset=synthetic", "--epochs=1",
+                              "--train_size=64", "--test_size=32", "--batch_size=32", "--mixed_precision",
+                              f"--logdir={tmp_path / logdir}")
+
+    # TensorFlow's own float16 kernels (oneDNN off) train on every CPU.
+    done = subprocess.run(command("eigen"), capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
+                          env=script_env(TF_ENABLE_ONEDNN_OPTS="0"))
+    assert done.returncode == 0 and "Finished" in done.stdout, done.stderr[-3000:]
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("oneDNN's instruction-set cap below is an x86 setting")
+    # oneDNN's kernels on an AVX2 CPU have no float16 convolution: one line saying so, before any training.
+    done = subprocess.run(command("avx2"), capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
+                          env=script_env(ONEDNN_MAX_CPU_ISA="AVX2", TF_ENABLE_ONEDNN_OPTS="1"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    [line] = error_lines(done.stderr)
+    assert "--mixed_precision (float16) cannot train on this CPU" in line and "TF_ENABLE_ONEDNN_OPTS=0" in line

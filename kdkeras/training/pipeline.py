@@ -207,6 +207,10 @@ def build_run_model(config, data, teacher=None, strategy=None):
     """
     import keras
 
+    if config.mixed_precision:
+        from kdkeras import host
+
+        host.check_mixed_precision()  # float16 needs a GPU or CPU kernels that have it (docs/training.md)
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
     if config.deterministic:  # for the rest of the process: TensorFlow cannot switch it off again
         import tensorflow as tf
