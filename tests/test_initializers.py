@@ -73,7 +73,10 @@ def test_dirac_convolution_is_the_identity_on_its_channels(layer_cls, channels, 
     for o in range(filters):
         g, d = divmod(o, out_per_group)
         expected = x[..., g * in_per_group + d] if d < in_per_group else np.zeros_like(x[..., 0])
-        np.testing.assert_allclose(y[..., o], expected, atol=1e-6)
+        # x * 1 plus products with 0 is exact in any summation order: bit-identical with every kernel seen
+        # (oneDNN, Eigen, AVX2); 1e-6 relative to the inputs' size (~3) admits a transform-based (Winograd)
+        # convolution's rounding, while a wrong channel is O(1) off.
+        np.testing.assert_allclose(y[..., o], expected, rtol=1e-6, atol=1e-6 * np.max(np.abs(x)))
 
 
 def _kernels(model):

@@ -228,6 +228,8 @@ def test_each_trial_score_is_reproduced_from_its_checkpoint(search):
         tuner.hypermodel.execution = 0
         val = tuner.hypermodel.data().val
         measured = model.evaluate(val, verbose=0, return_dict=True)
+        # The trial's own validation pass: the same kernels, weights (a checkpoint, byte for byte) and
+        # batches in this process, so the same count (abs 1e-6) and losses to float32 rounding (1e-5 relative).
         assert measured["accuracy"] == pytest.approx(row["val_accuracy"], abs=1e-6), row
         # The accuracy of 13 images after one epoch can equal an untrained model's: the
         # losses cannot. One epoch, so the kept epoch is the last one.
@@ -385,6 +387,8 @@ def test_a_trial_trains_exactly_as_distill_py(tmp_path):
     shared = sorted((set(ours[0]) & set(theirs[0])) - {"epoch_time_s"})
     assert {"loss", "ce", "kd", "accuracy", "val_loss", "val_accuracy", "lr", "alpha"} <= set(shared)
     assert not any(k.startswith("test_") for k in ours[0])  # a trial never sees the test split
+    # Two processes with the same settings on one machine: the same kernels and batches; 1e-5 relative
+    # (and 1e-6 absolute for a value near 0) admits a sum split otherwise over two epochs.
     for row in (0, 1):  # epoch 2 trains on hard targets only (--kd_epochs=1) in both
         for key in shared:
             assert ours[row][key] == pytest.approx(theirs[row][key], rel=1e-5, abs=1e-6), (row, key)

@@ -18,6 +18,15 @@ pytestmark = pytest.mark.slow  # tiny runs and scripts
 
 TINY = {"dataset": "synthetic", "epochs": 2, "train_size": 256, "test_size": 128, "batch_size": 64}
 EXAMPLES = 64
+#: Losses of the same weights computed in other batches (the landscape's against evaluate's batches of 16):
+#: float32 sums in other orders through ~10 layers, ~1e-6 relative at most; 1e-5 relative. An accuracy
+#: may then differ by one example (an argmax near a tie).
+LOSS_REL = 1e-5
+
+
+def same_accuracy(got, expected):
+    """Accuracies over ``EXAMPLES`` images from other batches: at most one example apart."""
+    return abs(round(got * EXAMPLES) - round(expected * EXAMPLES)) <= 1
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +54,8 @@ def reference_loss(model, x, y):
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     numpy_loss = -log_probs[np.arange(len(y)), y].mean()
-    assert keras_loss == pytest.approx(numpy_loss, abs=1e-5)
+    # The same batches of 16 (evaluate's and predict's graphs), the cross-entropy in float32 against float64.
+    assert keras_loss == pytest.approx(numpy_loss, rel=LOSS_REL)
     return numpy_loss, float(np.mean(logits.argmax(axis=1) == y))
 
 
@@ -96,6 +106,7 @@ def test_directions_are_filter_normalised_and_skip_biases_and_bn(tiny_runs):
             vectors += 1
         else:  # conv (kh, kw, in, out) and dense (in, out): filters on the last axis
             axes = tuple(range(w.ndim - 1))
+            # float32 norms of float32 filters (~1e-7 relative each): 1e-5 relative.
             np.testing.assert_allclose(np.linalg.norm(d.reshape(-1, w.shape[-1]), axis=0),
                                        np.sqrt((w ** 2).sum(axis=axes)), rtol=1e-5)
             assert not np.allclose(d, w)  # random, not a copy of the weights
@@ -119,7 +130,7 @@ def test_depthwise_and_transposed_kernels_and_included_vectors():
     (direction,) = landscape_lib.random_directions(model, seed=0, include_bias_bn=True)
     by_path = {"/".join(v.path.split("/")[-2:]): (v.numpy(), d) for v, d in zip(model.trainable_variables, direction)}
 
-    def check(path, axes):
+    def check(path, axes):  # float32 directions rescaled to float32 norms (~1e-7 relative): 1e-5 relative
         w, d = by_path[path]
         np.testing.assert_allclose(np.sqrt((d.astype(np.float64) ** 2).sum(axis=axes)),
                                    np.sqrt((w.astype(np.float64) ** 2).sum(axis=axes)), rtol=1e-5)
@@ -134,7 +145,7 @@ def test_depthwise_and_transposed_kernels_and_included_vectors():
         assert np.any(by_path[path][1])
     # Without include_bias_bn the kernels are the same draws and the vectors are zero.
     (plain,) = landscape_lib.random_directions(model, seed=0)
-    for (w, d), p in zip(by_path.values(), plain):
+    for (w, d), p in zip(by_path.values(), plain):  # the same seeded draws, the same arithmetic
         np.testing.assert_array_equal(p, d if w.ndim > 1 else np.zeros_like(w))
 
 
@@ -143,7 +154,7 @@ def test_directions_are_seeded(tiny_runs):
     first = landscape_lib.random_directions(model, count=2, seed=7)
     again = landscape_lib.random_directions(model, count=1, seed=7)
     other = landscape_lib.random_directions(model, count=1, seed=8)
-    for a, b in zip(first[0], again[0]):
+    for a, b in zip(first[0], again[0]):  # the same seed, the same arithmetic: bit-identical
         np.testing.assert_array_equal(a, b)
     kernels = [i for i, d in enumerate(first[0]) if d.ndim > 1]
     assert all(not np.array_equal(first[0][i], other[0][i]) for i in kernels)
@@ -161,11 +172,11 @@ def test_surface_1d_origin_is_the_models_loss(tiny_runs, examples):
     alphas = landscape_lib.axis_grid(5, 1.0)
     loss, accuracy = landscape_lib.surface_1d(model, x, y, direction, alphas, batch_size=24)
     assert loss.shape == accuracy.shape == (5,)
-    for a, b in zip(before, all_weights(model)):  # restored exactly
+    for a, b in zip(before, all_weights(model)):  # restored exactly: the saved copies are written back
         np.testing.assert_array_equal(a, b)
     expected_loss, expected_accuracy = reference_loss(model, x, y)
-    assert loss[2] == pytest.approx(expected_loss, abs=1e-5)
-    assert accuracy[2] == pytest.approx(expected_accuracy)
+    assert loss[2] == pytest.approx(expected_loss, rel=LOSS_REL)  # batches of 24 against 16
+    assert same_accuracy(accuracy[2], expected_accuracy)
     assert np.all(loss[[0, 4]] > loss[2] + 1e-3)  # a step of one filter norm moves the loss
     assert np.all((accuracy >= 0) & (accuracy <= 1))
 
@@ -180,9 +191,10 @@ def test_surface_2d_shape_and_its_axes_are_the_1d_curves(tiny_runs, examples):
     assert loss.shape == accuracy.shape == (3, 4)
     curve, _ = landscape_lib.surface_1d(model, x, y, d1, alphas)
     j0 = int(np.flatnonzero(betas == 0.0)[0])
-    np.testing.assert_allclose(loss[:, j0], curve, rtol=1e-6)  # b = 0 is the 1-D curve
-    assert loss[1, j0] == pytest.approx(reference_loss(model, x, y)[0], abs=1e-5)
-    for a, b in zip(before, all_weights(model)):
+    # b = 0 is the 1-D curve: the same weights (adding 0 * d2 is exact), batches and kernels; 1e-6 relative.
+    np.testing.assert_allclose(loss[:, j0], curve, rtol=1e-6)
+    assert loss[1, j0] == pytest.approx(reference_loss(model, x, y)[0], rel=LOSS_REL)  # other batches
+    for a, b in zip(before, all_weights(model)):  # restored exactly
         np.testing.assert_array_equal(a, b)
 
 
@@ -194,7 +206,7 @@ def test_weights_are_restored_after_an_error(tiny_runs, examples):
     bad_labels = np.full_like(y, 10_000)  # fails in the forward pass, after the first move
     with pytest.raises(tf.errors.InvalidArgumentError):
         landscape_lib.surface_1d(model, x, bad_labels, direction, [0.5, 1.0])
-    for a, b in zip(before, all_weights(model)):
+    for a, b in zip(before, all_weights(model)):  # restored exactly
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="does not match"):
         landscape_lib.surface_1d(model, x, y, [d.T for d in direction], [0.0])
@@ -208,12 +220,13 @@ def test_path_ends_are_the_initial_and_trained_models(tiny_runs, examples):
     alphas = landscape_lib.path_alphas(7)  # [-0.25, 0, 0.25, 0.5, 0.75, 1, 1.25]
     loss, accuracy = landscape_lib.path_1d(initial, final, x, y, alphas, batch_size=32)
     assert loss.shape == accuracy.shape == (7,) and np.all(np.isfinite(loss))
-    for a, b in zip(before, all_weights(final)):
+    for a, b in zip(before, all_weights(final)):  # restored exactly
         np.testing.assert_array_equal(a, b)
     start, end = reference_loss(initial, x, y), reference_loss(final, x, y)
     assert start[0] != pytest.approx(end[0], abs=1e-3)  # the two ends differ
-    assert loss[1] == pytest.approx(start[0], abs=1e-5) and accuracy[1] == pytest.approx(start[1])
-    assert loss[5] == pytest.approx(end[0], abs=1e-5) and accuracy[5] == pytest.approx(end[1])
+    # The ends' own weights, in batches of 32 against 16.
+    assert loss[1] == pytest.approx(start[0], rel=LOSS_REL) and same_accuracy(accuracy[1], start[1])
+    assert loss[5] == pytest.approx(end[0], rel=LOSS_REL) and same_accuracy(accuracy[5], end[1])
 
 
 def test_path_moves_bn_statistics_with_positive_variances():
@@ -238,6 +251,8 @@ def test_path_moves_bn_statistics_with_positive_variances():
         bn0, bn1, bn = initial.get_layer("bn"), final.get_layer("bn"), probe.get_layer("bn")
         bn.moving_mean.assign((1 - a) * bn0.moving_mean.numpy() + a * bn1.moving_mean.numpy())
         bn.moving_variance.assign(bn0.moving_variance.numpy() ** (1 - a) * bn1.moving_variance.numpy() ** a)
+        # Weights and statistics interpolated here by other float32 operations (~1e-7 relative each; a
+        # variance down to 0.01 amplifies them), then other batches: 1e-4 relative.
         assert value == pytest.approx(reference_loss(probe, x, y)[0], rel=1e-4)
 
 
@@ -248,7 +263,7 @@ def test_landscape_file_round_trip(tmp_path):
     saved.save(str(tmp_path / "a.npz"))
     loaded = landscape_lib.Landscape.load(str(tmp_path / "a.npz"))
     assert loaded.mode == "2d" and loaded.metadata == {"seed": 4, "split": "train"}
-    np.testing.assert_array_equal(loaded.loss, loss)
+    np.testing.assert_array_equal(loaded.loss, loss)  # saved and loaded byte for byte
     assert loaded.at(0.0, 0.0) == (4.0, 0.4) and loaded.at(1.0, -1.0) == (6.0, 0.6)
     assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]  # no temporary file left
 
@@ -276,7 +291,8 @@ def test_script_writes_then_reuses_a_result(tiny_runs):
     # The printed origin is the trained model's loss on the same examples.
     x, y, _ = runs.split_arrays(run.config, "train", size=EXAMPLES)
     origin, _ = stored.at(0.0)
-    assert origin == pytest.approx(reference_loss(runs.load_run_model(run), x, y)[0], abs=1e-5)
+    # Computed by the script in another process, in other batches.
+    assert origin == pytest.approx(reference_loss(runs.load_run_model(run), x, y)[0], rel=LOSS_REL)
     assert f"{origin:.6f}" in first.stdout
 
     modified = os.path.getmtime(npz)

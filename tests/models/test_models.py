@@ -47,7 +47,8 @@ def test_registered_model(name, tmp_path):
     logits = model(IMAGES, training=False)
 
     # .keras save / load (safe mode): the model is rebuilt from its get_config() (same layers, same
-    # names) and gives identical outputs with the stored weights.
+    # names) and gives identical outputs with the stored weights: the same layer classes and weights
+    # (stored byte for byte) in this process run the same kernels, bit-identical.
     path = tmp_path / f"{name}.keras"
     model.save(path)
     restored = keras.saving.load_model(path, safe_mode=True)

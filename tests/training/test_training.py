@@ -61,6 +61,7 @@ def test_run_folder_contents(kd_run):
 
     saved = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
     assert saved.pop("run") == os.path.basename(run_dir)
+    assert saved.pop("data") == config_lib.data_fingerprint(config).to_dict() == results["data"]
     assert config_lib.resolve(saved) == config
 
     history = read_history(os.path.join(run_dir, "history.csv"))
@@ -99,7 +100,9 @@ def test_saved_student_reproduces_the_reported_accuracy(kd_run):
         correct += int((predictions == labels.numpy()).sum())
         total += len(labels)
     assert total == 128
-    assert correct / total == pytest.approx(results["test_accuracy"], abs=1e-6)
+    # Keras's plain layers here, kdkeras's in the run: the same float32 sums in other orders (on some CPUs),
+    # which can flip an argmax near a tie: one example at most.
+    assert abs(correct - round(results["test_accuracy"] * total)) <= 1
 
 
 def test_repeating_a_finished_run_trains_nothing(kd_run):
@@ -155,11 +158,14 @@ def test_archive_path_and_teacher_file_checks(tmp_path, kd_run):
     kd = config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": ten_class_teacher, **base})
     assert train_and_evaluate(kd, str(tmp_path / "logs"), verbose=0)["teacher_run"] == ten_class_teacher
 
-    # ... but one with 100 outputs does not fit a 10-class dataset.
+    # ... but one trained on other data is refused, and with that check off (distilling across data on
+    # purpose) one with 100 outputs still does not fit a 10-class dataset.
     hundred = os.path.join(kd_run[2]["teacher_run"], "model.keras")
+    other_data = config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": hundred, **base})
+    with pytest.raises(ValueError, match="was trained on synthetic data .* but this run reads cifar10 data"):
+        train_and_evaluate(other_data, str(tmp_path / "logs"), verbose=0)
     with pytest.raises(ValueError, match="has 100 outputs, but dataset cifar10 has 10 classes"):
-        train_and_evaluate(config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": hundred, **base}),
-                           str(tmp_path / "logs"), verbose=0)
+        train_and_evaluate(other_data, str(tmp_path / "logs"), verbose=0, teacher_data_check=False)
 
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"not a zip file")
@@ -195,6 +201,11 @@ def test_diverging_run_stops_with_epoch_and_step_and_keeps_the_last_good_epoch(t
 
 
 def test_mixed_precision_run_keeps_a_float32_kd_loss(tmp_path):
+    from kdkeras import host
+
+    if not host.float16_kernels():
+        pytest.skip("this process has no float16 CPU kernels (oneDNN without AVX512-FP16): "
+                    "tests/test_onednn.py trains in mixed precision with TensorFlow's own kernels instead")
     config = config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": "wrn10x1_R_g2", **TINY,
                                  "epochs": 1, "mixed_precision": True})
     try:
@@ -209,12 +220,16 @@ def test_mixed_precision_run_keeps_a_float32_kd_loss(tmp_path):
         keras.saving.load_model(os.path.join(results["run_dir"], "model.keras"), safe_mode=True))
     assert student.get_layer("stage1_block1_unit1_gconv").dtype_policy.name == "mixed_float16"
     # The test KD term of the last epoch, recomputed in NumPy (float64) from the two networks' float16 logits:
-    # the loss reads low-precision logits in float32, so it matches to float32 rounding.
+    # the loss reads low-precision logits in float32, so it matches to float32 rounding (1e-4 relative; a loss
+    # computed in float16 would be ~1e-3 off). That needs the run's own float16 logits: kdkeras's layers (Keras's
+    # grouped path sums in another order on some CPUs) in compiled graphs like the run's evaluation, where oneDNN
+    # fuses ops that eager float16 ops round in between (eager: logits 5e-4 of their scale apart, the KD 9e-5).
+    student = load_model(os.path.join(results["run_dir"], "model.keras"))
     teacher = load_model(os.path.join(results["teacher_run"], "model.keras"))
     _, test_ds, _ = make_datasets("synthetic", batch_size=64, train_size=256, test_size=128, seed=0)
     per_example = []
     for images, _ in test_ds:
-        s_logits, t_logits = student(images, training=False), teacher(images, training=False)
+        s_logits, t_logits = (m.predict(images, batch_size=len(images), verbose=0) for m in (student, teacher))
         assert keras.backend.standardize_dtype(s_logits.dtype) == "float16"
         s64, t64 = (np.asarray(z, np.float64) / config.temperature for z in (s_logits, t_logits))
         log_s = s64 - np.log(np.exp(s64 - s64.max(-1, keepdims=True)).sum(-1, keepdims=True)) - s64.max(-1, keepdims=True)
