@@ -2,6 +2,7 @@
 
 import glob
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -40,39 +41,96 @@ def test_the_wheel_ships_the_configs_the_command_and_the_type_marker(wheel):
     assert not any(n.startswith(("scripts/", "tests/", "benchmarks/")) for n in names)
 
 
-def _see_this_environment(python):
-    """Makes the venv of ``python`` see the packages of the interpreter running the tests.
+def _requirements(wheel_path):
+    """The wheel's own ``Requires-Dist`` lines (its declared dependencies, from pyproject.toml)."""
+    with zipfile.ZipFile(wheel_path) as z:
+        metadata_file = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        text = z.read(metadata_file).decode()
+    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:")]
 
-    ``venv --system-site-packages`` would show the base interpreter's
-    packages, which are not these when the suite itself runs in a virtual
-    environment. A ``.pth`` file listing this interpreter's site-packages
-    folders (plain paths: their own ``.pth`` files, such as an editable
-    kdkeras, are not run) puts them after the venv's own folder.
+
+def _dependency_closure(requirements):
+    """The installed distributions that ``requirements`` need, transitively (extras only where asked).
+
+    Raises ``importlib.metadata.PackageNotFoundError`` for a declared dependency that is not installed.
     """
-    import site
+    from importlib import metadata
 
-    inner = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found, todo = {}, [(Requirement(r), ("",)) for r in requirements]
+    while todo:
+        requirement, extras = todo.pop()
+        if requirement.marker and not any(requirement.marker.evaluate({"extra": e}) for e in extras):
+            continue  # another platform's, or an extra nobody asked for (kdkeras's own [dev])
+        name = canonicalize_name(requirement.name)
+        if name in found:
+            continue
+        found[name] = metadata.distribution(requirement.name)
+        asked = ("",) + tuple(sorted(requirement.extras))
+        todo += [(Requirement(r), asked) for r in found[name].requires or []]
+    return found
+
+
+def _link_dependencies(distributions, folder):
+    """Links each distribution's top-level files (packages, modules, its .dist-info) into ``folder``."""
+    os.makedirs(folder)
+    for dist in distributions.values():
+        site = os.path.realpath(str(dist.locate_file("")))
+        tops = {pathlib.PurePath(str(f)).parts[0] for f in (dist.files or [])}
+        if not dist.files:  # installed without a RECORD: its top_level.txt and metadata folder
+            tops = set((dist.read_text("top_level.txt") or "").split())
+            tops.add(os.path.basename(str(dist._path)))
+        for top in tops:
+            source = os.path.join(site, top)
+            if top.startswith("..") or top == "__pycache__" or not os.path.exists(source):
+                continue
+            target = os.path.join(folder, top)
+            if not os.path.lexists(target):
+                os.symlink(source, target)
+
+
+def _venv_with_declared_dependencies(wheel_path, venv):
+    """A venv that sees exactly the installed distributions the wheel declares, transitively.
+
+    Nothing is downloaded: those distributions are linked from this
+    interpreter's environment into one folder that a ``.pth`` file puts on
+    the venv's path, and pip installs the wheel *with* its dependencies
+    (``--no-index``), which it must find there. A package kdkeras imports but
+    pyproject.toml does not declare is not in that folder, so the commands
+    below fail with ``ModuleNotFoundError``. (``venv --system-site-packages``
+    would show every package of the base interpreter instead, and not those
+    of a virtual environment the suite itself may run in.)
+    """
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
+    deps = venv / "declared-dependencies"
+    _link_dependencies(_dependency_closure(_requirements(wheel_path)), str(deps))
+    inner = subprocess.run([str(bin_dir / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                            capture_output=True, text=True, check=True, timeout=120).stdout.strip()
-    folders = [p for p in [*site.getsitepackages(), site.getusersitepackages()] if os.path.isdir(p)]
-    with open(os.path.join(inner, "_outer_site_packages.pth"), "w") as f:
-        f.write("".join(f"{folder}\n" for folder in folders))
+    with open(os.path.join(inner, "_declared_dependencies.pth"), "w") as f:
+        f.write(f"{deps}\n")
+    result = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-index", wheel_path],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return bin_dir
+
+
+def test_the_dependency_closure_follows_the_declared_requirements():
+    closure = _dependency_closure(["keras>=3", "pyyaml"])
+    assert {"keras", "pyyaml", "numpy", "h5py"} <= set(closure)  # keras's own dependencies come with it
+    assert "tensorflow" not in closure and "pytest" not in closure
 
 
 @pytest.mark.slow
 def test_the_installed_command_runs_without_the_source_tree(wheel, tmp_path):
-    """``kdkeras profile``, ``grid --table=3 --dry_run`` and a 1-epoch synthetic ``distill`` from the wheel.
-
-    The environment sees this machine's packages (TensorFlow and the rest are
-    not downloaded again) but imports kdkeras from the wheel, in a folder with
-    no ``configs/``.
+    """``kdkeras --help``, ``profile``, ``grid --table=3 --dry_run``, and 1-epoch synthetic ``train`` and
+    ``distill`` from the wheel, in a venv that sees only the declared dependencies, in a folder with no
+    ``configs/``.
     """
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
-    _see_this_environment(bin_dir / "python")
-    result = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
-                             "--no-index", wheel], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    bin_dir = _venv_with_declared_dependencies(wheel, venv)
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -87,9 +145,13 @@ def test_the_installed_command_runs_without_the_source_tree(wheel, tmp_path):
     where = subprocess.run([str(bin_dir / "python"), "-c", "import kdkeras; print(kdkeras.__file__)"],
                            cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert where.stdout.strip().startswith(str(venv)), where  # the wheel's copy, not the checkout
+    assert "commands:" in kdkeras("--help") and "train" in kdkeras("--help")
     assert "wrn16x1_R_g2: 109,652 trainable parameters" in kdkeras("profile", "--model=wrn16x1_R_g2")
     plan = kdkeras("grid", "--table=3", "--dry_run")
     assert "Grid table3_wrn22x2: 53 runs" in plan
+    trained = kdkeras("train", "--model=wrn10x1_R_G4", "--dataset=synthetic", "--epochs=1", "--train_size=64",
+                      "--test_size=32", "--batch_size=32", f"--logdir={work / 'logs'}")
+    assert "Finished wrn10x1_R_G4" in trained
     out = kdkeras("distill", "--student=wrn10x1_NR_g2", "--teacher=wrn10x1_R_g2", "--dataset=synthetic",
                   "--epochs=1", "--train_size=64", "--test_size=32", "--batch_size=32", f"--logdir={work / 'logs'}")
     assert "Finished wrn10x1_NR_g2_from_wrn10x1_R_g2" in out
