@@ -62,3 +62,15 @@ def stop_after(epoch):
                 raise Interrupt()
 
     return StopAfter()
+
+
+def record_calls(monkeypatch, owner, name):
+    """Replaces ``owner.name`` with a wrapper that records each call's ``(args, kwargs)``; returns the list of calls."""
+    calls, real = [], getattr(owner, name)
+
+    def recording(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recording)
+    return calls

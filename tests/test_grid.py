@@ -183,9 +183,17 @@ def test_a_held_lease_is_renewed_by_its_heartbeat(tmp_path, monkeypatch):
     assert claims.try_claim(run_dir)
     try:
         first = claims.owner(run_dir).lease_end
-        time.sleep(2.6)  # longer than the lease: only renewal keeps it
-        renewed = claims.owner(run_dir)
-        assert renewed.lease_end > first and renewed.lease_end > time.time()
+        while time.time() <= first:  # let the first lease run out: only renewal can keep the claim
+            time.sleep(max(0.05, first - time.time()))
+        # The heartbeat renews it (every quarter lease, when this loaded machine lets its thread run):
+        # poll for a lease that ends in the future, with a generous deadline.
+        deadline, renewed, live = time.monotonic() + 120, None, False
+        while not live and time.monotonic() < deadline:
+            renewed = claims.owner(run_dir)
+            live = renewed is not None and renewed.lease_end > time.time()  # now > first: a new lease
+            if not live:
+                time.sleep(0.05)
+        assert live and renewed.lease_end > first, f"the lease ending at {first} was not renewed in 120 s: {renewed}"
     finally:
         claims.release(run_dir)
 

@@ -395,12 +395,38 @@ def test_a_trial_trains_exactly_as_distill_py(tmp_path):
     assert ours[1]["alpha"] == 0.0
 
 
+#: Runs ``scripts/tune.py`` (argv[1], its flags after it) as a worker of a distributed search whose first trial
+#: waits until every worker named in $KDKERAS_TEST_WORKERS holds one (a file each in $KDKERAS_TEST_BARRIER).
+_WORKER_WITH_BARRIER = r'''
+import os, runpy, sys, time
+
+from kdkeras import tuning
+
+barrier, workers = os.environ["KDKERAS_TEST_BARRIER"], os.environ["KDKERAS_TEST_WORKERS"].split(",")
+begin = tuning._KDTunerMixin.on_trial_begin
+
+
+def on_trial_begin(self, trial):
+    open(os.path.join(barrier, os.environ["KERASTUNER_TUNER_ID"]), "w").close()
+    deadline = time.monotonic() + 600  # then train anyway: the test reports which worker ran nothing
+    while not all(os.path.exists(os.path.join(barrier, w)) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    begin(self, trial)
+
+
+tuning._KDTunerMixin.on_trial_begin = on_trial_begin
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+'''
+
+
 def test_distributed_search_with_a_chief_and_two_workers(tmp_path):
     """KerasTuner's chief/worker mode, for real: three tune.py processes on localhost."""
     import collections
     import re
     import socket
     import subprocess
+    import sys
     import time
 
     from kdkeras.models.convert import save_model
@@ -413,37 +439,47 @@ def test_distributed_search_with_a_chief_and_two_workers(tmp_path):
     args = [f"--student={STUDENT}", f"--teacher={teacher}", "--dataset=synthetic", "--epochs=1",
             "--train_size=64", "--test_size=32", "--batch_size=32", f"--max_trials={max_trials}",
             f"--logdir={logdir}"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     ids = ("chief", "tuner0", "tuner1")
     procs, logs = {}, {}
-    try:
-        for tuner_id in ids:
-            env = helpers.script_env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
-                                     KERASTUNER_ORACLE_PORT=str(port))
-            with open(tmp_path / f"{tuner_id}.log", "w") as out:
-                procs[tuner_id] = subprocess.Popen(helpers.script_command("tune.py", *args), env=env,
-                                                   stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300  # about a minute on an idle 2-core machine
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for tuner_id in ids:
-            logs[tuner_id] = (tmp_path / f"{tuner_id}.log").read_text()
+    # The oracle's port, from the OS and held by this test for the whole search: SO_REUSEPORT lets the chief's
+    # gRPC server (which sets it too) listen on it, while no other process can take it meanwhile; this socket
+    # itself never listens, so every connection goes to the chief.
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        try:
+            for tuner_id in ids:
+                env = helpers.script_env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+                                         KERASTUNER_ORACLE_PORT=str(port), KDKERAS_TEST_BARRIER=str(barrier),
+                                         KDKERAS_TEST_WORKERS="tuner0,tuner1")
+                # The workers run tune.py with their first trial held until both hold one, so that each runs
+                # at least one trial however long either one's start-up takes on a loaded machine.
+                command = (helpers.script_command("tune.py", *args) if tuner_id == "chief" else
+                           [sys.executable, "-c", _WORKER_WITH_BARRIER, *helpers.script_command("tune.py", *args)[1:]])
+                with open(tmp_path / f"{tuner_id}.log", "w") as out:
+                    procs[tuner_id] = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 900  # a guard against a hang: about a minute on an idle 2-core machine
+            for proc in procs.values():
+                try:
+                    proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            for tuner_id in procs:
+                logs[tuner_id] = (tmp_path / f"{tuner_id}.log").read_text()
     tails = "\n".join(f"--- {tuner_id} ---\n{logs[tuner_id][-3000:]}" for tuner_id in ids)
     assert {tuner_id: proc.returncode for tuner_id, proc in procs.items()} == dict.fromkeys(ids, 0), tails
+    assert sorted(os.listdir(barrier)) == ["tuner0", "tuner1"]  # both workers went through the barrier
 
-    # Every trial ran on exactly one worker, and each worker ran at least one:
-    # both ask for a trial as soon as they are up, and one worker alone would
-    # have to finish all three trials before the other's start-up ends.
+    # Every trial ran on exactly one worker, and each worker ran at least one (each held its first trial until
+    # the other held one too).
     ran = {tuner_id: re.findall(rf"^Worker {tuner_id} runs trial (\w+):", logs[tuner_id], re.M)
            for tuner_id in ids}
     assert ran["chief"] == [] and "this process is the chief" in logs["chief"]

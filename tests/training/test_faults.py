@@ -368,22 +368,35 @@ def test_waiting_shard_takes_over_a_teacher_whose_shard_died(tmp_path):
     teacher_dir = config_lib.run_dir(config_lib.teacher_config(kd.config), logdir)
     from kdkeras import claims
 
-    hold = f"from kdkeras import claims; import time; assert claims.try_claim({teacher_dir!r}); time.sleep(120)"
-    holder = subprocess.Popen([sys.executable, "-c", hold])  # the other shard, holding the teacher's claim
+    # The other shard holds the teacher's claim until it is killed (it waits on its stdin, which stays open).
+    hold = f"import sys; from kdkeras import claims; assert claims.try_claim({teacher_dir!r}); sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE)
+    messages = []
+
+    def log(message):
+        messages.append(message)
+        if message.startswith("Waiting for teacher"):  # the shard is waiting: now the other one dies
+            holder.kill()
+            holder.wait()
+
     try:
-        deadline = time.time() + 60
-        while claims.owner(teacher_dir) is None and time.time() < deadline:
+        deadline = time.monotonic() + 300  # the holder's import of TensorFlow may be slow on a loaded machine
+        while claims.owner(teacher_dir) is None:
+            assert holder.poll() is None, "the process holding the teacher's claim ended"
+            assert time.monotonic() < deadline, "the holder did not claim the teacher within 300 s"
             time.sleep(0.05)
         assert claims.owner(teacher_dir).pid == holder.pid
-        killer = threading.Timer(1.0, lambda: (holder.kill(), holder.wait()))
-        killer.start()
-        messages = []
-        outcome = grid.run_cell(kd, logdir, log=messages.append, poll_s=0.2, verbose=0)
-        killer.join()
+        hang_guard = threading.Timer(600, holder.kill)  # if the wait were never logged: fail, not hang
+        hang_guard.start()
+        try:
+            outcome = grid.run_cell(kd, logdir, log=log, poll_s=0.2, verbose=0)
+        finally:
+            hang_guard.cancel()
     finally:
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+        holder.stdin.close()
     assert outcome == "trained"
     assert any(m.startswith("Waiting for teacher") for m in messages)
     finished = [m.split()[1].rstrip(":") for m in messages if m.startswith("Finished ")]

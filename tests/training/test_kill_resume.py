@@ -32,23 +32,43 @@ def _run_dir(logdir, prefix="wrn10x1_R_g2"):
     return os.path.join(base, dirs[0]) if dirs else None
 
 
+def _poll_until(condition, proc, what, timeout=600):
+    """Polls ``condition()`` until it is true; fails if ``proc`` ends first or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"training ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.02)
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-@pytest.mark.parametrize("delay_s", [0.0, 0.7])
-def test_sigkill_mid_training_then_resume(tmp_path, delay_s):
+@pytest.mark.parametrize("moment", ["after_history_row", "after_backup"])
+def test_sigkill_mid_training_then_resume(tmp_path, moment):
+    from kdkeras.training import resume
+
     command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *ARGS, f"--logdir={tmp_path}"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 300
-    run_dir = None
-    while time.time() < deadline:  # wait until the first epoch is finished
-        run_dir = run_dir or _run_dir(str(tmp_path))
-        if run_dir and _history_epochs(os.path.join(run_dir, "history.csv")):
-            break
-        assert proc.poll() is None, "training ended before it could be killed"
-        time.sleep(0.05)
-    time.sleep(delay_s)  # 0: right after an epoch's files; 0.7 s: mid-epoch
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    found = {}
+
+    def first_epoch_row():
+        found["run_dir"] = found.get("run_dir") or _run_dir(str(tmp_path))
+        return bool(found["run_dir"] and _history_epochs(os.path.join(found["run_dir"], "history.csv")))
+
+    try:
+        # after_history_row: killed right after the first epoch's history row, maybe while its backup is written;
+        # after_backup: once that backup is complete, i.e. during the second epoch (mid-epoch).
+        _poll_until(first_epoch_row, proc, "the first epoch's history row")
+        run_dir = found["run_dir"]
+        if moment == "after_backup":
+            _poll_until(lambda: resume.backup_epoch(os.path.join(run_dir, "backup")) >= 1, proc,
+                        "the first epoch's backup")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
     assert not os.path.exists(os.path.join(run_dir, "results.json"))
     done_before = _history_epochs(os.path.join(run_dir, "history.csv"))
@@ -56,7 +76,7 @@ def test_sigkill_mid_training_then_resume(tmp_path, delay_s):
 
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    if delay_s:
+    if moment == "after_backup":
         assert "Resuming" in result.stdout  # killed mid-epoch: continues from the backup
     else:  # killed right after the history row, maybe while the backup was being written
         assert any(m in result.stdout for m in ("Resuming", "using the one before it", "starting over"))
@@ -116,15 +136,21 @@ def _kill_after_epoch_2_and_resume(command, tmp_path, prefix):
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline, run_dir = time.time() + 300, None
-    while time.time() < deadline:  # until the backup of epoch 2 is complete
-        run_dir = run_dir or _run_dir(str(killed), prefix)
-        if run_dir and resume.backup_epoch(os.path.join(run_dir, "backup")) >= 2:
-            break
-        assert proc.poll() is None, "training ended before it could be killed"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    found = {}
+
+    def backup_of_epoch_2():
+        found["run_dir"] = found.get("run_dir") or _run_dir(str(killed), prefix)
+        return bool(found["run_dir"] and resume.backup_epoch(os.path.join(found["run_dir"], "backup")) >= 2)
+
+    try:
+        _poll_until(backup_of_epoch_2, proc, "a complete backup of epoch 2")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run_dir = found["run_dir"]
     assert not os.path.exists(os.path.join(run_dir, "results.json"))
     again = subprocess.run(command(killed), capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -208,10 +208,11 @@ def test_mixed_precision_run_keeps_a_float32_kd_loss(tmp_path):
                     "tests/test_onednn.py trains in mixed precision with TensorFlow's own kernels instead")
     config = config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": "wrn10x1_R_g2", **TINY,
                                  "epochs": 1, "mixed_precision": True})
+    policy = keras.mixed_precision.global_policy().name
     try:
         results = train_and_evaluate(config, str(tmp_path), verbose=0)
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(policy)  # the run set mixed_float16 for the whole process
     history = read_history(os.path.join(results["run_dir"], "history.csv"))
     assert all(np.isfinite(history[0][k]) for k in ("loss", "ce", "kd", "test_loss"))
     from kdkeras.models import convert
