@@ -9,6 +9,7 @@ import yaml
 
 from kdkeras import config as config_lib
 from kdkeras.data import fingerprint as fp
+from kdkeras.data import hashing
 from kdkeras.errors import UsageError
 from kdkeras.training import train_and_evaluate
 from kdkeras.training.teachers import check_teacher_data
@@ -52,7 +53,7 @@ def test_the_fingerprint_is_the_content_not_the_path(archives, tmp_path):
 def test_the_archive_hash_is_computed_once_per_file_version(archives, monkeypatch):
     a, _ = archives
     first = fp.file_sha256(a)
-    fp._memory.clear()  # a new process: only the cache on disk is left
+    hashing._memory.clear()  # a new process: only the cache on disk is left
     calls = []
     real_sha256 = fp.hashlib.sha256
     monkeypatch.setattr(fp.hashlib, "sha256", lambda *args: calls.append(1) or real_sha256(*args))

@@ -149,7 +149,7 @@ def cached_archive(spec: DatasetSpec) -> str | None:
     folder = cache_dir()
     path = os.path.join(folder, spec.archive_file)
     if os.path.isfile(path):
-        from kdkeras.data.fingerprint import file_sha256  # cached by path, size and mtime
+        from kdkeras.data.hashing import file_sha256  # cached by path, size and mtime
 
         if file_sha256(path) == CHECKSUMS[spec.archive_file]:
             return path

@@ -32,15 +32,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import threading
+
+from kdkeras.data.hashing import CACHE_VARIABLE, cache_dir, file_sha256  # noqa: F401 (re-exported)
 
 #: Bump when a content string's meaning changes: every fingerprint changes with it.
 VERSION = 1
-#: Environment variable: the folder of the archive-hash cache (default ``$XDG_CACHE_HOME/kdkeras``).
-CACHE_VARIABLE = "KDKERAS_CACHE_DIR"
-_CACHE_FILE = "data_hashes.json"
-_lock = threading.Lock()
-_memory: dict = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,62 +78,6 @@ class DataFingerprint:
     def describe(self) -> str:
         """One line for people: ``cifar100 data 1a2b3c4d5e6f (archive /data/cifar-100-python.tar.gz)``."""
         return f"{self.dataset} data {self.id} ({self.source}{' ' + self.where if self.where else ''})"
-
-
-def cache_dir() -> str:
-    """The folder of the archive-hash cache: ``$KDKERAS_CACHE_DIR``, else ``$XDG_CACHE_HOME/kdkeras``."""
-    folder = os.environ.get(CACHE_VARIABLE)
-    if not folder:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        folder = os.path.join(base, "kdkeras")
-    return folder
-
-
-def _load_cache(path: str) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file, cached by its real path, size and mtime (in memory and on disk).
-
-    A large archive is thus hashed once per machine, and again only when it
-    changes. The cache is a convenience: when it cannot be read or written,
-    the file is hashed.
-    """
-    real = os.path.realpath(path)
-    stat = os.stat(real)
-    key = f"{real}|{stat.st_size}|{stat.st_mtime_ns}"
-    with _lock:
-        if key in _memory:
-            return _memory[key]
-    cache_path = os.path.join(cache_dir(), _CACHE_FILE)
-    cached = _load_cache(cache_path).get(key)
-    if isinstance(cached, str) and len(cached) == 64:
-        with _lock:
-            _memory[key] = cached
-        return cached
-    digest = hashlib.sha256()
-    with open(real, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    with _lock:
-        _memory[key] = value
-    try:
-        from kdkeras.io_utils import atomic_write_json
-
-        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        data = _load_cache(cache_path)  # again: another process may have added entries
-        data[key] = value
-        atomic_write_json(cache_path, data)
-    except OSError:
-        pass
-    return value
 
 
 def _files_digest(paths) -> str:

@@ -493,7 +493,8 @@ def _resume_epoch(strategy, folder: RunFolder, work: RunFolder, chief: bool, log
 
     A non-chief worker whose own backup is at another epoch (killed at
     another moment, or never started) continues from a copy of the chief's
-    backup, which it reads from the shared run folder.
+    backup and of the chief's history (its own may lack the rows of the
+    epochs it did not record before the kill), read from the shared run folder.
     """
     initial_epoch = resume.prepare(work.backup_dir, log=log)
     agreed = distribute.chief_value(strategy, initial_epoch)
@@ -506,6 +507,7 @@ def _resume_epoch(strategy, folder: RunFolder, work: RunFolder, chief: bool, log
                 f"The chief resumes {folder.name} from epoch {agreed}, but this worker cannot read that "
                 f"backup in {folder.backup_dir}: every worker needs the same --logdir on a shared file system.")
         shutil.copytree(folder.backup_dir, work.backup_dir)
+        shutil.copyfile(folder.history_path, work.history_path)
     return agreed
 
 

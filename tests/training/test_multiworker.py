@@ -182,3 +182,38 @@ def test_two_workers_distill_with_a_teacher_trained_first(tmp_path):
         assert os.path.exists(os.path.join(run_dir, "results.json"))
         assert not os.path.exists(os.path.join(run_dir, ".workers"))
     assert not [f for f in os.listdir(os.path.join(logdir, "synthetic")) if f.endswith(".lock")]
+
+
+def _fake_backup(folder, epoch, rows):
+    """A run folder's backup at ``epoch`` (readable files, as resume.prepare checks them) and ``rows`` history rows."""
+    import h5py
+
+    os.makedirs(folder.backup_dir, exist_ok=True)
+    with h5py.File(os.path.join(folder.backup_dir, "latest.weights.h5"), "w"):
+        pass
+    with open(os.path.join(folder.backup_dir, "training_metadata.json"), "w") as f:
+        json.dump({"epoch": epoch}, f)
+    with open(folder.history_path, "w") as f:
+        f.write("epoch,loss\n" + "".join(f"{e},{1.0 + e}\n" for e in range(rows)))
+
+
+@pytest.mark.parametrize("own", [0, 1, 3])
+def test_a_worker_behind_or_ahead_of_the_chief_takes_the_chiefs_backup_and_history(tmp_path, monkeypatch, own):
+    # Killed at another moment than the chief: its backup is at another epoch and its history may lack rows
+    # (a worker killed before it recorded epoch 1 resumed with a 3-row history of 4 epochs and failed).
+    from kdkeras.callbacks import read_history
+    from kdkeras.training import distribute, pipeline, resume
+    from kdkeras.training.run_folder import RunFolder
+
+    chief = RunFolder(str(tmp_path / "run"))
+    _fake_backup(chief, epoch=2, rows=2)
+    work = chief.worker("worker-1")
+    if own:
+        _fake_backup(work, epoch=own, rows=own)
+        if own == 1:  # killed between the collective step of epoch 1 and its row
+            with open(work.history_path, "w") as f:
+                f.write("epoch,loss\n0,9.0\n")
+    monkeypatch.setattr(distribute, "chief_value", lambda strategy, value: 2)
+    assert pipeline._resume_epoch(None, chief, work, chief=False, log=lambda *a: None) == 2
+    assert resume.backup_epoch(work.backup_dir) == 2
+    assert read_history(work.history_path) == read_history(chief.history_path)
