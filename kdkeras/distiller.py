@@ -305,26 +305,27 @@ class Distiller(keras.Model):
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         _check_no_sample_weight(sample_weight)
+        global_batch, x = _tf_global_batch(tf, x)
         if self.distillation_losses:
-            return self._terms_train_step(tf, x, y)
+            return self._terms_train_step(tf, x, y, global_batch)
         teacher_logits = self.teacher(x, training=False)  # outside the tape
         with tf.GradientTape() as tape:
             student_logits = self.student(x, training=True)
             per_example = self._per_example_losses(y, student_logits, teacher_logits)
-            loss = _tf_replica_share_of_mean(per_example[0])
+            loss = keras.ops.sum(per_example[0]) / global_batch
             loss = self.optimizer.scale_loss(loss)  # no-op unless loss scaling
         variables = self.student.trainable_variables
         gradients = tape.gradient(loss, variables)
         self.optimizer.apply(gradients, variables)
         return self._update_trackers(y, student_logits, per_example)
 
-    def _terms_train_step(self, tf, x, y):
+    def _terms_train_step(self, tf, x, y, global_batch):
         teacher_outputs = self._views.teacher(x, training=False)  # outside the tape
         variables = self.student.trainable_variables + self.adapter_variables
         with tf.GradientTape() as tape:
             student_outputs = self._views.student(x, training=True)
             per_example = self._term_losses(y, student_outputs, teacher_outputs, training=True)
-            loss = _tf_replica_share_of_mean(per_example[0])
+            loss = keras.ops.sum(per_example[0]) / global_batch
             loss = self.optimizer.scale_loss(loss)  # no-op unless loss scaling
         gradients = tape.gradient(loss, variables)
         self.optimizer.apply(gradients, variables)
@@ -620,35 +621,36 @@ def _check_terms(distillation_losses, loss_weights, ce_weight):
     return terms, weights, float(ce_weight)
 
 
-def _tf_replica_share_of_mean(per_example):
-    """This replica's share of the global-batch mean of `per_example`.
+def _tf_global_batch(tf, x):
+    """The number of examples in the global batch, and ``x`` made to wait for it.
 
-    Returns `sum(per_example) / global_batch`, where `global_batch` is the sum
-    of all replicas' batch sizes. `tf.distribute` sums the replicas'
-    gradients, so the applied gradient is that of the mean over the global
-    batch: the single-device gradient, also for a ragged last batch split
-    unevenly across replicas (e.g. 7 = 4 + 3). Without a strategy this is the
-    plain batch mean. (Keras's own trainer instead divides each replica's
-    batch mean by the number of replicas, which is exact only for equal
-    per-replica batches.)
+    A replica's share of the global-batch mean is ``sum(per_example) /
+    global_batch``, where ``global_batch`` is the sum of all replicas' batch
+    sizes. ``tf.distribute`` sums the replicas' gradients, so the applied
+    gradient is that of the mean over the global batch: the single-device
+    gradient, also for a ragged last batch split unevenly across replicas
+    (e.g. 12 = 8 + 4). Without a strategy this is the plain batch size.
+    (Keras's own trainer instead divides each replica's batch mean by the
+    number of replicas, which is exact only for equal per-replica batches.)
 
-    Args:
-        per_example: float32 tensor `(local_batch,)`.
+    The sum is a collective, taken before the forward pass (the inputs wait
+    for it): collectives must start in the same order on every replica, and
+    the forward pass has collectives of its own (synchronized BatchNorm,
+    :class:`kdkeras.layers.GlobalBatchDropout`). Left unordered, one replica
+    could start this sum while another starts a BatchNorm's, and the step
+    fails with a collective shape mismatch.
 
     Returns:
-        float32 scalar.
+        ``(global_batch, x)``: a float32 scalar, and ``x`` (a tensor or a nest).
     """
-    import tensorflow as tf  # tf.distribute replica context: TF backend only
-
-    local_batch = keras.ops.cast(keras.ops.shape(per_example)[0], "float32")
+    local_batch = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], "float32")
     replica_context = tf.distribute.get_replica_context()
-    if replica_context is not None and replica_context.num_replicas_in_sync > 1:
-        global_batch = replica_context.all_reduce(
-            tf.distribute.ReduceOp.SUM, local_batch
-        )
-    else:
-        global_batch = local_batch
-    return keras.ops.sum(per_example) / global_batch
+    if replica_context is None or replica_context.num_replicas_in_sync <= 1:
+        return local_batch, x
+    global_batch = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, local_batch)
+    with tf.control_dependencies([global_batch]):
+        x = tf.nest.map_structure(tf.identity, x)
+    return global_batch, x
 
 
 def _check_alpha(alpha):

@@ -219,3 +219,38 @@ class FastBatchNormalization(keras.layers.BatchNormalization):
         self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
         self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
         return tf.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="kdkeras")
+class GlobalBatchDropout(keras.layers.Dropout):
+    """``keras.layers.Dropout`` whose masks under several replicas are those of one device.
+
+    Keras's layer draws, on every replica, the mask of that replica's part of
+    the batch from the same seed, so replica 1 reuses replica 0's mask and
+    the step differs from the single-device step on the same global batch.
+    This layer draws the mask of the whole global batch on every replica
+    (the same stateless draw one device makes; its first ``n`` values do not
+    depend on the shape's batch size) and keeps the rows of its own examples,
+    found from every replica's batch size (an ``all_gather``, so a ragged
+    last batch splits correctly). With one replica, or a ``noise_shape``, it
+    is Keras's layer, bit for bit. The cost: each replica draws the random
+    numbers of the global batch for this layer (docs/distributed.md).
+    """
+
+    def call(self, inputs, training=False):
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if (not training or self.rate <= 0 or self.noise_shape is not None or context is None
+                or context.num_replicas_in_sync <= 1 or keras.backend.backend() != "tensorflow"):
+            return super().call(inputs, training=training)
+        local = tf.shape(inputs, out_type=tf.int64)
+        sizes = context.all_gather(local[:1], axis=0)  # every replica's rows, in replica order
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+        offset = tf.reduce_sum(tf.where(tf.range(tf.size(sizes, out_type=tf.int64)) < replica, sizes, 0))
+        shape = tf.concat([tf.reduce_sum(sizes, keepdims=True), local[1:]], axis=0)
+        uniform = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype)
+        begin = tf.concat([tf.reshape(offset, [1]), tf.zeros_like(local[1:])], axis=0)
+        keep = tf.slice(uniform, begin, local) >= self.rate
+        scale = tf.constant(1.0 / (1.0 - self.rate), inputs.dtype)
+        return tf.where(keep, inputs * scale, tf.zeros((), inputs.dtype))

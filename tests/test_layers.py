@@ -166,3 +166,20 @@ def test_fast_batch_norm_falls_back_where_the_fused_kernel_does_not_apply():
     frozen.trainable = ref2.trainable = False  # frozen BN uses the moving statistics
     x = np.random.default_rng(4).normal(size=(2, 3, 3, 4)).astype("float32")
     np.testing.assert_allclose(frozen(x, training=True), ref2(x, training=True), rtol=1e-5, atol=1e-5)
+
+
+def test_global_batch_dropout_is_keras_dropout_on_one_device():
+    # One replica: Keras's layer, bit for bit (several replicas: tests/training/test_replica_equality.py).
+    from kdkeras.layers import GlobalBatchDropout
+
+    x = np.random.default_rng(0).normal(size=(6, 4, 4, 3)).astype("float32")
+    ours, theirs = GlobalBatchDropout(0.3, seed=5), keras.layers.Dropout(0.3, seed=5)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    theirs.seed_generator.state.assign(ours.seed_generator.state.value)
+    a, b = ours(x, training=True), theirs(x, training=True)
+    np.testing.assert_array_equal(a, b)  # exact: the same ops on the same random numbers
+    assert 0 < float(np.mean(keras.ops.convert_to_numpy(a) == 0)) < 0.6
+    np.testing.assert_array_equal(ours(x, training=False), x)
+    again = keras.layers.deserialize(keras.layers.serialize(ours))
+    assert type(again) is GlobalBatchDropout and again.rate == 0.3

@@ -2,8 +2,9 @@
 
 Models built by :func:`kdkeras.build_model` use
 :class:`kdkeras.layers.GroupedConv2D` and
-:class:`kdkeras.layers.FastBatchNormalization`. Saved models use plain
-``keras.layers.Conv2D(groups=...)`` and ``BatchNormalization`` instead
+:class:`kdkeras.layers.FastBatchNormalization` (and WRN
+:class:`kdkeras.layers.GlobalBatchDropout`). Saved models use plain
+``keras.layers.Conv2D(groups=...)``, ``BatchNormalization`` and ``Dropout`` instead
 (:func:`to_plain_keras`) and carry no compile state (no optimizer), so a
 ``.keras`` file from kdkeras loads anywhere, in safe mode, without kdkeras.
 
@@ -35,7 +36,7 @@ import re
 import keras
 import numpy as np
 
-from kdkeras.layers import FastBatchNormalization, GroupedConv2D
+from kdkeras.layers import FastBatchNormalization, GlobalBatchDropout, GroupedConv2D
 
 #: Name of the nested model in front of the network of a saved model (:func:`add_preprocessing`).
 PREPROCESS_NAME = "kdkeras_preprocess"
@@ -54,11 +55,15 @@ def _swap_convs(model, to_fast: bool):
             return GroupedConv2D.from_config(config)
         if to_fast and type(layer) is keras.layers.BatchNormalization:
             return FastBatchNormalization.from_config(config)
+        if to_fast and type(layer) is keras.layers.Dropout:
+            return GlobalBatchDropout.from_config(config)
         if not to_fast and isinstance(layer, GroupedConv2D):
             config.pop("implementation", None)
             return keras.layers.Conv2D.from_config(config)
         if not to_fast and isinstance(layer, FastBatchNormalization):
             return keras.layers.BatchNormalization.from_config(config)
+        if not to_fast and isinstance(layer, GlobalBatchDropout):
+            return keras.layers.Dropout.from_config(config)
         return layer.__class__.from_config(config)
 
     network = strip_preprocessing(model)
@@ -77,7 +82,7 @@ def _single(tensors):
 
 
 def to_plain_keras(model):
-    """An uncompiled copy of ``model`` with plain Keras ``Conv2D`` / ``BatchNormalization`` layers.
+    """An uncompiled copy of ``model`` with plain Keras ``Conv2D`` / ``BatchNormalization`` / ``Dropout`` layers.
 
     A model with the raw-image front (:func:`add_preprocessing`) keeps it.
     """
@@ -85,7 +90,7 @@ def to_plain_keras(model):
 
 
 def to_fast_keras(model):
-    """An uncompiled copy of ``model`` with ``GroupedConv2D`` for grouped convs and ``FastBatchNormalization``.
+    """An uncompiled copy of ``model`` with kdkeras's layers: ``GroupedConv2D``, ``FastBatchNormalization``, ``GlobalBatchDropout``.
 
     A model with the raw-image front (:func:`add_preprocessing`) keeps it.
     """
@@ -202,7 +207,7 @@ def _needs_conversion(model) -> bool:
     if model.compiled:
         return True
     for layer in model.layers:
-        if isinstance(layer, (GroupedConv2D, FastBatchNormalization)):
+        if isinstance(layer, (GroupedConv2D, FastBatchNormalization, GlobalBatchDropout)):
             return True
         if isinstance(layer, keras.Model) and _needs_conversion(layer):
             return True

@@ -16,12 +16,13 @@ Block (pre-activation)::
 
 from __future__ import annotations
 
+import re
+
 import keras
 
 from kdkeras.errors import UsageError
+from kdkeras.layers import GlobalBatchDropout
 from kdkeras.models.blocks import apply_grouped_unit, batch_norm, conv
-import re
-
 from kdkeras.models.registry import NetEntry, register_family, register_net
 
 #: The paper's WRN schedule (section 5): lr / 5 at epochs 30, 60 and 90 of 120.
@@ -70,7 +71,7 @@ def apply_wrn_block(x, filters, strides, spec, residual, dropout, name):
     h = apply_grouped_unit(a, filters, strides, spec, name=f"{name}_unit1")
     h = keras.layers.ReLU(name=f"{name}_mid_relu")(batch_norm(h, f"{name}_mid_bn"))
     if dropout:
-        h = keras.layers.Dropout(dropout, name=f"{name}_dropout")(h)
+        h = GlobalBatchDropout(dropout, name=f"{name}_dropout")(h)
     h = apply_grouped_unit(h, filters, 1, spec, name=f"{name}_unit2")
     if not residual:
         return h

@@ -21,6 +21,8 @@ from kdkeras.errors import UsageError
 
 #: The one multi-worker strategy of this process (collective ops are configured once per process).
 _MULTI_WORKER = None
+#: This process's MirroredStrategy objects, by their devices (None: the default, every GPU).
+_MIRRORED: dict = {}
 
 
 def _resolver():
@@ -78,7 +80,8 @@ def make_strategy(name: str):
 
     ``auto``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names several
     workers, ``MirroredStrategy`` when several GPUs are visible, else the
-    default (single-device) strategy. The multi-worker strategy is created
+    default (single-device) strategy. ``mirrored`` without a GPU mirrors over
+    the logical CPU devices when the process made several. The multi-worker strategy is created
     once per process and shared by every run it trains (a teacher trained on
     the way and its student).
     """
@@ -95,8 +98,31 @@ def make_strategy(name: str):
                 "the cluster (see docs/distributed.md).")
         return multi_worker_strategy()
     if name == "mirrored" or len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
+        cpus = tf.config.list_logical_devices("CPU")
+        devices = None
+        if name == "mirrored" and not tf.config.list_logical_devices("GPU") and len(cpus) > 1:
+            # No GPU, and the CPU split into logical devices (tf.config.set_logical_device_configuration):
+            # a replica on each, e.g. to check a run's replica behaviour on a laptop.
+            devices = tuple(d.name for d in cpus)
+        return mirrored_strategy(devices)
     return tf.distribute.get_strategy()
+
+
+def mirrored_strategy(devices=None):
+    """This process's ``MirroredStrategy`` over ``devices`` (default: every GPU), created on first use.
+
+    One per process, as the multi-worker strategy: two strategies in one
+    process number their collectives alike, and TensorFlow keeps the shapes
+    of a number's first collective, so the second run of a process (a student
+    after the teacher trained on the way) stopped at its first step with
+    "Shape mismatch in the collective instance".
+    """
+    import tensorflow as tf
+
+    key = tuple(devices) if devices else None
+    if key not in _MIRRORED:
+        _MIRRORED[key] = tf.distribute.MirroredStrategy(list(key) if key else None)
+    return _MIRRORED[key]
 
 
 def multi_worker_strategy():
