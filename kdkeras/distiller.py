@@ -634,11 +634,9 @@ def _tf_global_batch(tf, x):
     number of replicas, which is exact only for equal per-replica batches.)
 
     The sum is a collective, taken before the forward pass (the inputs wait
-    for it): collectives must start in the same order on every replica, and
-    the forward pass has collectives of its own (synchronized BatchNorm,
-    :class:`kdkeras.layers.GlobalBatchDropout`). Left unordered, one replica
-    could start this sum while another starts a BatchNorm's, and the step
-    fails with a collective shape mismatch.
+    for it), so that every replica starts its collectives in one order: the
+    forward pass has collectives of its own (synchronized BatchNorm,
+    :class:`kdkeras.layers.GlobalBatchDropout`).
 
     Returns:
         ``(global_batch, x)``: a float32 scalar, and ``x`` (a tensor or a nest).

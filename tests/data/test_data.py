@@ -653,3 +653,21 @@ def test_data_tuning_follows_the_host_unless_set(monkeypatch):
     plain = config_lib.resolve({"model": "wrn16x1_R_g2"})
     tuned = config_lib.resolve({"model": "wrn16x1_R_g2", "data_tuning": "autotune"})
     assert config_lib.run_name(plain) == config_lib.run_name(tuned)  # a process setting
+
+
+def test_each_epochs_order_is_a_function_of_seed_and_epoch():
+    # The training pipeline of a run: epoch e's batches depend on (seed, e) only, so a resumed run, and every
+    # worker of a multi-worker run, sees the epochs an uninterrupted single process sees.
+    def labels(splits, start, stop):
+        return np.concatenate([lab.numpy() for _, lab in splits.train_epochs(start, stop)])
+
+    splits = data.make_splits("synthetic", train_size=24, test_size=4, batch_size=8, seed=3, augment=False)
+    both = labels(splits, 0, 2)
+    first, second = both[:24], both[24:]
+    assert sorted(first) == sorted(second)  # each epoch is a permutation of the same subset
+    assert not np.array_equal(first, second)  # ... in another order
+    np.testing.assert_array_equal(labels(splits, 1, 2), second)  # epoch 1 alone: as in the run
+    other = data.make_splits("synthetic", train_size=24, test_size=4, batch_size=8, seed=4, augment=False)
+    again = data.make_splits("synthetic", train_size=24, test_size=4, batch_size=8, seed=3, augment=False)
+    np.testing.assert_array_equal(labels(again, 0, 2), both)
+    assert not np.array_equal(labels(other, 0, 1), first)  # another seed, another order
