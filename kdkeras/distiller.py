@@ -629,7 +629,7 @@ def _tf_global_batch(tf, x):
     sizes. ``tf.distribute`` sums the replicas' gradients, so the applied
     gradient is that of the mean over the global batch: the single-device
     gradient, also for a ragged last batch split unevenly across replicas
-    (e.g. 12 = 8 + 4). Without a strategy this is the plain batch size.
+    (e.g. 13 = 7 + 6). Without a strategy this is the plain batch size.
     (Keras's own trainer instead divides each replica's batch mean by the
     number of replicas, which is exact only for equal per-replica batches.)
 
