@@ -1,6 +1,7 @@
 """Shared test helpers: running scripts as a user would, interrupting a fit."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -74,3 +75,19 @@ def record_calls(monkeypatch, owner, name):
 
     monkeypatch.setattr(owner, name, recording)
     return calls
+
+
+def free_ports(n):
+    """``n`` ports the OS has just given out and that are free again (for a cluster of worker processes).
+
+    TensorFlow's gRPC server binds its port itself (on 0.0.0.0, without SO_REUSEPORT), so the ports cannot stay
+    held by the test until the workers bind them: the only race left is another process taking one in the
+    seconds before a worker starts listening.
+    """
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

@@ -11,13 +11,12 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-from tests.helpers import script_command, script_env
+from tests.helpers import free_ports, script_command, script_env
 
 pytestmark = pytest.mark.slow
 
@@ -44,25 +43,9 @@ RUN = [f for f in README_FLAGS if not f.startswith(("--logdir=", "--strategy=", 
 EPOCHS = int(next(f for f in README_FLAGS if f.startswith("--epochs=")).split("=")[1])
 
 
-def _free_ports(n):
-    """``n`` ports the OS has just given out and that are free again.
-
-    TensorFlow's gRPC server binds its port itself (on 0.0.0.0, without SO_REUSEPORT), so the ports cannot stay
-    held by this test until the workers bind them: the only race left is another process taking one in the
-    seconds before a worker starts listening.
-    """
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _start_workers(script, args, logdir, out_dir, tag):
     """Starts the two workers of a cluster on 127.0.0.1; returns the processes and their log paths."""
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     procs, logs = [], []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})

@@ -17,7 +17,6 @@ docs/distributed.md says what is exactly equal and what only within rounding.
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import zipfile
@@ -25,7 +24,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tests.helpers import script_env
+from tests.helpers import free_ports, script_env
 
 pytestmark = pytest.mark.slow
 
@@ -34,22 +33,12 @@ ROOT = os.path.dirname(os.path.dirname(SCRIPT))
 RUNS = ("train", "distill")
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """``{"single" | "mirrored" | "multiworker": the script's JSON (the chief's for the workers)}``."""
     root = tmp_path_factory.mktemp("replicas")
     env = script_env(PYTHONPATH=ROOT + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""))
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     jobs = {
         "single": (["--strategy=none"], {}),
         "mirrored": (["--strategy=mirrored", "--logical_cpus=2"], {}),
