@@ -41,6 +41,19 @@ def _poll_until(condition, proc, what, timeout=600):
         time.sleep(0.02)
 
 
+def _kill_when(proc, *waits):
+    """SIGKILLs ``proc`` once each ``(condition, what)`` of ``waits`` holds in turn (see :func:`_poll_until`)."""
+    try:
+        for condition, what in waits:
+            _poll_until(condition, proc, what)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 @pytest.mark.parametrize("moment", ["after_history_row", "after_backup"])
 def test_sigkill_mid_training_then_resume(tmp_path, moment):
@@ -55,20 +68,14 @@ def test_sigkill_mid_training_then_resume(tmp_path, moment):
         found["run_dir"] = found.get("run_dir") or _run_dir(str(tmp_path))
         return bool(found["run_dir"] and _history_epochs(os.path.join(found["run_dir"], "history.csv")))
 
-    try:
-        # after_history_row: killed right after the first epoch's history row, maybe while its backup is written;
-        # after_backup: once that backup is complete, i.e. during the second epoch (mid-epoch).
-        _poll_until(first_epoch_row, proc, "the first epoch's history row")
-        run_dir = found["run_dir"]
-        if moment == "after_backup":
-            _poll_until(lambda: resume.backup_epoch(os.path.join(run_dir, "backup")) >= 1, proc,
-                        "the first epoch's backup")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # after_history_row: killed right after the first epoch's history row, maybe while its backup is written;
+    # after_backup: once that backup is complete, i.e. during the second epoch (mid-epoch).
+    waits = [(first_epoch_row, "the first epoch's history row")]
+    if moment == "after_backup":
+        waits.append((lambda: resume.backup_epoch(os.path.join(found["run_dir"], "backup")) >= 1,
+                      "the first epoch's backup"))
+    _kill_when(proc, *waits)
+    run_dir = found["run_dir"]
 
     assert not os.path.exists(os.path.join(run_dir, "results.json"))
     done_before = _history_epochs(os.path.join(run_dir, "history.csv"))
@@ -142,14 +149,7 @@ def _kill_after_epoch_2_and_resume(command, tmp_path, prefix):
         found["run_dir"] = found.get("run_dir") or _run_dir(str(killed), prefix)
         return bool(found["run_dir"] and resume.backup_epoch(os.path.join(found["run_dir"], "backup")) >= 2)
 
-    try:
-        _poll_until(backup_of_epoch_2, proc, "a complete backup of epoch 2")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    _kill_when(proc, (backup_of_epoch_2, "a complete backup of epoch 2"))
     run_dir = found["run_dir"]
     assert not os.path.exists(os.path.join(run_dir, "results.json"))
     again = subprocess.run(command(killed), capture_output=True, text=True, env=env, timeout=600)
