@@ -373,7 +373,7 @@ def teacher_config(config: RunConfig) -> RunConfig:
     return resolve({**inherited, "model": config.teacher})
 
 
-def _identity(config: RunConfig) -> dict:
+def identity(config: RunConfig) -> dict:
     """Result-affecting settings that differ from the paper's recipe."""
     defaults = recipe_defaults(config.model, distill=config.distill)
     current = config.to_dict()
@@ -418,8 +418,8 @@ def run_name(config: RunConfig, extra: dict | None = None, data=None) -> str:
 
 def _data_run_name(config: RunConfig, extra, data) -> str:
     name = config.model + (_teacher_part(config.teacher) if config.distill else "") + f"-s{config.seed}"
-    identity = {**_identity(config), **(extra or {}), "data": data.id}
-    return f"{name}-{hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]}"
+    fields = {**identity(config), **(extra or {}), "data": data.id}
+    return f"{name}-{hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
 def plain_run_name(config: RunConfig, extra: dict | None = None) -> str:
@@ -433,9 +433,9 @@ def plain_run_name(config: RunConfig, extra: dict | None = None) -> str:
 
         name += f"-{folder_tag(config.data_dir)}"
     name += f"-s{config.seed}"
-    identity = {**_identity(config), **(extra or {})}
-    if identity:
-        digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    fields = {**identity(config), **(extra or {})}
+    if fields:
+        digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
         name += f"-{digest}"
     return name
 
