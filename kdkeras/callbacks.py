@@ -157,10 +157,11 @@ class KDSchedule(keras.callbacks.Callback):
     Resuming from a backup sets the right value, because ``fit`` restarts at
     the resumed epoch.
 
-    A distiller with distillation terms (``--method=dkd|fitnets|at``) has no
-    ``alpha``: there every term's weight is its configured weight while KD is
-    on and 0 afterwards (the cross-entropy keeps its weight), and the logs get
-    ``distill_on`` (1 or 0) instead of ``alpha``.
+    Every method weighted by its own weight (``--method=dkd|fitnets|at|...``,
+    or the second method of ``kd+at``) has that weight while KD is on and 0
+    afterwards (the cross-entropy keeps its weight). A distiller without
+    ``alpha`` (no KD among its methods) logs ``distill_on`` (1 or 0) instead
+    of ``alpha``.
 
     Args:
         kd_epochs: number of epochs with KD (positive).
@@ -179,18 +180,17 @@ class KDSchedule(keras.callbacks.Callback):
         return self.kd_alpha if epoch < self.kd_epochs else 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        if getattr(self.model, "distillation_losses", None):
-            on = epoch < self.kd_epochs
-            self.model.term_weights = [w if on else 0.0 for w in self.model.loss_weights]
-        else:
+        on = epoch < self.kd_epochs
+        if self.model.coupled:
             self.model.alpha = self.alpha_at(epoch)
+        self.model.term_weights = [w if on else 0.0 for w in self.model.own_loss_weights]
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            if getattr(self.model, "distillation_losses", None):
-                logs["distill_on"] = float(epoch < self.kd_epochs)
-            else:
+            if self.model.coupled:
                 logs["alpha"] = self.alpha_at(epoch)
+            else:
+                logs["distill_on"] = float(epoch < self.kd_epochs)
 
 
 class EvaluateSplits(keras.callbacks.Callback):

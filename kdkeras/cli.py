@@ -220,13 +220,7 @@ def define_run_flags(distill: bool) -> None:
         flags.DEFINE_float("alpha", None, "Weight of the KD term (paper: 0.9).")
         flags.DEFINE_integer("kd_epochs", None, "KD only in the first N epochs, then hard targets "
                              "only (early-hint ablation; default: KD in every epoch).")
-        flags.DEFINE_string("method", None, "Distillation method: kd (default: the paper's Hinton KD), dkd, "
-                            "fitnets or at (docs/methods.md).")
-        flags.DEFINE_float("method_weight", None, "Weight of the method's term (default: the method's own: "
-                           "dkd 1, fitnets 100, at 1000; kd uses --alpha).")
-        flags.DEFINE_float("dkd_beta", None, "DKD: weight of the non-target-class term (default 8).")
-        flags.DEFINE_integer("dkd_warmup", None, "DKD: epochs of linear warm-up of its weight (default 20).")
-        flags.DEFINE_string("hint_tap", None, "FitNets: the stage of the hint, e.g. stage2 (default).")
+        define_method_flags()
         flags.DEFINE_bool("train_teacher", True, "Train a teacher given by name first when --logdir has "
                           "no finished run of it (--notrain_teacher: fail instead).")
         flags.DEFINE_bool("teacher_data_check", True, "Refuse a --teacher=PATH.keras whose run read other data "
@@ -272,6 +266,23 @@ def define_run_flags(distill: bool) -> None:
                         "or 8+ cores, else fixed), fixed (best on small CPUs) or autotune.")
     define_instrument_flags()
     flags.DEFINE_string("logdir", "logs", "Root folder of all runs.")
+
+
+def define_method_flags() -> None:
+    """Defines ``--method``, ``--method_weight`` and every method's own flags, from the methods' declarations."""
+    from absl import flags
+
+    from kdkeras import methods
+
+    flags.DEFINE_string("method", None, f"Distillation method: {', '.join(methods.list_methods())}, or several "
+                        "joined by + (e.g. kd+at); default kd, the paper's Hinton KD (docs/methods.md).")
+    flags.DEFINE_float("method_weight", None, "Weight of a single method other than kd (default: the method's "
+                       "own); the same as its --<method>_weight. kd's weight is --alpha.")
+    define = {float: flags.DEFINE_float, int: flags.DEFINE_integer, str: flags.DEFINE_string,
+              bool: flags.DEFINE_bool, tuple: flags.DEFINE_list}
+    for item in methods.all_settings():
+        default = ",".join(item.default) if isinstance(item.default, tuple) else item.default
+        define[item.type](item.flag, None, f"{item.method}: {item.help} (default {default}).")
 
 
 def define_download_flags() -> None:

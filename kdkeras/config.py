@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import typing
 
 import yaml
 
@@ -38,7 +39,7 @@ STRATEGIES = ("auto", "mirrored", "multiworker", "none")
 
 
 @dataclasses.dataclass
-class RunConfig:
+class _RunSettings:
     """Every setting of one training run (baseline or KD).
 
     Attributes:
@@ -63,17 +64,19 @@ class RunConfig:
             that tests KD as an early hint). ``None``: KD in every epoch.
             With another ``method``, every term's weight is 0 after it.
         method: the distillation method of a KD run, one of
-            :data:`kdkeras.methods.TERMS` (``kd``, ``dkd``, ``fitnets``,
-            ``at``; docs/methods.md). ``kd`` (default) is the paper's Hinton KD
+            :func:`kdkeras.list_methods` (docs/methods.md), or several joined
+            by ``+`` (``kd+at``). ``kd`` (default) is the paper's Hinton KD
             with ``temperature`` and ``alpha``; the others use their paper's
-            defaults, the cross-entropy weight of their recipe and
-            ``temperature`` (DKD).
-        method_weight: the weight of the method's term (``None``: the
-            method's default: DKD 1, FitNets 100, AT 1000; for ``kd`` the
-            weight is ``alpha``, so this must stay unset).
-        dkd_beta: DKD's weight of the non-target-class term (``None``: 8).
-        dkd_warmup: DKD's linear warm-up in epochs (``None``: 20; 0: none).
-        hint_tap: FitNets' hint stage, e.g. ``stage2`` (``None``: ``stage2``).
+            defaults and the cross-entropy weight of their recipe. With
+            ``kd`` among several, KD is weighted by ``alpha`` and the
+            cross-entropy by ``1 - alpha``.
+        method_weight: the weight of a single method other than ``kd``
+            (``None``: the method's default, e.g. DKD 1, FitNets 100, AT
+            1000); the same as its ``<method>_weight``.
+        <method>_<setting>: every method's own settings and weight
+            (``dkd_beta``, ``hint_tap``, ``at_weight``, ...), declared by the
+            method (:mod:`kdkeras.methods`) and added to this class from its
+            declaration; ``None``: the method's default.
         seed: random seed (weights, data order, augmentation, subsets).
         train_size, test_size: use a subset of the data (class-balanced,
             seeded); ``train_size`` counts the images trained on.
@@ -132,9 +135,6 @@ class RunConfig:
     kd_epochs: int | None = None
     method: str = "kd"
     method_weight: float | None = None
-    dkd_beta: float | None = None
-    dkd_warmup: int | None = None
-    hint_tap: str | None = None
     seed: int = 0
     train_size: int | None = None
     test_size: int | None = None
@@ -156,21 +156,30 @@ class RunConfig:
         return self.teacher is not None
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        if d["lr_milestones"] is not None:
-            d["lr_milestones"] = list(d["lr_milestones"])
-        return d
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
+def _with_method_settings(base):
+    """``base`` plus one field per method setting (:func:`kdkeras.methods.all_settings`), each ``None`` (not set)."""
+    from kdkeras import methods
+
+    fields = [(s.flag, typing.Optional[s.type], dataclasses.field(default=None)) for s in methods.all_settings()]
+    made = dataclasses.make_dataclass("RunConfig", fields, bases=(base,))
+    made.__module__, made.__qualname__, made.__doc__ = __name__, "RunConfig", base.__doc__
+    return made
+
+
+RunConfig = _with_method_settings(_RunSettings)
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+#: The fields of the methods' own settings (``dkd_beta``, ``at_weight``, ...).
+METHOD_SETTING_FIELDS = FIELDS[len(dataclasses.fields(_RunSettings)):]
 #: Settings that do not change what a run computes (where data comes from,
 #: how it is spread over devices): left out of the run name's hash.
 NON_IDENTITY_FIELDS = ("data_dir", "archive", "download", "data_mirror", "strategy", "steps_per_execution",
                        "jit_compile", "deterministic",
                        "data_tuning")
 #: KD-only settings, which a teacher does not inherit from its student's command.
-KD_FIELDS = ("teacher", "temperature", "alpha", "kd_epochs", "method", "method_weight", "dkd_beta", "dkd_warmup",
-             "hint_tap")
+KD_FIELDS = ("teacher", "temperature", "alpha", "kd_epochs", "method", "method_weight") + METHOD_SETTING_FIELDS
 #: Settings of the student's model alone, which a teacher trained on the way
 #: does not inherit either (the teacher is a plain baseline).
 STUDENT_FIELDS = ("init",)
@@ -221,7 +230,7 @@ def resolve(overrides: dict) -> RunConfig:
     if isinstance(explicit.get("epochs"), int) and not isinstance(explicit["epochs"], bool) \
             and explicit["epochs"] > 0:
         recipe.update(recipes.scale_schedule(recipe, explicit["epochs"]))
-    settings = {**recipe, **explicit}
+    settings = _single_method_weight({**recipe, **explicit})
     if settings.get("lr_milestones") is not None:
         try:
             settings["lr_milestones"] = tuple(int(m) for m in settings["lr_milestones"])
@@ -231,6 +240,17 @@ def resolve(overrides: dict) -> RunConfig:
     config = RunConfig(**settings)
     validate(config)
     return config
+
+
+def _single_method_weight(settings: dict) -> dict:
+    """A single method's ``<method>_weight`` as ``method_weight``: one run, one name, whichever flag set it."""
+    method = settings.get("method")
+    key = f"{method}_weight"
+    if isinstance(method, str) and key in METHOD_SETTING_FIELDS and settings.get(key) is not None:
+        if settings.get("method_weight") is not None:
+            raise UsageError(f"method_weight and {key} both set the weight of method={method}: give one.")
+        settings = {**settings, "method_weight": settings[key], key: None}
+    return settings
 
 
 def _check(condition, message):
@@ -304,27 +324,22 @@ def validate(config: RunConfig) -> None:
 
 
 def _validate_method(config: RunConfig) -> None:
-    """Checks ``method`` and its settings (``method_weight``, ``dkd_*``, ``hint_tap``)."""
-    from kdkeras.methods import TERMS
+    """Checks ``method``, ``method_weight`` and every method setting (:func:`kdkeras.methods.check_run_settings`)."""
+    from kdkeras import methods
 
-    _check(config.method in TERMS, f"Unknown method '{config.method}'. Valid choices: {', '.join(TERMS)}.")
-    owners = {"dkd_beta": "dkd", "dkd_warmup": "dkd", "hint_tap": "fitnets"}
-    for name, owner in owners.items():
-        value = getattr(config, name)
-        _check(value is None or config.method == owner,
-               f"{name} is a setting of method={owner}. Received: method={config.method}, {name}={value!r}.")
+    methods.check_run_settings(config.method, {name: getattr(config, name) for name in METHOD_SETTING_FIELDS})
+    names = methods.parse(config.method)
     _check(config.method_weight is None or config.method != "kd",
            "method_weight is not used by method=kd: its weight is alpha (--alpha).")
-    for name in ("method_weight", "dkd_beta"):
-        value = getattr(config, name)
-        _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0),
-               f"{name} must be a number >= 0. Received: {name}={value!r}.")
-    _check(config.dkd_warmup is None
-           or (isinstance(config.dkd_warmup, int) and not isinstance(config.dkd_warmup, bool)
-               and config.dkd_warmup >= 0),
-           f"dkd_warmup must be an integer >= 0 (epochs). Received: dkd_warmup={config.dkd_warmup!r}.")
-    _check(config.hint_tap is None or (isinstance(config.hint_tap, str) and config.hint_tap.startswith("stage")),
-           f"hint_tap must be a stage name such as stage2. Received: hint_tap={config.hint_tap!r}.")
+    _check(config.method_weight is None or len(names) == 1,
+           f"method_weight is the weight of a single method; with method={config.method} give each its "
+           f"<method>_weight (e.g. {names[-1]}_weight).")
+    value = config.method_weight
+    _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0),
+           f"method_weight must be a number >= 0. Received: method_weight={value!r}.")
+    for item in methods.all_settings():  # a list (YAML, flags) as the tuple the method reads
+        if item.type is tuple and getattr(config, item.flag) is not None:
+            setattr(config, item.flag, item.check(getattr(config, item.flag)))
 
 
 def is_model_file(teacher: str) -> bool:

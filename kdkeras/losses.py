@@ -118,10 +118,10 @@ def kd_loss_terms(
     log_p_s = ops.log_softmax(s, axis=-1)  # (batch, num_classes)
     ce = -ops.take_along_axis(log_p_s, ops.expand_dims(y, -1), axis=-1)[:, 0]
 
-    return ce, _soft_target_term(s, t, temperature)
+    return ce, soft_target_term(s, t, temperature)
 
 
-def _soft_target_term(s, t, temperature: float):
+def soft_target_term(s, t, temperature: float):
     """``T^2 * KL(softmax(t / T) || softmax(s / T))`` per example, from float32 logits."""
     log_q_s = ops.log_softmax(s / temperature, axis=-1)  # (batch, num_classes)
     log_q_t = ops.log_softmax(t / temperature, axis=-1)  # (batch, num_classes)
@@ -202,4 +202,4 @@ if hasattr(keras, "distillation"):  # Keras >= 3.12
         def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
             s = _as_float32_logits(student_outputs, True)
             t = ops.stop_gradient(_as_float32_logits(teacher_outputs, True))
-            return ops.mean(_soft_target_term(s, t, self.temperature))
+            return ops.mean(soft_target_term(s, t, self.temperature))

@@ -244,7 +244,8 @@ def test_build_run_model_builds_the_method(tmp_path):
     assert [t.method for t in model.distillation_losses] == ["fitnets"]
     assert model.distillation_losses[0].hint_tap == "stage1" and model.term_weights == [100.0]
     plain, _ = build_run_model(config_lib.resolve({**KD_RUN, "train_size": 16, "test_size": 16}), data, teacher)
-    assert plain.distillation_losses is None and plain.alpha == pytest.approx(0.9)
+    assert [t.method for t in plain.distillation_losses] == ["kd"] and plain.coupled
+    assert plain.alpha == pytest.approx(0.9) and plain.term_weights == []
 
 
 def test_method_is_a_grid_axis(tmp_path):
@@ -408,3 +409,35 @@ def test_gradient_flow_measures_the_method_objective(tmp_path, method):
     grads = tape.gradient(objective, layer.trainable_weights)
     # Gradients through ~10 float32 layers by another execution (seen 2e-7 relative): 1e-4 relative.
     assert norms[0] == pytest.approx(float(tf.sqrt(sum(tf.reduce_sum(g * g) for g in grads))), rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["kd", "dkd", "fitnets"])
+def test_checkpoints_keep_the_layout_of_earlier_runs(method, tmp_path):
+    """A distiller's weights file holds the same entries, in the same places, as before the method registry.
+
+    tests/fixtures/distiller_checkpoint_layout.json lists every dataset (path and shape) of the
+    `save_weights` file of each method's distiller on wrn10x1, written by the distiller that
+    preceded the registry; a run folder's backup from then still loads and resumes.
+    """
+    import json
+    import os
+
+    import h5py
+
+    from kdkeras.optimizers import PyTorchSGD
+
+    recorded = json.load(open(os.path.join(os.path.dirname(__file__), "fixtures",
+                                           "distiller_checkpoint_layout.json")))[method]
+    student = build_model("wrn10x1_NR_g2", num_classes=10, input_shape=(32, 32, 3))
+    teacher = build_model("wrn10x1_R_g2", num_classes=10, input_shape=(32, 32, 3))
+    distiller = method_distiller(student, teacher, method)
+    distiller.compile(optimizer=PyTorchSGD(0.1, momentum=0.9))
+    distiller.optimizer.build(distiller.student.trainable_variables + distiller.adapter_variables)
+    path = str(tmp_path / "d.weights.h5")
+    distiller.save_weights(path)
+    rows = []
+    with h5py.File(path) as f:
+        f.visititems(lambda name, obj: rows.append([name, list(obj.shape)]) if isinstance(obj, h5py.Dataset)
+                     else None)
+    assert rows == recorded
+    distiller.load_weights(path)

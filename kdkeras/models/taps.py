@@ -54,6 +54,8 @@ from kdkeras.models.convert import PREPROCESS_NAME, RAW_INPUT_NAME, has_preproce
 STEM = "stem"
 #: Key of the logits in :func:`feature_model`'s outputs.
 LOGITS = "logits"
+#: Name of the embedding tap: the pooled features the classifier reads (the input of the ``logits`` layer).
+EMBEDDING = "embedding"
 #: The stem's last layer, first match wins (ResNet-18 and MobileNetV2, then WRN).
 STEM_LAYERS = ("stem_relu", "stem_conv")
 #: A block's output layer is ``stage{s}_block{b}_<suffix>`` with the first of these suffixes the block has:
@@ -168,7 +170,7 @@ def _check_taps(model, taps) -> list[str]:
         return tap_names(model)
     if isinstance(taps, str):
         taps = [taps]
-    valid = tap_names(model)
+    valid = tap_names(model) + [EMBEDDING]
     chosen = []
     for tap in taps:
         if tap == LOGITS:
@@ -192,8 +194,10 @@ def feature_model(model, taps=None) -> keras.Model:
             A model with the raw-image front (a run's ``model.keras`` loaded
             with ``raw_images=True``) keeps it: the view then takes raw images
             too, and its taps are those of the network behind the front.
-        taps: tap names (a list, or one name); ``None``: every tap. ``"logits"``
-            may be listed; it is always an output.
+        taps: tap names (a list, or one name); ``None``: every stage tap.
+            ``"logits"`` may be listed; it is always an output.
+            ``"embedding"``: the pooled features the classifier reads,
+            ``(batch, features)``.
 
     Returns:
         A ``keras.Model`` whose call returns a dict with the key ``"logits"``
@@ -214,9 +218,20 @@ def feature_model(model, taps=None) -> keras.Model:
     if len(model.outputs) != 1:
         raise UsageError(f"Model '{model.name}' has {len(model.outputs)} outputs; a zoo network has one (the logits).")
     found = feature_taps(model)
+    if EMBEDDING in chosen:
+        found[EMBEDDING] = _embedding(model)
     outputs = {LOGITS: model.outputs[0], **{tap: found[tap] for tap in chosen}}
     return keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, outputs,
                        name=f"{model.name}_features")
+
+
+def _embedding(model):
+    """The symbolic input of a zoo network's classifier (its ``logits`` layer): ``(batch, features)``."""
+    try:
+        return model.get_layer(LOGITS).input
+    except ValueError:
+        raise UsageError(f"Model '{model.name}' has no '{LOGITS}' layer, so no {EMBEDDING!r} tap: "
+                         "not a kdkeras zoo network.") from None
 
 
 def _feature_shape(shape, what):

@@ -184,9 +184,9 @@ def make_optimizer(config, steps_per_epoch: int, lr: float | None = None):
 def build_run_model(config, data, teacher=None, strategy=None):
     """The compiled model of a run: a :class:`~kdkeras.distiller.Distiller` (KD) or the student.
 
-    A KD run's distiller is that of ``config.method``
-    (:func:`kdkeras.distiller.method_distiller`): ``kd`` is the paper's Hinton
-    KD; ``dkd``, ``fitnets`` and ``at`` are term distillers.
+    A KD run's distiller is that of ``config.method`` and its settings
+    (:func:`kdkeras.distiller.distiller_for_run`): ``kd`` is the paper's
+    Hinton KD.
 
     The student's weights depend only on ``config.seed`` (the global RNGs
     are seeded here, right before it is built), and its optimizer and lr
@@ -223,14 +223,12 @@ def build_run_model(config, data, teacher=None, strategy=None):
         distribute.synchronize_batchnorm(student, strategy)
         optimizer = make_optimizer(config, data.steps_per_epoch)
         if config.distill:
-            from kdkeras.distiller import method_distiller
+            from kdkeras.distiller import distiller_for_run
 
             if teacher is None:
                 raise ValueError(f"KD run {config.model} needs its teacher model.")
             check_teacher(teacher, config, data.info)
-            model = method_distiller(student, teacher, config.method, temperature=config.temperature,
-                                     alpha=config.alpha, weight=config.method_weight, dkd_beta=config.dkd_beta,
-                                     dkd_warmup=config.dkd_warmup, hint_tap=config.hint_tap)
+            model = distiller_for_run(student, teacher, config)
             model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution,
                           jit_compile=config.jit_compile)
         else:

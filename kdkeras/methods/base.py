@@ -1,0 +1,351 @@
+"""What every distillation method declares, and the one interface the :class:`~kdkeras.distiller.Distiller` uses.
+
+A method is one file in this package (docs/methods.md, "Adding a method"),
+holding:
+
+- a settings dataclass whose fields are declared with :func:`setting`: type
+  (the annotation), default, valid range or choices, help text and the paper
+  the default comes from. Each field becomes the flag ``--<method>_<field>``
+  (or the flag it names), a :class:`kdkeras.config.RunConfig` field that is
+  part of the run's identity when set, an HParams column and a row of the
+  generated table in docs/methods.md;
+- a :class:`Method` subclass: its ``method`` name, ``paper``, what it ``reads``
+  (logits, stage taps, the embedding), the trainable ``parts`` it adds, and
+  its loss per example.
+
+A method is the distillation part of the student's objective only: the
+hard-target cross-entropy and the weight of each method belong to the
+distiller, which computes
+
+    ce_weight * CE + sum_i weight_i * factor_i(epoch) * method_i
+
+per example (docs/methods.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import typing
+from collections.abc import Mapping
+
+import keras
+from keras import ops
+
+from kdkeras.errors import UsageError
+
+#: The key of the logits in the output dicts.
+LOGITS = "logits"
+#: The key of the embedding (the pooled features the classifier reads) in the output dicts.
+EMBEDDING = "embedding"
+
+
+# ------------------------------------------------------------------ settings
+def setting(default, help, *, minimum=None, maximum=None, exclusive_minimum=False, choices=None, flag=None,
+            source=None):
+    """A field of a method's settings dataclass, with what its flag and its validation need.
+
+    Args:
+        default: the method's default (from its paper, see ``source``).
+        help: one line for ``--help`` and docs/methods.md.
+        minimum, maximum: the valid range of a number (inclusive;
+            ``exclusive_minimum``: ``> minimum``).
+        choices: the valid values of a string (or of each item of a tuple).
+        flag: the flag and :class:`~kdkeras.config.RunConfig` field name
+            (default ``<method>_<field>``).
+        source: where the default comes from (a paper or its reference code).
+    """
+    metadata = {"help": help, "minimum": minimum, "maximum": maximum, "exclusive_minimum": exclusive_minimum,
+                "choices": tuple(choices) if choices is not None else None, "flag": flag, "source": source}
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default_factory=lambda: tuple(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One declared setting of a method, as flags, configs and docs see it."""
+
+    method: str
+    field: str
+    flag: str
+    type: type  # float, int, str, bool or tuple (of str)
+    default: typing.Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    choices: tuple | None = None
+    source: str | None = None
+
+    def check(self, value):
+        """``value`` converted to the setting's type; a one-line :class:`UsageError` when it is not valid."""
+        def bad(expected):
+            raise UsageError(f"{self.flag} must be {expected}. Received: {self.flag}={value!r}.")
+
+        if self.type is bool:
+            if not isinstance(value, bool):
+                bad("true or false")
+            return value
+        if self.type in (int, float):
+            integral = self.type is int
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral if integral else numbers.Real):
+                bad(self._range_text("an integer" if integral else "a number"))
+            if (self.minimum is not None and (value < self.minimum or (self.exclusive_minimum
+                                                                       and value == self.minimum))) or \
+                    (self.maximum is not None and value > self.maximum):
+                bad(self._range_text("an integer" if integral else "a number"))
+            return int(value) if integral else float(value)
+        if self.type is tuple:
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, str) and v
+                                                                              for v in items):
+                bad("a non-empty list of names" + self._choices_text())
+            if self.choices and any(v not in self.choices for v in items):
+                bad("a list of" + self._choices_text())
+            return tuple(items)
+        if not isinstance(value, str) or (self.choices and value not in self.choices):
+            bad("one of" + self._choices_text() if self.choices else "a string")
+        return value
+
+    def _range_text(self, kind):
+        parts = []
+        if self.minimum is not None:
+            parts.append(f"{'>' if self.exclusive_minimum else '>='} {self.minimum:g}")
+        if self.maximum is not None:
+            parts.append(f"<= {self.maximum:g}")
+        return kind + (" " + " and ".join(parts) if parts else "")
+
+    def _choices_text(self):
+        return " " + ", ".join(self.choices) if self.choices else ""
+
+
+def declared_settings(method_class) -> list[Setting]:
+    """The :class:`Setting` of each field of ``method_class.Settings``, in declaration order."""
+    out = []
+    hints = typing.get_type_hints(method_class.Settings)
+    for field in dataclasses.fields(method_class.Settings):
+        hint = hints[field.name]
+        kind = tuple if typing.get_origin(hint) is tuple else hint
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        meta = field.metadata
+        out.append(Setting(method=method_class.method, field=field.name,
+                           flag=meta.get("flag") or f"{method_class.method}_{field.name}", type=kind,
+                           default=default, help=meta.get("help", ""), minimum=meta.get("minimum"),
+                           maximum=meta.get("maximum"), exclusive_minimum=meta.get("exclusive_minimum", False),
+                           choices=meta.get("choices"), source=meta.get("source")))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class NoSettings:
+    """The settings of a method that has none of its own."""
+
+
+# ------------------------------------------------------------------ helpers
+def as_float32(x):
+    """``x`` as a float32 tensor."""
+    return ops.cast(ops.convert_to_tensor(x), "float32")
+
+
+def int_labels(labels):
+    """Integer labels ``(B,)`` from ``(B,)`` or ``(B, 1)``."""
+    y = ops.convert_to_tensor(labels)
+    if len(y.shape) == 2:
+        y = ops.squeeze(y, axis=-1)
+    return ops.cast(y, "int32")
+
+
+def check_tap(name, tap):
+    """A one-line error unless ``tap`` is a stage name (not the logits)."""
+    if not isinstance(tap, str) or not tap or tap == LOGITS:
+        raise UsageError(f"`{name}` must be a stage name such as 'stage2' (not 'logits'). Received: {name}={tap!r}")
+
+
+def same_spatial(a, b):
+    """Whether two ``(B, H, W, C)`` shapes have the same ``H, W`` (unknown sizes match anything)."""
+    return all(x is None or y is None or x == y for x, y in zip(tuple(a)[1:3], tuple(b)[1:3]))
+
+
+def check_number(name, value, minimum=0.0, strict=False):
+    """A one-line error unless ``value`` is a number ``>= minimum`` (``> minimum`` if ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < minimum or \
+            (strict and value == minimum):
+        raise UsageError(f"`{name}` must be a number {'>' if strict else '>='} {minimum:g}. "
+                         f"Received: {name}={value!r}")
+
+
+# ------------------------------------------------------------------ the interface
+class Method(keras.distillation.DistillationLoss, keras.layers.Layer):
+    """Base class of kdkeras's distillation methods.
+
+    A method is a ``keras.layers.Layer`` only to own variables (adapters,
+    projection heads, memory banks, a learnable temperature) that the
+    distiller holding it trains, checkpoints and restores; it is never called
+    as a layer, and none of it goes into the exported student ``.keras``.
+
+    Subclasses set the class attributes below, implement
+    :meth:`per_example_loss` and ``get_config``, and set ``self.taps`` (the
+    entries of the output dicts they read besides the logits: stage taps such
+    as ``"stage2"``, or ``"embedding"``).
+    """
+
+    #: The ``--method`` name (``name`` is the layer's own).
+    method = ""
+    #: The paper the method is defined from (docs/methods.md's table).
+    paper = ""
+    #: What the method reads, for the docs table: "logits", "stage taps", "embedding", ...
+    reads = "logits"
+    #: The trainable parts the method adds, for the docs table ("" for none).
+    parts = ""
+    #: The settings dataclass (fields declared with :func:`setting`).
+    Settings = NoSettings
+    #: Whether the method uses the run's shared ``temperature`` (``--temperature``).
+    uses_temperature = False
+    #: The method's weight and the cross-entropy's in its published CIFAR recipe.
+    default_weight = 1.0
+    default_ce_weight = 1.0
+    #: Whether ``per_example_loss`` needs the labels.
+    needs_labels = False
+    #: Epochs of linear warm-up of the method's weight (0: none).
+    warmup_epochs = 0
+    #: Keras's own ``keras.distillation.Distiller`` reads these (``None``: the final outputs).
+    teacher_layer_name = None
+    student_layer_name = None
+
+    def __init__(self, name=None):
+        keras.layers.Layer.__init__(self, name=name)
+        self.taps = ()
+
+    @classmethod
+    def from_settings(cls, settings, temperature=None):
+        """The method built from its settings dataclass (and the run's temperature when it uses one)."""
+        kwargs = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+        if cls.uses_temperature:
+            kwargs["temperature"] = temperature
+        return cls(**kwargs)
+
+    # ----------------------------------------------------------- per example
+    def per_example_loss(self, teacher_outputs, student_outputs, labels=None, training=None):
+        """The method's loss for each example, a float32 ``(B,)`` tensor.
+
+        Args:
+            teacher_outputs: dict ``{"logits": (B, C), "<tap>": ...}`` (or a
+                bare tensor where the method reads exactly one entry).
+            student_outputs: the same for the student.
+            labels: integer ``(B,)`` or ``(B, 1)``; given to methods with ``needs_labels``.
+            training: passed to the method's parts (BatchNormalization mode).
+        """
+        raise NotImplementedError
+
+    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+        """Batch mean of :meth:`per_example_loss` (the ``keras.distillation`` API)."""
+        return ops.mean(self.per_example_loss(teacher_outputs, student_outputs, labels=kwargs.get("labels"),
+                                              training=kwargs.get("training")))
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        """Checks that both sides have every entry the method reads."""
+        self.read(teacher_outputs, "teacher")
+        self.read(student_outputs, "student")
+
+    # ----------------------------------------------------------- parts and epochs
+    def build_adapters(self, student_shapes, teacher_shapes):
+        """Creates the method's trainable parts from ``{tap: shape}`` of both models (``logits`` included)."""
+        self.built = True
+
+    @property
+    def adapters(self):
+        """The method's trainable layers (trained with the student, kept out of its ``.keras``)."""
+        return ()
+
+    def warmup_factor(self, epoch):
+        """Factor of the method's weight in the 0-based ``epoch``: ``min((epoch + 1) / warmup_epochs, 1)``.
+
+        (mdistiller counts epochs from 1 and uses ``min(epoch / warmup, 1)``: the same factors.)
+        """
+        if not self.warmup_epochs:
+            return 1.0
+        return min((int(epoch) + 1) / self.warmup_epochs, 1.0)
+
+    def on_epoch_begin(self, epoch):
+        """Sets per-epoch state (a schedule) before the 0-based ``epoch``; nothing by default."""
+
+    #: Whether :meth:`on_epoch_begin` does something (the distiller then calls it every epoch).
+    has_epoch_state = False
+
+    # ----------------------------------------------------------- internals
+    def keys(self):
+        """The entries of the output dicts this method reads."""
+        return tuple(self.taps) or (LOGITS,)
+
+    def read(self, outputs, side):
+        """``outputs`` as a dict holding at least the method's entries."""
+        keys = self.keys()
+        if not isinstance(outputs, Mapping):
+            if len(keys) != 1:
+                raise ValueError(f"{type(self).__name__} reads {keys!r}: pass the {side} outputs as a dict, "
+                                 "not a single tensor.")
+            return {keys[0]: outputs}
+        missing = [k for k in keys if k not in outputs]
+        if missing:
+            raise ValueError(f"{type(self).__name__} needs the {side} outputs {missing!r}. "
+                             f"Received the keys {sorted(outputs)!r}.")
+        return outputs
+
+    def get_config(self):
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def check_layer_names(teacher_layer_name, student_layer_name, taps):
+    """Both layer names (Keras's own ``Distiller``, one tap) or neither."""
+    if (teacher_layer_name is None) != (student_layer_name is None):
+        raise UsageError(
+            "Give both `teacher_layer_name` and `student_layer_name`, or "
+            f"neither. Received: teacher_layer_name={teacher_layer_name!r}, "
+            f"student_layer_name={student_layer_name!r}"
+        )
+    if teacher_layer_name is not None and len(taps) != 1:
+        raise UsageError(
+            "Keras's `keras.distillation.Distiller` passes one feature map per "
+            "term, so a term with layer names reads exactly one tap. "
+            f"Received: taps={tuple(taps)!r}"
+        )
+
+
+class FeatureMethod(Method):
+    """A method over feature taps; optional layer names for Keras's own ``keras.distillation.Distiller``."""
+
+    def init_feature_taps(self, taps, teacher_layer_name, student_layer_name):
+        check_layer_names(teacher_layer_name, student_layer_name, taps)
+        self.taps = tuple(taps)
+        self.teacher_layer_name = teacher_layer_name
+        self.student_layer_name = student_layer_name
+
+    def keras_tap_shapes(self, teacher, student):
+        """``(student_shapes, teacher_shapes)`` from Keras layer names."""
+        shapes = []
+        for side, model, layer_name in (
+            ("student", student, self.student_layer_name),
+            ("teacher", teacher, self.teacher_layer_name),
+        ):
+            try:
+                layer = model.get_layer(name=layer_name)
+            except ValueError as error:
+                raise ValueError(f"In the {side} model: {error}") from error
+            shapes.append({self.taps[0]: tuple(layer.output.shape)})
+        return tuple(shapes)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "teacher_layer_name": self.teacher_layer_name,
+            "student_layer_name": self.student_layer_name,
+        }
+
+
+#: The old name of :class:`Method`.
+DistillationTerm = Method
