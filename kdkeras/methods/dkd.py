@@ -16,11 +16,13 @@ from keras import ops
 from kdkeras.errors import UsageError
 from kdkeras.losses import check_temperature
 from kdkeras.methods.base import LOGITS, Method, as_float32, check_number, int_labels, setting
+from kdkeras.methods.ls import standardize
 
 #: Logit of a masked-out class: its probability underflows to exactly 0 in
 #: float32 while every value stays finite (so no 0 * inf in a gradient).
 MASKED_LOGIT = -1e9
 SOURCE = "Zhao et al. 2022, CIFAR-100 (mdistiller's default config)"
+LS_SOURCE = "Sun et al. 2024, Logit Standardization in Knowledge Distillation (DKD+LS: --temperature=2, --dkd_weight=9)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +31,9 @@ class DKDSettings:
     beta: float = setting(8.0, "weight of NCKD, the non-target-class term (mdistiller: 8 for ResNet32x4, "
                           "6 for WRN-40-2 students)", minimum=0.0, source=SOURCE)
     warmup: int = setting(20, "epochs of linear warm-up of the term's weight (0: none)", minimum=0, source=SOURCE)
+    ls: bool = setting(False, "z-score-standardise both sides' logits before dividing them by the temperature "
+                       "(logit standardisation; the authors use it with --temperature=2 --dkd_weight=9)",
+                       flag="dkd_ls", source=LS_SOURCE)
 
 
 @keras.saving.register_keras_serializable(package="kdkeras")
@@ -54,6 +59,17 @@ class DKD(Method):
     per pair: 6 for WRN-40-2 -> WRN-16-2 and WRN-40-1, 2 for ResNet56 ->
     ResNet20.
 
+    Logit standardisation (``logit_standardization=True``, ``--dkd_ls``):
+    Sun, Ren, Li, Wang and Cao, "Logit Standardization in Knowledge
+    Distillation" (CVPR 2024). Both sides' logits ``z`` are replaced by
+    :func:`kdkeras.methods.ls.standardize` ``(z - mean(z)) / (std(z) + 1e-7)``
+    (per example, sample std) before the division by T, as the authors'
+    ``dkd_loss`` with ``logit_stand`` does. Their CIFAR-100 DKD+LS recipe
+    multiplies alpha and beta by 9 and sets T = 2: here ``--temperature=2``
+    and ``--dkd_weight=9`` (the weight multiplies the whole term, so alpha
+    and beta keep their values); the cross-entropy weight stays 1. Off (the
+    default), DKD is unchanged.
+
     Warm-up: mdistiller multiplies the whole DKD term by
     ``min(epoch / 20, 1)`` (epochs counted from 1). Here the term itself is
     the un-warmed loss; the distiller multiplies the term's weight by
@@ -70,6 +86,8 @@ class DKD(Method):
         temperature: positive number T. Defaults to 4.
         warmup_epochs: epochs of the linear warm-up, an integer >= 0.
             Defaults to 20.
+        logit_standardization: whether to standardise both sides' logits
+            first (Sun et al. 2024). Defaults to False.
         name: layer name.
     """
 
@@ -88,6 +106,7 @@ class DKD(Method):
         beta=8.0,
         temperature=4.0,
         warmup_epochs=20,
+        logit_standardization=False,
         name=None,
     ):
         check_number("alpha", alpha)
@@ -98,16 +117,23 @@ class DKD(Method):
                 "`warmup_epochs` must be an integer >= 0. "
                 f"Received: warmup_epochs={warmup_epochs!r}"
             )
+        if not isinstance(logit_standardization, bool):
+            raise UsageError(
+                "`logit_standardization` must be True or False. "
+                f"Received: logit_standardization={logit_standardization!r}"
+            )
         super().__init__(name=name)
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.temperature = float(temperature)
         self.warmup_epochs = int(warmup_epochs)
+        self.logit_standardization = logit_standardization
         self.built = True
 
     @classmethod
     def from_settings(cls, settings, temperature=None):
-        return cls(alpha=settings.alpha, beta=settings.beta, temperature=temperature, warmup_epochs=settings.warmup)
+        return cls(alpha=settings.alpha, beta=settings.beta, temperature=temperature, warmup_epochs=settings.warmup,
+                   logit_standardization=settings.ls)
 
     def per_example_terms(self, teacher_outputs, student_outputs, labels):
         """``(tckd, nckd)``, two float32 ``(B,)`` tensors, both with T^2."""
@@ -118,8 +144,11 @@ class DKD(Method):
                 "use kdkeras's distiller."
             )
         temperature = self.temperature
-        t = ops.stop_gradient(as_float32(self.read(teacher_outputs, "teacher")[LOGITS])) / temperature
-        s = as_float32(self.read(student_outputs, "student")[LOGITS]) / temperature
+        t = ops.stop_gradient(as_float32(self.read(teacher_outputs, "teacher")[LOGITS]))
+        s = as_float32(self.read(student_outputs, "student")[LOGITS])
+        if self.logit_standardization:
+            t, s = standardize(t), standardize(s)
+        t, s = t / temperature, s / temperature
         y = int_labels(labels)
         target = ops.cast(ops.one_hot(y, int(s.shape[-1])), "bool")  # (B, C)
 
@@ -154,4 +183,5 @@ class DKD(Method):
             "beta": self.beta,
             "temperature": self.temperature,
             "warmup_epochs": self.warmup_epochs,
+            "logit_standardization": self.logit_standardization,
         }
