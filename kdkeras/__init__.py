@@ -34,6 +34,7 @@ _EXPORTS = {
     "count_macs": "kdkeras.profiling",
     "Profile": "kdkeras.profiling",
     "Distiller": "kdkeras.distiller",
+    "list_methods": "kdkeras.methods",
     "HintonKD": "kdkeras.losses",
     "kd_loss": "kdkeras.losses",
     "kd_loss_terms": "kdkeras.losses",
@@ -52,7 +53,7 @@ _EXPORTS = {
 _SUBMODULES = ("callbacks", "cli", "config", "data", "distiller", "layers", "losses", "models",
                "optimizers", "paper", "profiling", "recipes", "training", "tuning", "analysis", "grid",
                "tables", "io_utils", "batchnorm", "errors", "claims", "commands", "hparams", "initializers",
-               "methods", "plotting", "host")
+               "methods", "plotting", "host", "experiments")
 
 __all__ = sorted(_EXPORTS)
 

@@ -1,0 +1,1 @@
+"""Experiments over many runs: the grid (:mod:`kdkeras.experiments.grid`)."""

@@ -1,0 +1,136 @@
+"""A grid spec expanded into its cells (one training run each), baselines first."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from kdkeras import config as config_lib
+from kdkeras.errors import UsageError
+from kdkeras.experiments.grid.spec import GridSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One training run of a grid.
+
+    Attributes:
+        kind: ``"baseline"`` (hard targets) or ``"kd"``.
+        config: its resolved :class:`kdkeras.config.RunConfig`.
+        run_dir: its run folder.
+        axes: its values of the grid's axes, ``(("init", "dirac"),)``
+            (empty without axes); shown in the plan.
+    """
+
+    kind: str
+    config: config_lib.RunConfig
+    run_dir: str
+    axes: tuple = ()
+
+    @property
+    def label(self) -> str:
+        return os.path.basename(self.run_dir)
+
+
+def axis_combinations(spec: GridSpec) -> list[dict]:
+    """Every combination of the grid's axis values, in order (``[{}]`` without axes)."""
+    import itertools
+
+    keys = list(spec.axes)
+    return [dict(zip(keys, values)) for values in itertools.product(*(spec.axes[k] for k in keys))]
+
+
+def half_label(half: str, combination: dict) -> str:
+    """The name of a half for one axis combination: ``left``, or ``left (init=dirac)``.
+
+    A combination of default values (:class:`~kdkeras.config.RunConfig`'s)
+    keeps the plain name, so the paper's cells keep their tables.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(config_lib.RunConfig)}
+    shown = {k: v for k, v in combination.items() if v != defaults.get(k)}
+    return f"{half} ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else half
+
+
+def _model(net, token):
+    """A grid token's model: ``"R_g2"`` is ``net``'s; a whole name (``"wrn16x4_R_g2"``) is itself.
+
+    A whole name lets a grid distil from a teacher of another network (a
+    wider or deeper one), beside the teachers of the student's own network.
+    """
+    return token if token.count("_") == 2 else f"{net}_{token}"
+
+
+def select(spec: GridSpec, half=None, students=None, teachers=None) -> dict:
+    """The halves, students and teachers left after the command-line filters."""
+    selected = {}
+    for name, h in spec.halves.items():
+        if half and name != half:
+            continue
+        s = [t for t in h["students"] if not students or t in students]
+        t = [t for t in h["teachers"] if not teachers or t in teachers]
+        if s:
+            selected[name] = {"students": s, "teachers": t}
+    known_s = {t for h in spec.halves.values() for t in h["students"]}
+    known_t = {t for h in spec.halves.values() for t in h["teachers"]}
+    for given, known, what in ((students, known_s, "students"), (teachers, known_t, "teachers")):
+        bad = sorted(set(given or ()) - known)
+        if bad:
+            raise UsageError(f"Unknown {what} {', '.join(bad)} for grid {spec.name}. "
+                             f"Valid {what}: {', '.join(sorted(known))}.")
+    if half and half not in spec.halves:
+        raise UsageError(f"Unknown half '{half}'. Valid halves: {', '.join(spec.halves)}.")
+    return selected
+
+
+def table_configs(spec: GridSpec, half=None, students=None, teachers=None):
+    """Yields ``(half, role, student, teacher, config)`` for every table cell, axis combination and seed.
+
+    ``half`` is the half's name for the axis combination (:func:`half_label`);
+    the combination's values override the grid's settings.
+    ``role`` is ``"baseline"`` (the R version of ``student``), ``"nr_baseline"``
+    or ``"kd"`` (``student`` from ``teacher``); students and teachers are grid
+    tokens like ``"NR_g8"`` / ``"R_G1"``. The single place that maps a table
+    cell to its run, used by :func:`plan` and :func:`collect`.
+    """
+    selected = select(spec, half, students, teachers)
+    for seed, combination in ((s, c) for s in range(spec.seeds) for c in axis_combinations(spec)):
+        base = {**spec.settings, **combination, "dataset": spec.dataset, "seed": seed}
+        for half, h in selected.items():
+            name = half_label(half, combination)
+            for student in h["students"]:
+                nr = _model(spec.net, student)
+                r = _model(spec.net, "R_" + student.split("_", 1)[1])
+                yield name, "baseline", student, None, config_lib.resolve({**base, "model": r})
+                yield name, "nr_baseline", student, None, config_lib.resolve({**base, "model": nr})
+                for teacher in h["teachers"]:
+                    cfg = config_lib.resolve({**base, "model": nr, "teacher": _model(spec.net, teacher)})
+                    yield name, "kd", student, teacher, cfg
+
+
+def plan(spec: GridSpec, logdir: str, half=None, students=None, teachers=None) -> list[Cell]:
+    """Every run the (filtered) grid needs, baselines first, without duplicates."""
+    baselines, kd = {}, {}
+    for _, role, _, _, cfg in table_configs(spec, half, students, teachers):
+        if role == "kd":
+            t_cfg = config_lib.teacher_config(cfg)
+            baselines.setdefault(config_lib.run_dir(t_cfg, logdir), t_cfg)
+            kd.setdefault(config_lib.run_dir(cfg, logdir), cfg)
+        else:
+            baselines.setdefault(config_lib.run_dir(cfg, logdir), cfg)
+    def cell(kind, run_dir, cfg):
+        return Cell(kind, cfg, run_dir, tuple((k, getattr(cfg, k)) for k in spec.axes))
+
+    cells = [cell("baseline", d, c) for d, c in baselines.items()]
+    cells += [cell("kd", d, c) for d, c in kd.items()]
+    return cells
+
+
+def plan_all(specs, logdir: str, half=None, students=None, teachers=None) -> list[Cell]:
+    """The cells of several grids in order (:func:`plan` of each), each run once."""
+    cells, seen = [], set()
+    for spec in specs:
+        for cell in plan(spec, logdir, half, students, teachers):
+            if cell.run_dir not in seen:
+                seen.add(cell.run_dir)
+                cells.append(cell)
+    return cells

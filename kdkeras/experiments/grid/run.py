@@ -1,0 +1,115 @@
+"""Running a grid's cells: claims with leases, waiting for teachers, the plan's state."""
+
+from __future__ import annotations
+
+import time
+
+from kdkeras import claims
+from kdkeras import hparams
+from kdkeras.experiments.grid.expand import Cell
+
+
+def state(cell: Cell) -> str:
+    """``done``, ``running`` (a live claim), ``interrupted`` (resumable, or its claim lapsed) or ``to do``."""
+    from kdkeras.training.run_folder import RunFolder
+
+    folder = RunFolder(cell.run_dir)
+    if folder.is_finished():
+        return "done"
+    owner = claims.owner(cell.run_dir)
+    if owner is not None and owner.live:
+        return "running"
+    if folder.is_interrupted() or owner is not None:
+        return "interrupted"
+    return "to do"
+
+
+def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="auto", callbacks=None) -> str:
+    """Trains ``cell`` unless finished or claimed; waits for a claimed teacher.
+
+    ``callbacks``: a function of the cell's config and run folder returning
+    extra Keras callbacks for its ``fit`` (instruments such as gradient flow).
+
+    Returns:
+        ``"done"`` (already finished), ``"trained"`` or ``"skipped"`` (another
+        process holds it).
+    """
+    from kdkeras.training import ensure_teacher_run, is_finished, train_and_evaluate
+
+    if is_finished(cell.run_dir):
+        claims.clear_stale(cell.run_dir)  # left by a process killed after finishing it
+        return "done"
+    if cell.kind == "kd":
+        ensure_teacher_run(cell.config, logdir, log=log, verbose=verbose, poll_s=poll_s)
+    if not claims.try_claim(cell.run_dir):
+        log(f"Skipping {cell.label}: another process is training it ({claims.describe(cell.run_dir)})")
+        return "skipped"
+    try:
+        if is_finished(cell.run_dir):
+            return "done"
+        extra = callbacks(cell.config, cell.run_dir) if callbacks else ()
+        train_and_evaluate(cell.config, logdir, log=log, verbose=verbose, callbacks=extra)
+        return "trained"
+    finally:
+        claims.release(cell.run_dir)
+
+
+def print_plan(spec, cells, mine, index, count, out=print) -> None:
+    """Lists the cells of this shard with their state, and a summary (``spec``: a grid or a name)."""
+    states = {}
+    name = getattr(spec, "name", spec)
+    out(f"Grid {name}: {len(cells)} runs, shard {index}/{count} has {len(mine)}")
+    for cell in mine:
+        s = state(cell)
+        states[s] = states.get(s, 0) + 1
+        teacher = f" from {cell.config.teacher}" if cell.kind == "kd" else ""
+        claim = claims.owner(cell.run_dir) if s in ("running", "interrupted") else None
+        held = f" [{claim.describe()}]" if claim is not None else ""
+        axes = "".join(f", {k}={v}" for k, v in cell.axes)
+        out(f"  {s:<12} {cell.kind:<9} {cell.config.model}{teacher} (seed {cell.config.seed}{axes}) -> "
+            f"{cell.run_dir}{held}")
+    out("  " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+
+
+def run(spec, cells, logdir: str, log=print, verbose="auto", callbacks=None, take_over=(),
+        poll_s: float = 10.0) -> dict:
+    """Runs the cells in order with a progress line per cell; returns counts by outcome.
+
+    ``spec``: the grid (or a suite's name) shown in the progress lines;
+    ``callbacks``: as in :func:`run_cell`. First writes the TensorBoard
+    HParams experiment of every cell at the root of ``logdir``
+    (:func:`kdkeras.hparams.write_experiment`).
+
+    ``take_over``: the cells of the other shards. After its own cells, the
+    process trains those that no live process holds (a shard not started
+    yet, or one whose process was preempted: its claim lapsed) and waits for
+    the ones held, taking them over if their owner stops renewing its lease.
+    It returns when every cell is finished, so a grid run as N processes
+    completes as long as one of them survives.
+    """
+    name = getattr(spec, "name", spec)
+    hparams.write_experiment(logdir, [c.config for c in [*cells, *take_over]], on_error=log)  # HParams tab
+    outcomes, skipped = {}, []
+    for i, cell in enumerate(cells, start=1):
+        log(f"[{i}/{len(cells)}] {name}: {cell.label}")
+        outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks, poll_s=poll_s)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if outcome == "skipped":
+            skipped.append(cell)
+    pending = [c for c in [*skipped, *take_over] if state(c) != "done"] if (take_over or skipped) else []
+    waiting = False
+    while pending:
+        for cell in pending:
+            if state(cell) in ("to do", "interrupted"):
+                log(f"[+] {name}: {cell.label} (taking over: {claims.describe(cell.run_dir)})")
+                outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks, poll_s=poll_s)
+                if outcome == "trained":
+                    outcomes["taken over"] = outcomes.get("taken over", 0) + 1
+        pending = [c for c in pending if state(c) != "done"]
+        if pending:
+            if not waiting:
+                log(f"{name}: waiting for {len(pending)} run(s) held by other processes")
+                waiting = True
+            time.sleep(poll_s)
+    log(f"{name}: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))
+    return outcomes
