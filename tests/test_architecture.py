@@ -17,7 +17,7 @@ LAYERS = (
      "kdkeras.models", "kdkeras.data", "kdkeras.methods"),
     ("kdkeras.recipes", "kdkeras.config", "kdkeras.distiller", "kdkeras.batchnorm", "kdkeras.callbacks"),
     ("kdkeras.training", "kdkeras.hparams"),
-    ("kdkeras.grid", "kdkeras.tuning", "kdkeras.analysis"),
+    ("kdkeras.grid", "kdkeras.experiments", "kdkeras.tuning", "kdkeras.analysis"),
     ("kdkeras.cli",),
     ("kdkeras.commands", "kdkeras.__main__"),
 )
