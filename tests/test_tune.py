@@ -351,7 +351,9 @@ def test_the_search_never_evaluates_the_test_split(tmp_path, monkeypatch):
     training.ensure_teacher_run(tuning.search_config(kd_config(val_size=16)), str(tmp_path), log=Log(),
                                 verbose=0)
     monkeypatch.setattr(training, "make_run_data", make_run_data)
-    monkeypatch.setattr(tuning, "measure_test_accuracy", measure_after_search)
+    from kdkeras.experiments.tuning import search as search_module  # where tune() looks it up
+
+    monkeypatch.setattr(search_module, "measure_test_accuracy", measure_after_search)
     results, _, fits = run_tune(kd_config(val_size=16), str(tmp_path), max_trials=2)
     assert len(fits) == 2 and results["completed_trials"] == 2
     assert reads == ["after"]  # one pass over the test split, after both trials
@@ -403,7 +405,7 @@ import os, runpy, sys, time
 from kdkeras import tuning
 
 barrier, workers = os.environ["KDKERAS_TEST_BARRIER"], os.environ["KDKERAS_TEST_WORKERS"].split(",")
-begin = tuning._KDTunerMixin.on_trial_begin
+begin = tuning.KDTunerMixin.on_trial_begin
 
 
 def on_trial_begin(self, trial):
@@ -414,7 +416,7 @@ def on_trial_begin(self, trial):
     begin(self, trial)
 
 
-tuning._KDTunerMixin.on_trial_begin = on_trial_begin
+tuning.KDTunerMixin.on_trial_begin = on_trial_begin
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 '''
