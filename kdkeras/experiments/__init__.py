@@ -1,1 +1,2 @@
-"""Experiments over many runs: the grid (:mod:`kdkeras.experiments.grid`)."""
+"""Experiments over many runs: the grid (:mod:`kdkeras.experiments.grid`) and the KD hyper-parameter search
+(:mod:`kdkeras.experiments.tuning`)."""
