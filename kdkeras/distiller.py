@@ -232,21 +232,19 @@ class Distiller(keras.Model):
     def train_step(self, data):
         import tensorflow as tf  # the gradient tape: TF backend only
 
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _check_no_sample_weight(sample_weight)
+        x, indices, y = _unpack(data, self.distillation_losses)
         global_batch, x = _tf_global_batch(tf, x)
         teacher_outputs = self._views.teacher(x, training=False)  # outside the tape
         variables = self.student.trainable_variables + self.adapter_variables
         with tf.GradientTape() as tape:
             student_outputs = self._views.student(x, training=True)
-            per_example = self._objective(y, student_outputs, teacher_outputs, training=True)
+            per_example = self._objective(y, student_outputs, teacher_outputs, training=True, indices=indices)
             loss = self.optimizer.scale_loss(keras.ops.sum(per_example[0]) / global_batch)
         self.optimizer.apply(tape.gradient(loss, variables), variables)
         return self._update_trackers(y, student_outputs, per_example)
 
     def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _check_no_sample_weight(sample_weight)
+        x, _, y = _unpack(data)  # no indices: evaluation updates no method state
         student_outputs = self._views.student(x, training=False)
         per_example = self._objective(y, student_outputs, self._views.teacher(x, training=False), training=False)
         return self._update_trackers(y, student_outputs, per_example)
@@ -260,20 +258,22 @@ class Distiller(keras.Model):
 
         `training` sets the student's (and the parts') mode. Instruments call
         this under their own tape (`kdkeras.analysis.gradients.GradientFlow`).
+        Methods with `needs_indices` get `indices=None` (their index-free form; no state update).
         """
         teacher_outputs = self.teacher_outputs(x) if teacher_outputs is None else teacher_outputs
         if not isinstance(teacher_outputs, dict):
             teacher_outputs = {LOGITS: teacher_outputs}
         return self._objective(y, self._views.student(x, training=training), teacher_outputs, training)[0]
 
-    def _objective(self, y, student_outputs, teacher_outputs, training):
+    def _objective(self, y, student_outputs, teacher_outputs, training, indices=None):
         """`(total, ce, [method_i])`, float32 `(batch,)` each; `total` is the weighted sum plus regularization."""
         ce = _cross_entropy(y, student_outputs[LOGITS])
         ce_weight, weights = self._weights()
         total, values = ce_weight * ce, []
         for term, weight in zip(self.distillation_losses, weights):
-            value = term.per_example_loss(teacher_outputs, student_outputs,
-                                          labels=y if term.needs_labels else None, training=training)
+            extra = {"indices": indices} if term.needs_indices else {}
+            value = term.per_example_loss(teacher_outputs, student_outputs, labels=y if term.needs_labels else None,
+                                          training=training, **extra)
             values.append(value)
             total = total + weight * value
         regularization = keras.ops.cast(sum(self.student.losses, 0.0), "float32")
@@ -511,6 +511,23 @@ def _check_output_shapes(student, teacher):
             f"Received: student output shape(s) {student_shapes}, "
             f"teacher output shape(s) {teacher_shapes}"
         )
+
+
+def _unpack(data, terms=()):
+    """`(x, indices, y)` of a batch `(x, y)` or `((x, indices), y)` (integer `indices`, else `None`).
+
+    Raises a one-line error when a method of `terms` needs the indices and the batch has none.
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    _check_no_sample_weight(sample_weight)
+    indices = None
+    if isinstance(x, (tuple, list)) and len(x) == 2 and "int" in str(getattr(x[1], "dtype", "")):
+        x, indices = x
+    needing = [t.method for t in terms if t.needs_indices]
+    if needing and indices is None:
+        raise UsageError(f"Method(s) {', '.join(needing)} need each example's index: train on batches "
+                         "((images, indices), labels), e.g. Splits.train_epochs(..., with_indices=True).")
+    return x, indices, y
 
 
 def _check_no_sample_weight(sample_weight):

@@ -118,8 +118,12 @@ def _train_pipeline(x, y, info: DatasetInfo, batch_size, seed, augment,
     return ds.prefetch(_prefetch()).with_options(pipeline_options())
 
 
-def _batch_loader(x, y, info: DatasetInfo, augment: bool):
-    """``load(indices, random_bits)``: a batch's images (augmented from the bits) and labels."""
+def _batch_loader(x, y, info: DatasetInfo, augment: bool, with_indices: bool = False):
+    """``load(indices, random_bits)``: a batch's images (augmented from the bits) and labels.
+
+    ``with_indices``: the batch is ``((images, indices), labels)``, the
+    indices (int64) being the examples' positions in ``x``.
+    """
     mean, std = info.mean, info.std
     pads = (pad_for(info.image_shape[0]), pad_for(info.image_shape[1]))
 
@@ -127,7 +131,8 @@ def _batch_loader(x, y, info: DatasetInfo, augment: bool):
         batch = tf.gather(x, idx)
         if augment:
             batch = crop_flip(batch, *params_from_bits(rnd, *pads), *pads)
-        return normalize(batch, mean, std), tf.gather(y, idx)
+        images = normalize(batch, mean, std)
+        return ((images, idx) if with_indices else images), tf.gather(y, idx)
 
     return load
 
@@ -143,8 +148,12 @@ def _epoch_order(n: int, seed: int, epoch):
 
 
 def _train_epochs_pipeline(x, y, info: DatasetInfo, batch_size, seed, augment, drop_remainder,
-                           start: int, stop: int) -> tf.data.Dataset:
+                           start: int, stop: int, with_indices: bool = False) -> tf.data.Dataset:
     """The training batches of epochs ``start`` .. ``stop - 1``, back to back.
+
+    ``with_indices``: batches ``((images, indices), labels)``, each example's
+    int64 position in the training split beside its image (the same images,
+    labels and order as without).
 
     Each epoch's order and augmentation come from stateless random ops keyed
     by ``(seed, epoch)``: the same in every process that builds them (every
@@ -157,7 +166,7 @@ def _train_epochs_pipeline(x, y, info: DatasetInfo, batch_size, seed, augment, d
         return tf.data.Dataset.from_tensor_slices((order, bits)).batch(batch_size, drop_remainder=drop_remainder)
 
     ds = tf.data.Dataset.range(int(start), int(stop)).flat_map(epoch_batches)
-    ds = ds.map(_batch_loader(x, y, info, augment), num_parallel_calls=_parallel_calls())
+    ds = ds.map(_batch_loader(x, y, info, augment, with_indices), num_parallel_calls=_parallel_calls())
     return ds.prefetch(_prefetch()).with_options(pipeline_options())
 
 
@@ -193,12 +202,16 @@ class Splits:
             (population statistics for precise BN).
         info: the :class:`DatasetInfo`.
         steps_per_epoch: training batches per epoch.
-        train_epochs: ``train_epochs(start, stop)``: the training batches
-            of epochs ``start`` .. ``stop - 1`` back to back
-            (``steps_per_epoch`` each); epoch ``e``'s order and augmentation
-            depend only on ``(seed, e)``. Runs train on it, so a resumed
-            run sees the epochs an uninterrupted one would, and every
-            worker of a multi-worker run sees the same global batches.
+        train_epochs: ``train_epochs(start, stop, with_indices=False)``:
+            the training batches of epochs ``start`` .. ``stop - 1`` back to
+            back (``steps_per_epoch`` each); epoch ``e``'s order and
+            augmentation depend only on ``(seed, e)``. Runs train on it, so
+            a resumed run sees the epochs an uninterrupted one would, and
+            every worker of a multi-worker run sees the same global batches.
+            ``with_indices=True``: batches ``((images, indices), labels)``,
+            ``indices`` (int64) being each example's position in the
+            training split (``0 .. train_examples - 1``), for methods with
+            per-example state.
     """
 
     train: tf.data.Dataset
@@ -207,7 +220,7 @@ class Splits:
     train_plain: tf.data.Dataset
     info: DatasetInfo
     steps_per_epoch: int
-    train_epochs: Callable[[int, int], tf.data.Dataset]
+    train_epochs: Callable[..., tf.data.Dataset]
 
     def eval_splits(self) -> dict:
         """``{"val": ..., "test": ...}`` (``"val"`` only when present)."""

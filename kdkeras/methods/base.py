@@ -188,6 +188,14 @@ class Method(keras.distillation.DistillationLoss, keras.layers.Layer):
     :meth:`per_example_loss` and ``get_config``, and set ``self.taps`` (the
     entries of the output dicts they read besides the logits: stage taps such
     as ``"stage2"``, or ``"embedding"``).
+
+    A method with per-example state (CRD's memory banks) sets
+    ``needs_indices``: its ``per_example_loss`` then also takes ``indices=``,
+    each example's int64 position in the run's training split (``None`` in
+    evaluation, where it must update no state), and the run trains it on
+    ``((images, indices), labels)`` batches. ``needs_data_size``: the run
+    calls ``set_data_size(n)`` with the number of training examples before
+    the model is compiled.
     """
 
     #: The ``--method`` name (``name`` is the layer's own).
@@ -209,6 +217,10 @@ class Method(keras.distillation.DistillationLoss, keras.layers.Layer):
     needs_labels = False
     #: Epochs of linear warm-up of the method's weight (0: none).
     warmup_epochs = 0
+    #: Whether ``per_example_loss`` takes ``indices=`` (the examples' positions in the training split).
+    needs_indices = False
+    #: Whether the method needs ``set_data_size(n)`` (the number of training examples) before training.
+    needs_data_size = False
     #: Keras's own ``keras.distillation.Distiller`` reads these (``None``: the final outputs).
     teacher_layer_name = None
     student_layer_name = None
@@ -269,6 +281,9 @@ class Method(keras.distillation.DistillationLoss, keras.layers.Layer):
 
     def on_epoch_begin(self, epoch):
         """Sets per-epoch state (a schedule) before the 0-based ``epoch``; nothing by default."""
+
+    def set_data_size(self, num_examples):
+        """Receives the number of training examples (methods with ``needs_data_size``); nothing by default."""
 
     #: Whether :meth:`on_epoch_begin` does something (the distiller then calls it every epoch).
     has_epoch_state = False

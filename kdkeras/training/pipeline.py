@@ -186,7 +186,8 @@ def build_run_model(config, data, teacher=None, strategy=None):
 
     A KD run's distiller is that of ``config.method`` and its settings
     (:func:`kdkeras.distiller.distiller_for_run`): ``kd`` is the paper's
-    Hinton KD.
+    Hinton KD. Its methods with ``needs_data_size`` (memory banks) get the
+    number of training examples before it is compiled.
 
     The student's weights depend only on ``config.seed`` (the global RNGs
     are seeded here, right before it is built), and its optimizer and lr
@@ -229,6 +230,9 @@ def build_run_model(config, data, teacher=None, strategy=None):
                 raise ValueError(f"KD run {config.model} needs its teacher model.")
             check_teacher(teacher, config, data.info)
             model = distiller_for_run(student, teacher, config)
+            for method in model.distillation_losses:  # per-example state (memory banks) sized to the data
+                if method.needs_data_size:
+                    method.set_data_size(data.info.train_examples)
             model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution,
                           jit_compile=config.jit_compile)
         else:
@@ -305,16 +309,23 @@ def fit_verbosity(verbose="auto"):
     return 1 if getattr(sys.stdout, "isatty", lambda: False)() else 2
 
 
+def needs_indices(model) -> bool:
+    """Whether ``model`` is a distiller with a method that reads the training examples' indices."""
+    return any(method.needs_indices for method in getattr(model, "distillation_losses", ()))
+
+
 def fit_run(model, config, data, callbacks, verbose="auto", initial_epoch: int = 0):
     """``model.fit`` on the run's training split, validated on its validation split (if any).
 
     The training batches are those of epochs ``initial_epoch`` .. ``epochs - 1``
     (:attr:`kdkeras.data.Splits.train_epochs`): a run resumed at epoch k
-    sees epoch k's order and augmentation, as if it had never stopped.
+    sees epoch k's order and augmentation, as if it had never stopped. They
+    carry the examples' indices when a method of the distiller reads them
+    (:func:`needs_indices`).
     """
-    return model.fit(data.train_epochs(initial_epoch, config.epochs), epochs=config.epochs,
-                     steps_per_epoch=data.steps_per_epoch, validation_data=data.val, shuffle=False,
-                     callbacks=list(callbacks), verbose=fit_verbosity(verbose))
+    return model.fit(data.train_epochs(initial_epoch, config.epochs, with_indices=needs_indices(model)),
+                     epochs=config.epochs, steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
+                     shuffle=False, callbacks=list(callbacks), verbose=fit_verbosity(verbose))
 
 
 # --------------------------------------------------------------------------
