@@ -314,18 +314,22 @@ def needs_indices(model) -> bool:
     return any(method.needs_indices for method in getattr(model, "distillation_losses", ()))
 
 
-def fit_run(model, config, data, callbacks, verbose="auto", initial_epoch: int = 0):
+def fit_run(model, config, data, callbacks, verbose="auto", initial_epoch: int = 0, epochs: int | None = None):
     """``model.fit`` on the run's training split, validated on its validation split (if any).
 
     The training batches are those of epochs ``initial_epoch`` .. ``epochs - 1``
     (:attr:`kdkeras.data.Splits.train_epochs`): a run resumed at epoch k
     sees epoch k's order and augmentation, as if it had never stopped. They
     carry the examples' indices when a method of the distiller reads them
-    (:func:`needs_indices`).
+    (:func:`needs_indices`). ``epochs``: where to stop (default
+    ``config.epochs``; a Hyperband trial's budget). Runs and tuning trials
+    both train through here.
     """
-    return model.fit(data.train_epochs(initial_epoch, config.epochs, with_indices=needs_indices(model)),
-                     epochs=config.epochs, steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
-                     shuffle=False, callbacks=list(callbacks), verbose=fit_verbosity(verbose))
+    epochs = config.epochs if epochs is None else epochs
+    return model.fit(data.train_epochs(initial_epoch, epochs, with_indices=needs_indices(model)),
+                     epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=data.steps_per_epoch,
+                     validation_data=data.val, shuffle=False, callbacks=list(callbacks),
+                     verbose=fit_verbosity(verbose))
 
 
 # --------------------------------------------------------------------------

@@ -122,7 +122,7 @@ class KDHyperModel(keras_tuner.HyperModel):
             ValueError: data (``x``, ``y``, ``validation_data``) is passed.
         """
         from kdkeras.callbacks import HistoryCSV
-        from kdkeras.training import training_callbacks
+        from kdkeras.training import fit_run, training_callbacks
 
         given = [k for k in ("x", "y", "validation_data", "validation_split") if k in kwargs]
         if args or given:
@@ -131,15 +131,16 @@ class KDHyperModel(keras_tuner.HyperModel):
         config = self.trial_config(hp)
         data = self.data(config)
         self._data = None  # consumed: the next build makes fresh pipelines
-        initial_epoch = kwargs.get("initial_epoch") or 0
+        initial_epoch = kwargs.pop("initial_epoch", None) or 0
         if initial_epoch:
             model.optimizer.iterations.assign(initial_epoch * data.steps_per_epoch)
         callbacks = training_callbacks(config, data, evaluate_test=False)
         if self.history_path:
             callbacks.append(HistoryCSV(self.history_path, initial_epoch=initial_epoch))
-        kwargs["callbacks"] = callbacks + list(kwargs.get("callbacks") or [])
-        kwargs.setdefault("shuffle", False)  # the datasets shuffle themselves, seeded
-        epochs = kwargs.pop("epochs", 1)
-        kwargs["steps_per_epoch"] = data.steps_per_epoch  # epoch e's batches depend only on (seed, e)
-        return model.fit(data.train_epochs(initial_epoch, epochs), validation_data=data.val, epochs=epochs,
-                         **kwargs)
+        callbacks += list(kwargs.pop("callbacks", None) or [])  # KerasTuner's own (checkpoint, TensorBoard)
+        unknown = sorted(set(kwargs) - {"epochs", "verbose", "shuffle"})
+        if unknown:
+            raise ValueError(f"KDHyperModel.fit trains as a run does; it takes no {', '.join(unknown)}.")
+        # The run pipeline's own fit: epoch e's batches depend only on (seed, e), indices where a method needs them.
+        return fit_run(model, config, data, callbacks, verbose=kwargs.get("verbose", "auto"),
+                       initial_epoch=initial_epoch, epochs=kwargs.get("epochs", 1))
