@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 
-from kdkeras import claims, hparams
+from kdkeras import claims, hparams, runtime
 from kdkeras import config as config_lib
 from kdkeras.errors import MissingFileError
 from kdkeras.training import distribute, resume
@@ -124,17 +124,14 @@ def make_run_data(config):
     """The run's pipelines (:class:`kdkeras.data.Splits`), with every data setting of ``config``.
 
     Seeds the global RNGs with ``config.seed`` first, so the pipelines are the
-    same whoever builds them. A missing CIFAR archive is downloaded as
-    ``config.download`` / ``config.data_mirror`` say (:mod:`kdkeras.data.download`).
+    same whoever builds them. Whether a missing CIFAR archive is downloaded
+    is a process setting (:func:`kdkeras.runtime.apply`).
     """
     import keras
 
     from kdkeras import data as data_lib
-    from kdkeras.data import download
 
     keras.utils.set_random_seed(config.seed)
-    data_lib.set_data_tuning(config.data_tuning)
-    download.configure(enabled=config.download, mirror=config.data_mirror or "")
     return data_lib.make_splits(
         config.dataset,
         batch_size=config.batch_size,
@@ -208,15 +205,6 @@ def build_run_model(config, data, teacher=None, strategy=None):
     """
     import keras
 
-    if config.mixed_precision:
-        from kdkeras import host
-
-        host.check_mixed_precision()  # float16 needs a GPU or CPU kernels that have it (docs/training.md)
-    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
-    if config.deterministic:  # for the rest of the process: TensorFlow cannot switch it off again
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         keras.utils.set_random_seed(config.seed)
@@ -471,6 +459,7 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
         The run's ``results.json`` as a dict (with ``run_dir`` added).
     """
     config_lib.validate(config)
+    runtime.apply(config)  # the process-wide settings, once, before any step
     folder = RunFolder.of(config, logdir)  # 1. the run folder
     if folder.is_finished():
         results = folder.load_results()

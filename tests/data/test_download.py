@@ -126,9 +126,12 @@ def test_first_use_downloads_checks_and_reads_then_the_cache_serves(tmp_path, ar
     config = config_lib.resolve({"model": "wrn16x1_R_g2", "dataset": "cifar100", "data_dir": str(tmp_path / "tfds"),
                                  "data_mirror": server.url, "batch_size": 8})
     assert config.download is True
+    from kdkeras import runtime
     from kdkeras.training import make_run_data
 
-    splits = make_run_data(config)  # a run's data loading: TFDS lacks it, so it is downloaded
+    with download.using():  # the process's download settings come back afterwards
+        runtime.apply(config)  # as a run's start does: the run's download settings
+        splits = make_run_data(config)  # a run's data loading: TFDS lacks it, so it is downloaded
     assert (splits.info.train_examples, splits.info.test_examples) == (40, 20)
     assert splits.info.class_names[1] == "cifar-100_name_1"
     cached = _cache(tmp_path) / CIFAR100.archive_file

@@ -55,10 +55,11 @@ def tune(config, logdir: str = "logs", *, space=None, tuner: str = "bayesian", m
         ``tune_dir`` added; on a worker of a distributed search only
         ``{"tune_dir", "role"}`` (the chief writes ``best.json``).
     """
-    from kdkeras import training
+    from kdkeras import runtime, training
 
     space = space or SearchSpace()
     config = with_validation(config)
+    runtime.apply(config)  # the process-wide settings, once, before any trial
     search = make_tuner(config, logdir, space=space, tuner=tuner, max_trials=max_trials,
                         executions_per_trial=executions_per_trial, log=log, verbose=verbose)
     folder = search.project_dir
