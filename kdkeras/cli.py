@@ -8,11 +8,17 @@ other exception is an internal error: it ends with a short traceback, its
 message cut short (never a tensor's contents) and a line asking to report
 it, with exit code 1. Set ``KDKERAS_DEBUG=1`` to see the full traceback of
 either.
+
+Every flag of the commands that more than one of them takes is defined here,
+once: a run's settings from the fields of :class:`kdkeras.config.RunConfig`
+(:func:`define_run_flags`, :func:`define_run_flag`), the others by one
+``define_<flag>_flag`` function each.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import sys
@@ -205,94 +211,166 @@ def run(main) -> None:
         raise
 
 
-def define_run_flags(distill: bool) -> None:
-    """Defines the flags shared by ``train.py`` and ``distill.py`` (all default to None).
+# ------------------------------------------------------------------ flags
+# A run's settings get their flags from the fields of kdkeras.config.RunConfig (type, help: declared there);
+# the other flags that several commands share, from one function each below. A command passes its own
+# default or help text where its flag means something of its own; it defines only the flags no other takes.
 
-    ``None`` means "not set": the paper's recipe (or ``--config``) decides.
+#: absl's ``DEFINE_*`` of each setting type (a RunConfig field's annotation without its ``| None``).
+_DEFINE_OF_TYPE = {float: "DEFINE_float", int: "DEFINE_integer", str: "DEFINE_string", bool: "DEFINE_bool",
+                   tuple: "DEFINE_list"}
+#: The help of ``--student``, distill.py's name of the ``model`` setting (``--model`` in train.py).
+_STUDENT_HELP = "Student model name, e.g. wrn22x10_NR_G4."
+
+
+def _run_flag_name(field: str, distill: bool) -> str:
+    """The flag of a run setting: its name, but ``--student`` for distill.py's ``model``."""
+    return "student" if distill and field == "model" else field
+
+
+@functools.cache
+def run_flag_declarations() -> dict:
+    """``{field: (type, help)}`` of every :class:`kdkeras.config.RunConfig` field, as its flag defines it.
+
+    The type (``float``, ``int``, ``str``, ``bool`` or ``tuple``: a list flag) is the field's annotation, as a
+    method setting's (:func:`kdkeras.methods.declared_settings`); the help is its metadata's.
+    """
+    import dataclasses
+    import typing
+
+    from kdkeras import config as config_lib
+
+    hints = typing.get_type_hints(config_lib.RunConfig)
+    out = {}
+    for field in dataclasses.fields(config_lib.RunConfig):
+        hint = hints[field.name]
+        if type(None) in typing.get_args(hint):  # X | None: X
+            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        kind = tuple if hint is tuple or typing.get_origin(hint) is tuple else hint
+        out[field.name] = (kind, field.metadata.get("help", ""))
+    return out
+
+
+def define_run_flag(name: str, *, default=None, help: str | None = None, choices=None,
+                    flag: str | None = None) -> None:
+    """Defines the flag of the :class:`kdkeras.config.RunConfig` field ``name``, of the field's type and help.
+
+    Args:
+        name: the field.
+        default: the flag's default; ``None`` (as in train.py and distill.py): not set, the recipe or
+            ``--config`` decides.
+        help: the command's own help text (default: the field's).
+        choices: a string setting's valid values, for a command that takes them as an enum flag.
+        flag: the flag's name when it is not the field's (``--student``).
+    """
+    kind, declared = run_flag_declarations()[name]
+    _define(flag or name, kind, default, declared if help is None else help, choices)
+
+
+def _define(name: str, kind: type, default, help: str, choices=None) -> None:
+    """Defines the flag ``name`` of a setting of type ``kind`` (a string one with ``choices``: an enum flag)."""
+    from absl import flags
+
+    if choices is not None:
+        flags.DEFINE_enum(name, default, list(choices), help)
+    else:
+        getattr(flags, _DEFINE_OF_TYPE[kind])(name, default, help)
+
+
+def define_run_flags(distill: bool = False, *, only=None, help: dict | None = None) -> None:
+    """Defines the flags of a run: ``train.py`` (``distill=False``), ``distill.py`` and ``tune.py``.
+
+    One flag per :class:`kdkeras.config.RunConfig` field, each defaulting to ``None``: "not set", the paper's
+    recipe (or ``--config``) decides. The KD settings (:data:`kdkeras.config.KD_FIELDS`: ``--teacher``,
+    ``--method``, every method's settings, ...) are distill.py's only, and its model is ``--student``
+    (``--model`` in train.py). Then ``--train_teacher`` and ``--teacher_data_check`` (distill.py),
+    ``--config``, ``--logdir`` and the instrument flags.
+
+    Args:
+        distill: the flags of distill.py.
+        only: define the flags of these fields alone (under their own names), for a command that takes some
+            of a run's settings (grid.py).
+        help: ``{field: the command's own help text}``.
     """
     from absl import flags
 
+    from kdkeras import config as config_lib
+
+    help = help or {}
+    if only is not None:
+        for name in only:
+            define_run_flag(name, help=help.get(name))
+        return
+    for name in config_lib.FIELDS:
+        if name in config_lib.KD_FIELDS and not distill:
+            continue
+        flag = _run_flag_name(name, distill)
+        define_run_flag(name, flag=flag, help=help.get(name, _STUDENT_HELP if flag == "student" else None))
     if distill:
-        flags.DEFINE_string("student", None, "Student model name, e.g. wrn22x10_NR_G4.")
-        flags.DEFINE_string("teacher", None, "Teacher: a model name (its finished run in --logdir is "
-                            "used, or trained first) or a path to a .keras file.")
-        flags.DEFINE_float("temperature", None, "KD temperature T (paper: 4).")
-        flags.DEFINE_float("alpha", None, "Weight of the KD term (paper: 0.9).")
-        flags.DEFINE_integer("kd_epochs", None, "KD only in the first N epochs, then hard targets "
-                             "only (early-hint ablation; default: KD in every epoch).")
-        define_method_flags()
         flags.DEFINE_bool("train_teacher", True, "Train a teacher given by name first when --logdir has "
                           "no finished run of it (--notrain_teacher: fail instead).")
         flags.DEFINE_bool("teacher_data_check", True, "Refuse a --teacher=PATH.keras whose run read other data "
                           "than this run (--noteacher_data_check: distil across data on purpose).")
-    else:
-        flags.DEFINE_string("model", None, "Model name, e.g. wrn22x2_R_g2.")
-    flags.DEFINE_string("config", None, "YAML file of settings (flags override it).")
-    flags.DEFINE_string("dataset", None, "cifar100 (default), cifar10, synthetic or folder (your own images "
-                        "in --data_dir).")
-    flags.DEFINE_string("data_dir", None, "Prepared TFDS data folder; with --dataset=folder, the image folder "
-                        "(train/<class>/..., test/<class>/... or val/<class>/...).")
-    flags.DEFINE_string("archive", None, "Original cifar-100-python.tar.gz / cifar-10-python.tar.gz or its folder.")
-    define_download_flags()
-    flags.DEFINE_integer("epochs", None, "Training epochs (paper: 120; MobileNetV2 KD students 300).")
-    flags.DEFINE_integer("batch_size", None, "Global batch size (paper: 128).")
-    flags.DEFINE_float("lr", None, "Initial learning rate (paper: 0.1).")
-    flags.DEFINE_float("momentum", None, "SGD momentum (paper: 0.9).")
-    flags.DEFINE_float("weight_decay", None, "Coupled (PyTorch-style) weight decay (paper: 4e-4).")
-    flags.DEFINE_string("lr_schedule", None, "step, exponential or constant (paper: per family).")
-    flags.DEFINE_list("lr_milestones", None, "Epochs at which a step schedule multiplies lr by lr_gamma.")
-    flags.DEFINE_float("lr_gamma", None, "Learning-rate factor (WRN 0.2, ResNet-18 0.1, MobileNetV2 0.98/epoch).")
-    flags.DEFINE_float("dropout", None, "WRN dropout rate (paper: 0.3).")
-    flags.DEFINE_string("init", None, "Kernel initialisation of the model: he (default: he_normal) or dirac "
-                        "(every 3x3 convolution starts at the identity; a teacher trained on the way keeps he).")
-    flags.DEFINE_bool("augment", None, "Pad/crop/flip training images (default; --noaugment: off).")
-    flags.DEFINE_integer("seed", None, "Random seed (default 0).")
-    flags.DEFINE_integer("train_size", None, "Use this many training images (a seeded class-balanced subset).")
-    flags.DEFINE_integer("test_size", None, "Use this many test images.")
-    flags.DEFINE_integer("val_size", None, "Hold out this many training images as a validation split "
-                         "(class-balanced, seeded; never trained on): val_* columns, best-validation-epoch "
-                         "results. Default: none, the paper's protocol.")
-    flags.DEFINE_integer("precise_bn", None, "Recompute the BatchNorm statistics over N training batches after "
-                         "training (augmentation and dropout off) and report the accuracy with them too.")
-    flags.DEFINE_bool("precise_bn_every_epoch", None, "With --precise_bn: also measure the precise-BN accuracy "
-                      "after every epoch (training is unchanged).")
-    flags.DEFINE_string("strategy", None, "auto, mirrored, multiworker or none (default auto).")
-    flags.DEFINE_integer("steps_per_execution", None, "Training steps per compiled call (default 1).")
-    flags.DEFINE_bool("mixed_precision", None, "mixed_float16 compute, for GPUs (KD loss stays float32).")
-    flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (GPU; slow on CPU).")
-    flags.DEFINE_bool("deterministic", None, "Deterministic TensorFlow ops: the same command gives the same "
-                      "weights, bit for bit, on the same machine (slower; see docs/training.md).")
-    flags.DEFINE_string("data_tuning", None, "How tf.data spreads its work: auto (default: autotune with a GPU "
-                        "or 8+ cores, else fixed), fixed (best on small CPUs) or autotune.")
+    define_config_flag("YAML file of settings (flags override it).")
     define_instrument_flags()
-    flags.DEFINE_string("logdir", "logs", "Root folder of all runs.")
+    define_logdir_flag("Root folder of all runs.")
 
 
-def define_method_flags() -> None:
-    """Defines ``--method``, ``--method_weight`` and every method's own flags, from the methods' declarations."""
+def define_config_flag(help: str) -> None:
+    """Defines ``--config``, a YAML file (train, distill, tune: a run's settings; grid: a grid)."""
     from absl import flags
 
-    from kdkeras import methods
-
-    flags.DEFINE_string("method", None, f"Distillation method: {', '.join(methods.list_methods())}, or several "
-                        "joined by + (e.g. kd+at); default kd, the paper's Hinton KD (docs/methods.md).")
-    flags.DEFINE_float("method_weight", None, "Weight of a single method other than kd (default: the method's "
-                       "own); the same as its --<method>_weight. kd's weight is --alpha.")
-    define = {float: flags.DEFINE_float, int: flags.DEFINE_integer, str: flags.DEFINE_string,
-              bool: flags.DEFINE_bool, tuple: flags.DEFINE_list}
-    for item in methods.all_settings():
-        default = ",".join(item.default) if isinstance(item.default, tuple) else item.default
-        define[item.type](item.flag, None, f"{item.method}: {item.help} (default {default}).")
+    flags.DEFINE_string("config", None, help)
 
 
-def define_download_flags() -> None:
-    """Defines ``--download`` / ``--nodownload`` and ``--data_mirror`` (both default to None: not set)."""
+def define_logdir_flag(help: str) -> None:
+    """Defines ``--logdir``, the root folder of all runs (default ``logs``)."""
     from absl import flags
 
-    flags.DEFINE_bool("download", None, "Download CIFAR into Keras's cache (~/.keras/datasets) when neither "
-                      "--archive nor a prepared TFDS folder has it (default; --nodownload: fail instead).")
-    flags.DEFINE_string("data_mirror", None, "Base URL to download the CIFAR archive from instead of "
-                        "https://www.cs.toronto.edu/~kriz/ (default: $KDKERAS_DATA_MIRROR); same checksum.")
+    flags.DEFINE_string("logdir", "logs", help)
+
+
+def define_table_flag(help: str, *, switch: bool = False) -> None:
+    """Defines ``--table``: a paper table's number (grid), or with ``switch`` an on/off flag (profile)."""
+    _define("table", bool if switch else int, False if switch else None, help)
+
+
+def define_mode_flag(default: str, help: str, choices=None) -> None:
+    """Defines ``--mode``, what a command measures or draws (an enum flag when ``choices`` are given)."""
+    _define("mode", str, default, help, choices)
+
+
+def define_split_flag(default: str, help: str, choices=None) -> None:
+    """Defines ``--split``, the data split an analysis reads (an enum flag when ``choices`` are given)."""
+    _define("split", str, default, help, choices)
+
+
+def define_run_folder_flag(help: str) -> None:
+    """Defines ``--run``, one finished run folder to analyse."""
+    from absl import flags
+
+    flags.DEFINE_string("run", None, help)
+
+
+def define_run_folders_flag(help: str) -> None:
+    """Defines ``--runs``, run folders to analyse together (a list)."""
+    from absl import flags
+
+    flags.DEFINE_list("runs", None, help)
+
+
+def define_compare_flag(help: str) -> None:
+    """Defines ``--compare``, run folders to draw side by side (a list)."""
+    from absl import flags
+
+    flags.DEFINE_list("compare", None, help)
+
+
+def define_output_flag(help: str) -> None:
+    """Defines ``--output``, the file an analysis writes (default ``None``: its own place)."""
+    from absl import flags
+
+    flags.DEFINE_string("output", None, help)
 
 
 def run_config_from_flags(distill: bool):
@@ -304,7 +382,7 @@ def run_config_from_flags(distill: bool):
     values = flags.FLAGS
     settings = config_lib.load_yaml(values.config) if values.config else {}
     for name in config_lib.FIELDS:
-        flag = "student" if (distill and name == "model") else name
+        flag = _run_flag_name(name, distill)
         if flag in values and values[flag].value is not None:
             settings[name] = values[flag].value
     if settings.get("lr_milestones") is not None:

@@ -34,6 +34,7 @@ import yaml
 
 from kdkeras import recipes
 from kdkeras.errors import MissingFileError, UsageError
+from kdkeras.methods import list_methods, setting
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "none")
 
@@ -115,41 +116,66 @@ class _RunSettings:
             with a GPU or 8+ cores, else fixed); docs/data.md.
     """
 
-    model: str
-    teacher: str | None = None
-    dataset: str = "cifar100"
-    data_dir: str | None = None
-    archive: str | None = None
-    download: bool = True
-    data_mirror: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    lr_schedule: str | None = None
-    lr_milestones: tuple[int, ...] | None = None
-    lr_gamma: float | None = None
-    temperature: float | None = None
-    alpha: float | None = None
-    kd_epochs: int | None = None
-    method: str = "kd"
-    method_weight: float | None = None
-    seed: int = 0
-    train_size: int | None = None
-    test_size: int | None = None
-    val_size: int | None = None
-    precise_bn: int | None = None
-    precise_bn_every_epoch: bool = False
-    dropout: float | None = None
-    init: str = "he"
-    augment: bool = True
-    strategy: str = "auto"
-    steps_per_execution: int = 1
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    deterministic: bool = False
-    data_tuning: str = "auto"
+    # Each field is declared as a method's setting is (:func:`kdkeras.methods.setting`): its default, the help
+    # of its flag --<field> (:func:`kdkeras.cli.define_run_flags`; the flag's type is the annotation's) and,
+    # where it is a simple range or choice, the check that :func:`validate` makes.
+    model: str = setting(dataclasses.MISSING, "Model name, e.g. wrn22x2_R_g2.")
+    teacher: str | None = setting(None, "Teacher: a model name (its finished run in --logdir is used, or trained "
+                                  "first) or a path to a .keras file.")
+    dataset: str = setting("cifar100", "cifar100 (default), cifar10, synthetic or folder (your own images in "
+                           "--data_dir).")
+    data_dir: str | None = setting(None, "Prepared TFDS data folder; with --dataset=folder, the image folder "
+                                   "(train/<class>/..., test/<class>/... or val/<class>/...).")
+    archive: str | None = setting(None, "Original cifar-100-python.tar.gz / cifar-10-python.tar.gz or its folder.")
+    download: bool = setting(True, "Download CIFAR into Keras's cache (~/.keras/datasets) when neither --archive "
+                             "nor a prepared TFDS folder has it (default; --nodownload: fail instead).")
+    data_mirror: str | None = setting(None, "Base URL to download the CIFAR archive from instead of "
+                                      "https://www.cs.toronto.edu/~kriz/ (default: $KDKERAS_DATA_MIRROR); same "
+                                      "checksum.")
+    epochs: int | None = setting(None, "Training epochs (paper: 120; MobileNetV2 KD students 300).", minimum=1)
+    batch_size: int | None = setting(None, "Global batch size (paper: 128).", minimum=1)
+    lr: float | None = setting(None, "Initial learning rate (paper: 0.1).", minimum=0, exclusive_minimum=True)
+    momentum: float | None = setting(None, "SGD momentum (paper: 0.9).")
+    weight_decay: float | None = setting(None, "Coupled (PyTorch-style) weight decay (paper: 4e-4).", minimum=0)
+    lr_schedule: str | None = setting(None, "step, exponential or constant (paper: per family).",
+                                      choices=recipes.LR_SCHEDULES)
+    lr_milestones: tuple[int, ...] | None = setting(None, "Epochs at which a step schedule multiplies lr by "
+                                                    "lr_gamma.")
+    lr_gamma: float | None = setting(None, "Learning-rate factor (WRN 0.2, ResNet-18 0.1, MobileNetV2 0.98/epoch).",
+                                     minimum=0, exclusive_minimum=True)
+    temperature: float | None = setting(None, "KD temperature T (paper: 4).", minimum=0, exclusive_minimum=True)
+    alpha: float | None = setting(None, "Weight of the KD term (paper: 0.9).", minimum=0, maximum=1)
+    kd_epochs: int | None = setting(None, "KD only in the first N epochs, then hard targets only (early-hint "
+                                    "ablation; default: KD in every epoch).", minimum=1)
+    method: str = setting("kd", f"Distillation method: {', '.join(list_methods())}, or several joined by + "
+                          "(e.g. kd+at); default kd, the paper's Hinton KD (docs/methods.md).")
+    method_weight: float | None = setting(None, "Weight of a single method other than kd (default: the method's "
+                                          "own); the same as its --<method>_weight. kd's weight is --alpha.",
+                                          minimum=0)
+    seed: int = setting(0, "Random seed (default 0).", minimum=0)
+    train_size: int | None = setting(None, "Use this many training images (a seeded class-balanced subset).",
+                                     minimum=1)
+    test_size: int | None = setting(None, "Use this many test images.", minimum=1)
+    val_size: int | None = setting(None, "Hold out this many training images as a validation split "
+                                   "(class-balanced, seeded; never trained on): val_* columns, "
+                                   "best-validation-epoch results. Default: none, the paper's protocol.", minimum=1)
+    precise_bn: int | None = setting(None, "Recompute the BatchNorm statistics over N training batches after "
+                                     "training (augmentation and dropout off) and report the accuracy with them "
+                                     "too.", minimum=1)
+    precise_bn_every_epoch: bool = setting(False, "With --precise_bn: also measure the precise-BN accuracy after "
+                                           "every epoch (training is unchanged).")
+    dropout: float | None = setting(None, "WRN dropout rate (paper: 0.3).")
+    init: str = setting("he", "Kernel initialisation of the model: he (default: he_normal) or dirac (every 3x3 "
+                        "convolution starts at the identity; a teacher trained on the way keeps he).")
+    augment: bool = setting(True, "Pad/crop/flip training images (default; --noaugment: off).")
+    strategy: str = setting("auto", "auto, mirrored, multiworker or none (default auto).", choices=STRATEGIES)
+    steps_per_execution: int = setting(1, "Training steps per compiled call (default 1).", minimum=1)
+    mixed_precision: bool = setting(False, "mixed_float16 compute, for GPUs (KD loss stays float32).")
+    jit_compile: bool = setting(False, "Compile the train step with XLA (GPU; slow on CPU).")
+    deterministic: bool = setting(False, "Deterministic TensorFlow ops: the same command gives the same weights, "
+                                  "bit for bit, on the same machine (slower; see docs/training.md).")
+    data_tuning: str = setting("auto", "How tf.data spreads its work: auto (default: autotune with a GPU or 8+ "
+                               "cores, else fixed), fixed (best on small CPUs) or autotune.")
 
     @property
     def distill(self) -> bool:
@@ -160,10 +186,20 @@ class _RunSettings:
 
 
 def _with_method_settings(base):
-    """``base`` plus one field per method setting (:func:`kdkeras.methods.all_settings`), each ``None`` (not set)."""
+    """``base`` plus one field per method setting (:func:`kdkeras.methods.all_settings`), each ``None`` (not set).
+
+    Each field carries its setting's declaration, its help that of the flag ``--<flag>``.
+    """
     from kdkeras import methods
 
-    fields = [(s.flag, typing.Optional[s.type], dataclasses.field(default=None)) for s in methods.all_settings()]
+    def flag_help(item):
+        default = ",".join(item.default) if isinstance(item.default, tuple) else item.default
+        return f"{item.method}: {item.help} (default {default})."
+
+    fields = [(s.flag, typing.Optional[s.type],
+               setting(None, flag_help(s), minimum=s.minimum, maximum=s.maximum,
+                       exclusive_minimum=s.exclusive_minimum, choices=s.choices, source=s.source))
+              for s in methods.all_settings()]
     made = dataclasses.make_dataclass("RunConfig", fields, bases=(base,))
     made.__module__, made.__qualname__, made.__doc__ = __name__, "RunConfig", base.__doc__
     return made

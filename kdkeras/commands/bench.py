@@ -32,28 +32,34 @@ import time  # noqa: E402
 
 from absl import flags  # noqa: E402
 
+from kdkeras.data.specs import DATA_TUNINGS  # noqa: E402
+from kdkeras.errors import UsageError  # noqa: E402
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Model (the student for --mode=distill).")
-flags.DEFINE_enum("mode", "train", ["train", "distill", "infer", "data"], "What to measure.")
-flags.DEFINE_string("teacher", None, "Teacher model for --mode=distill.")
+cli.define_run_flag("model", help="Model (the student for --mode=distill).")
+cli.define_mode_flag("train", "What to measure.", choices=["train", "distill", "infer", "data"])
+cli.define_run_flag("teacher", help="Teacher model for --mode=distill.")
 flags.DEFINE_list("methods", ["kd"], "--mode=distill: distillation methods to time on the same pair, "
-                  "interleaved window by window (kd, dkd, fitnets, at; e.g. --methods=kd,at,fitnets).")
+                  "interleaved window by window (any of kdkeras.list_methods() or a combination such as kd+at; "
+                  "e.g. --methods=kd,at,fitnets).")
 flags.DEFINE_enum("framework", "keras", ["keras", "torch"], "kdkeras, or the PyTorch reference (WRN only).")
-flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+cli.define_run_flag("batch_size", default=128, help="Global batch size.")
 flags.DEFINE_integer("steps", 20, "Timed steps (after the warm-up).")
 flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing, compilation, caches).")
 flags.DEFINE_integer("repeats", 3, "Timed windows of --steps steps; the median is reported.")
-flags.DEFINE_integer("steps_per_execution", 1, "Training steps per compiled call.")
-flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
-flags.DEFINE_bool("mixed_precision", False, "mixed_float16 policy (GPU).")
-flags.DEFINE_enum("data_tuning", "auto", ["auto", "fixed", "autotune"], "How tf.data spreads its work, as "
-                  "in training (auto: autotune with a GPU or 8+ cores, else fixed).")
+# The run settings of the measured step, a run's defaults (not "not set": nothing else decides here).
+cli.define_run_flag("steps_per_execution", default=1, help="Training steps per compiled call.")
+cli.define_run_flag("jit_compile", default=False, help="Compile the train step with XLA.")
+cli.define_run_flag("mixed_precision", default=False, help="mixed_float16 policy (GPU).")
+cli.define_run_flag("data_tuning", default="auto", choices=DATA_TUNINGS,
+                    help="How tf.data spreads its work, as in training (auto: autotune with a GPU or 8+ cores, "
+                         "else fixed).")
 flags.DEFINE_integer("threads", None, "PyTorch: torch.set_num_threads (default: its own).")
-flags.DEFINE_integer("train_size", 50000, "--mode=data: synthetic training-set size.")
-flags.DEFINE_string("dataset", "synthetic", "--mode=data: cifar100, cifar10 or synthetic (checks that a data "
-                    "source loads, with its sizes).")
-flags.DEFINE_string("archive", None, "--mode=data: original CIFAR archive or its folder.")
-flags.DEFINE_string("data_dir", None, "--mode=data: prepared TFDS folder.")
+cli.define_run_flag("train_size", default=50000, help="--mode=data: synthetic training-set size.")
+cli.define_run_flag("dataset", default="synthetic", help="--mode=data: cifar100, cifar10 or synthetic (checks "
+                    "that a data source loads, with its sizes).")
+cli.define_run_flag("archive", help="--mode=data: original CIFAR archive or its folder.")
+cli.define_run_flag("data_dir", help="--mode=data: prepared TFDS folder.")
 
 
 def _device():
@@ -71,8 +77,9 @@ def _keras_window(model_name, mode, teacher_name, method="kd"):
     import tensorflow as tf
 
     from kdkeras import config as config_lib
+    from kdkeras import runtime
     from kdkeras.data import pipeline_options
-    from kdkeras.training import build_run_model, build_student, make_run_data
+    from kdkeras.training import build_run_model, build_student, make_run_data, needs_indices
 
     # The run pipeline's own steps build the model, its optimizer and the
     # distiller, as for a real run of these settings on synthetic data.
@@ -81,16 +88,19 @@ def _keras_window(model_name, mode, teacher_name, method="kd"):
         "batch_size": FLAGS.batch_size, "steps_per_execution": FLAGS.steps_per_execution,
         "jit_compile": FLAGS.jit_compile, "mixed_precision": FLAGS.mixed_precision,
         "data_tuning": FLAGS.data_tuning, **({"method": method} if mode == "distill" else {})})
+    runtime.apply(config)  # as a run's start: mixed precision, tf.data tuning
     data = make_run_data(config)
     batch = FLAGS.batch_size
     x = tf.random.normal((batch, 32, 32, 3))
     y = tf.random.uniform((batch,), 0, data.info.num_classes, dtype=tf.int64)
-    # The same tf.data options as the training pipelines (--data_tuning).
-    dataset = tf.data.Dataset.from_tensors((x, y)).repeat().with_options(pipeline_options())
     teacher = None
     if mode == "distill":
         teacher = build_student(config_lib.teacher_config(config), data.info.num_classes, data.info.image_shape)
     model, student = build_run_model(config, data, teacher)
+    if needs_indices(model):  # a method with per-example state (CRD): the examples' positions too
+        x = (x, tf.random.uniform((batch,), 0, data.info.train_examples, dtype=tf.int64))
+    # The same tf.data options as the training pipelines (--data_tuning).
+    dataset = tf.data.Dataset.from_tensors((x, y)).repeat().with_options(pipeline_options())
     if mode == "infer":
         forward = tf.function(lambda: student(x, training=False))
         for _ in range(FLAGS.warmup):
@@ -153,12 +163,18 @@ def main(argv):
         cli.fail("--mode=distill needs --teacher=NAME.")
     if FLAGS.batch_size < 1 or FLAGS.steps < 1 or FLAGS.repeats < 1:
         cli.fail("--batch_size, --steps and --repeats must be positive.")
-    from kdkeras.methods import TERMS
+    from kdkeras import methods as methods_lib
 
     methods = list(dict.fromkeys(FLAGS.methods))
-    unknown = [m for m in methods if m not in TERMS]
+    unknown = []
+    for m in methods:
+        try:
+            methods_lib.parse(m)
+        except UsageError:
+            unknown.append(m)
     if unknown or not methods:
-        cli.fail(f"Unknown method {', '.join(unknown) or '(none)'} in --methods. Valid choices: {', '.join(TERMS)}.")
+        cli.fail(f"Unknown method {', '.join(unknown) or '(none)'} in --methods. "
+                 f"Valid choices: {', '.join(methods_lib.list_methods())}.")
     if methods != ["kd"] and (mode != "distill" or FLAGS.framework != "keras"):
         cli.fail("--methods times distillation methods: it needs --mode=distill (and --framework=keras).")
     from kdkeras.models.registry import parse_model_name

@@ -18,12 +18,11 @@ from absl import flags  # noqa: E402
 from kdkeras.errors import UsageError  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("runs", None, "Finished run folders, comma-separated.")
-flags.DEFINE_enum("split", "test", ["test", "val"], "Split to evaluate (val: the run's validation split).")
+cli.define_run_folders_flag("Finished run folders, comma-separated.")
+cli.define_split_flag("test", "Split to evaluate (val: the run's validation split).", choices=["test", "val"])
 flags.DEFINE_integer("batches", 64, "Training batches per population estimate.")
-flags.DEFINE_string("archive", None, "Read the data from this archive instead of the runs' own setting.")
-flags.DEFINE_string("output", None, "PNG of the variance ratios (default: <dataset folder of the first "
-                    "run>/bn_variance.png).")
+cli.define_run_flag("archive", help="Read the data from this archive instead of the runs' own setting.")
+cli.define_output_flag("PNG of the variance ratios (default: <dataset folder of the first run>/bn_variance.png).")
 
 
 def main(argv):

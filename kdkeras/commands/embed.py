@@ -20,18 +20,18 @@ from kdkeras import cli  # first: quiets TensorFlow's start-up logging
 from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run", None, "A finished run folder, <logdir>/<dataset>/<run name>.")
-flags.DEFINE_list("compare", None, "Finished run folders of one dataset, comma-separated "
-                  "(e.g. teacher,R baseline,NR baseline,KD student): side-by-side panels.")
+cli.define_run_folder_flag("A finished run folder, <logdir>/<dataset>/<run name>.")
+cli.define_compare_flag("Finished run folders of one dataset, comma-separated (e.g. teacher,R baseline,"
+                        "NR baseline,KD student): side-by-side panels.")
 flags.DEFINE_list("classes", None, "Class names to show, e.g. house,tractor,whale.")
 flags.DEFINE_integer("worst", None, "Show the K classes with the lowest accuracy of the (first) run "
                      "(default when --classes is not given: 3).")
 flags.DEFINE_integer("num_points", 500, "Examples in all, class-balanced (every one of a class "
                      "when it has fewer).")
-flags.DEFINE_string("split", "test", "test or train.")
-flags.DEFINE_integer("seed", 0, "Choice of the examples and t-SNE seed.")
-flags.DEFINE_integer("batch_size", 256, "Images per forward pass.")
-flags.DEFINE_string("output", None, "PNG of --compare (default: in the first run's dataset folder).")
+cli.define_split_flag("test", "test or train.")
+cli.define_run_flag("seed", default=0, help="Choice of the examples and t-SNE seed.")
+cli.define_run_flag("batch_size", default=256, help="Images per forward pass.")
+cli.define_output_flag("PNG of --compare (default: in the first run's dataset folder).")
 
 
 def _log(message):

@@ -18,8 +18,8 @@ from absl import flags  # noqa: E402
 from kdkeras.errors import MissingFileError, UsageError  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("runs", None, "Run folders trained with --gradient_flow_epochs, comma-separated.")
-flags.DEFINE_string("output", None, "PNG to write (default: <dataset folder of the first run>/gradient_flow.png).")
+cli.define_run_folders_flag("Run folders trained with --gradient_flow_epochs, comma-separated.")
+cli.define_output_flag("PNG to write (default: <dataset folder of the first run>/gradient_flow.png).")
 
 
 def main(argv):

@@ -28,8 +28,8 @@ from kdkeras import cli  # first: quiets TensorFlow's start-up logging
 from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("table", None, "Paper table 1-6 (configs/tables/table<N>_*.yaml).")
-flags.DEFINE_string("config", None, "A grid config YAML, or a suite config listing grids, instead of --table.")
+cli.define_table_flag("Paper table 1-6 (configs/tables/table<N>_*.yaml).")
+cli.define_config_flag("A grid config YAML, or a suite config listing grids, instead of --table.")
 flags.DEFINE_enum("half", None, ["left", "right"], "Only this half of the table.")
 flags.DEFINE_list("students", None, "Only these students, e.g. NR_g8,NR_g16.")
 flags.DEFINE_list("teachers", None, "Only these teachers, e.g. R_G1,R_G2.")
@@ -44,29 +44,22 @@ flags.DEFINE_string("export", None, "Write the tables from the runs finished so 
                     "result files of every finished run (results.json, history.csv, config.yaml) into this "
                     "folder, e.g. to commit them; trains nothing.")
 flags.DEFINE_integer("seeds", None, "Seeds per cell (overrides the config).")
-flags.DEFINE_string("dataset", None, "cifar100, cifar10, synthetic or folder (overrides the config).")
-flags.DEFINE_string("data_dir", None, "Prepared TFDS data folder; with --dataset=folder, the image folder "
-                    "(train/<class>/..., test/<class>/...).")
-flags.DEFINE_string("archive", None, "Original cifar-100-python.tar.gz / cifar-10-python.tar.gz.")
-cli.define_download_flags()
-flags.DEFINE_integer("epochs", None, "Epochs of every run (default: the paper's recipe).")
-flags.DEFINE_integer("batch_size", None, "Batch size of every run.")
-flags.DEFINE_float("lr", None, "Initial learning rate of every run.")
-flags.DEFINE_integer("train_size", None, "Training subset size.")
-flags.DEFINE_integer("test_size", None, "Test subset size.")
-flags.DEFINE_integer("val_size", None, "Validation images held out of the training split (adds the "
-                     "best-validation-epoch tables).")
-flags.DEFINE_integer("precise_bn", None, "Precise BN over N training batches after training.")
-flags.DEFINE_string("strategy", None, "auto, mirrored, multiworker or none.")
-flags.DEFINE_integer("kd_epochs", None, "KD only in the first N epochs of every KD run (early-hint ablation).")
-flags.DEFINE_string("init", None, "Kernel initialisation of every student: he or dirac (replaces an init axis; "
-                    "teachers keep he).")
-flags.DEFINE_string("logdir", "logs", "Root folder of all runs (shared between shards).")
-cli.define_instrument_flags()
-
+# The run settings that a grid's flags set for every run of it, over the config's (and the dataset and init).
 _OVERRIDES = ("data_dir", "archive", "download", "data_mirror", "epochs", "batch_size", "lr", "train_size",
               "test_size", "val_size",
               "precise_bn", "strategy", "kd_epochs")
+cli.define_run_flags(only=("dataset", *_OVERRIDES, "init"),
+                     help={"dataset": "cifar100, cifar10, synthetic or folder (overrides the config).",
+                           "epochs": "Epochs of every run (default: the paper's recipe).",
+                           "batch_size": "Batch size of every run.",
+                           "lr": "Initial learning rate of every run.",
+                           "val_size": "Validation images held out of the training split (adds the "
+                                       "best-validation-epoch tables).",
+                           "kd_epochs": "KD only in the first N epochs of every KD run (early-hint ablation).",
+                           "init": "Kernel initialisation of every student: he or dirac (replaces an init axis; "
+                                   "teachers keep he)."})
+cli.define_logdir_flag("Root folder of all runs (shared between shards).")
+cli.define_instrument_flags()
 
 
 def main(argv):

@@ -21,20 +21,20 @@ import sys  # noqa: E402
 from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run", None, "A finished run folder, <logdir>/<dataset>/<run name>.")
-flags.DEFINE_list("compare", None, "Run folders to overlay in one plot (1d or path mode).")
-flags.DEFINE_string("mode", "1d", "1d (one random direction), 2d (two) or path (initial to trained weights).")
+cli.define_run_folder_flag("A finished run folder, <logdir>/<dataset>/<run name>.")
+cli.define_compare_flag("Run folders to overlay in one plot (1d or path mode).")
+cli.define_mode_flag("1d", "1d (one random direction), 2d (two) or path (initial to trained weights).")
 flags.DEFINE_integer("resolution", None, "Grid points per axis (default: 51 for 1d, 21 for 2d, 31 for path); "
                      "odd resolutions put the trained weights in the middle.")
 flags.DEFINE_float("range", 1.0, "1d/2d: the grid spans [-range, range] along each direction.")
 flags.DEFINE_integer("num_examples", None, "Examples evaluated, a fixed class-balanced subset of --split "
                      "(default: 512, or the whole split when it is smaller).")
-flags.DEFINE_string("split", "train", "train or test.")
-flags.DEFINE_integer("batch_size", 256, "Examples per forward pass.")
-flags.DEFINE_integer("seed", 0, "1d/2d: seed of the random directions.")
+cli.define_split_flag("train", "train or test.")
+cli.define_run_flag("batch_size", default=256, help="Examples per forward pass.")
+cli.define_run_flag("seed", default=0, help="1d/2d: seed of the random directions.")
 flags.DEFINE_bool("include_bias_bn", False, "1d/2d: also perturb biases and BatchNorm gamma/beta.")
 flags.DEFINE_bool("recompute", False, "Ignore stored results and compute again.")
-flags.DEFINE_string("output", None, "--compare: the PNG to write.")
+cli.define_output_flag("--compare: the PNG to write.")
 
 
 def _settings():

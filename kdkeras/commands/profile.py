@@ -14,10 +14,10 @@ import sys  # noqa: E402
 from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Profile one model, e.g. wrn22x10_NR_G4 (prints its summary).")
+cli.define_run_flag("model", help="Profile one model, e.g. wrn22x10_NR_G4 (prints its summary).")
 flags.DEFINE_bool("all", False, "Profile all 108 variants of the paper.")
 flags.DEFINE_bool("csv", False, "With --all: print CSV 'model,params,macs' (absolute integers).")
-flags.DEFINE_bool("table", False, "Print Tables 8 (MFLOPs) and 9 (M params) next to the paper's values.")
+cli.define_table_flag("Print Tables 8 (MFLOPs) and 9 (M params) next to the paper's values.", switch=True)
 flags.DEFINE_list("models", None, "With --all or --table: only these of the 108 variants, as names or "
                   "shell patterns (e.g. 'wrn22x2_*,resnet18_R_*').")
 flags.DEFINE_integer("num_classes", 100, "Number of classes of the classifier head.")

@@ -29,11 +29,9 @@ from absl import flags  # noqa: E402
 from kdkeras.errors import UsageError  # noqa: E402
 
 FLAGS = flags.FLAGS
-cli.define_run_flags(distill=True)
 # The tuned settings get ranges instead of single values.
-for _name in ("temperature", "alpha", "lr"):
-    delattr(FLAGS, _name)
-    flags.DEFINE_float(_name, None, f"Not used by tune.py: see --{_name}_range.")
+cli.define_run_flags(distill=True, help={name: f"Not used by tune.py: see --{name}_range."
+                                         for name in ("temperature", "alpha", "lr")})
 flags.DEFINE_string("tuner", "bayesian", "Search algorithm: bayesian (BayesianOptimization) or hyperband.")
 flags.DEFINE_integer("max_trials", 10, "Total trials of the search (finished ones count; raise it to add trials).")
 flags.DEFINE_integer("executions_per_trial", 1, "Trainings per trial (seeds seed, seed+1, ...), averaged.")

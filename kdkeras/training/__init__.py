@@ -18,6 +18,7 @@ from kdkeras.training.pipeline import (
     ensure_teacher_run,
     final_measurements,
     fit_run,
+    needs_indices,
     fit_verbosity,
     format_results,
     make_optimizer,
@@ -47,7 +48,7 @@ from kdkeras.training.teachers import check_teacher, load_model_file
 __all__ = [
     "BACKUP_DIR", "CONFIG_FILE", "HISTORY_FILE", "INITIAL_WEIGHTS_FILE", "MIN_FREE_MB", "MODEL_FILE",
     "RESULTS_FILE", "TENSORBOARD_DIR", "RunFolder", "backup_epoch", "build_run_model", "build_student",
-    "check_logdir", "check_teacher", "ensure_teacher_run", "final_measurements", "fit_run", "fit_verbosity",
+    "check_logdir", "check_teacher", "ensure_teacher_run", "final_measurements", "fit_run", "fit_verbosity", "needs_indices",
     "format_results", "is_chief", "is_finished", "load_model_file", "load_results", "make_optimizer",
     "make_run_data", "make_strategy", "record_callbacks", "repair_backup", "resolve_teacher",
     "train_and_evaluate", "training_callbacks",
