@@ -24,6 +24,7 @@ import os
 import sys
 
 from kdkeras.errors import UsageError
+from kdkeras.training.run_folder import run_dir
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow's Python INFO lines (one per collective all-reduce in multi-worker runs) are not for users.
@@ -437,4 +438,4 @@ def analysis_callbacks(config) -> list:
 
     from kdkeras import config as config_lib
 
-    return instrument_callbacks(config, config_lib.run_dir(config, flags.FLAGS.logdir))
+    return instrument_callbacks(config, run_dir(config, flags.FLAGS.logdir))

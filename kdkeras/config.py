@@ -13,7 +13,7 @@ same run, other data is another run). Repeating a command therefore finds
 its run again, and a teacher trained by ``train.py`` is the same run a KD
 command asks for. A run folder written before runs recorded their data is
 found again when its recorded data source still holds the same data
-(:func:`run_dir`).
+(:func:`kdkeras.training.run_folder.run_dir`).
 
 A run whose ``epochs`` differ from the recipe's gets the recipe's
 learning-rate schedule scaled to its length unless ``lr_milestones`` /
@@ -464,10 +464,11 @@ def run_name(config: RunConfig, extra: dict | None = None, data=None) -> str:
     data = data or data_fingerprint(config)
     if data.canonical:
         return plain_run_name(config, extra)
-    return _data_run_name(config, extra, data)
+    return data_run_name(config, extra, data)
 
 
-def _data_run_name(config: RunConfig, extra, data) -> str:
+def data_run_name(config: RunConfig, extra, data) -> str:
+    """The name whose hash includes the data's id (:func:`run_name` of non-canonical data)."""
     name = config.model + (_teacher_part(config.teacher) if config.distill else "") + f"-s{config.seed}"
     fields = {**identity(config), **(extra or {}), "data": data.id}
     return f"{name}-{hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]}"
@@ -489,75 +490,6 @@ def plain_run_name(config: RunConfig, extra: dict | None = None) -> str:
         digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
         name += f"-{digest}"
     return name
-
-
-#: Plain-named folders already reported in this process (each is reported once).
-_reported: set = set()
-
-
-def _recorded_data_id(folder: str) -> tuple[str | None, str]:
-    """``(data id, "")`` of the data a run folder read, or ``(None, why it cannot be told)``.
-
-    ``("", why)`` when the folder has no ``config.yaml`` at all (no record).
-
-    A folder written since runs record their data has it in ``config.yaml``;
-    an older one names its source there (``archive``, ``data_dir``), whose
-    fingerprint is taken now when the source is still there.
-    """
-    from kdkeras.data.fingerprint import fingerprint
-
-    try:
-        with open(os.path.join(folder, "config.yaml")) as f:
-            recorded = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
-        recorded = None
-    if recorded is None and not os.path.exists(os.path.join(folder, "config.yaml")):
-        return "", "it has no config.yaml"  # no record at all (a run writes it first): "" = nothing known
-    if not isinstance(recorded, dict):
-        return None, "its config.yaml cannot be read"
-    if isinstance(recorded.get("data"), dict) and recorded["data"].get("id"):
-        return str(recorded["data"]["id"]), ""
-    archive, data_dir = recorded.get("archive"), recorded.get("data_dir")
-    source = archive if archive is not None else data_dir
-    if source is not None and not os.path.exists(os.path.expanduser(str(source))):
-        return None, f"the data it recorded ({'archive' if archive is not None else 'data_dir'} '{source}') is gone"
-    try:
-        return fingerprint(recorded.get("dataset") or "cifar100", archive=archive, data_dir=data_dir).id, ""
-    except Exception as err:  # noqa: BLE001  (an unreadable source: cannot be told)
-        return None, f"its data cannot be read now ({type(err).__name__})"
-
-
-def run_dir(config: RunConfig, logdir: str) -> str:
-    """The run's folder: ``<logdir>/<dataset>/<run name>``, checked against the data it holds.
-
-    Two names can hold a run: the plain name (:func:`plain_run_name`: runs on
-    canonical data, and every run written before runs recorded their data)
-    and the name whose hash includes the data's id. The plain folder is the
-    run's only when the data it recorded is this run's data (its source's
-    fingerprint now, for an older folder); a plain folder of other data, or of
-    data that cannot be checked any more (one line says which), is left alone
-    and the run takes the data-named folder. So different data is never
-    reused, and an older run on the same data resumes where it is
-    (docs/reliability.md, "Data identity").
-    """
-    import sys
-
-    data = data_fingerprint(config)
-    base = os.path.join(logdir, config.dataset)
-    named = os.path.join(base, _data_run_name(config, None, data))
-    plain = os.path.join(base, plain_run_name(config))
-    if os.path.exists(named):
-        return named
-    if os.path.isdir(plain):
-        recorded, why = _recorded_data_id(plain)
-        if recorded == data.id or (recorded == "" and data.canonical):
-            return plain  # (a plain folder with no record at all is canonical data's, as new ones are)
-        if not recorded and plain not in _reported:
-            _reported.add(plain)
-            print(f"kdkeras: warning: run folder {plain} has this run's settings, but {why}: it is not reused; "
-                  f"this run goes to {named}.", file=sys.stderr, flush=True)
-        return named
-    return plain if data.canonical else named
 
 
 def to_yaml(config: RunConfig, extra: dict | None = None) -> str:

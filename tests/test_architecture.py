@@ -143,3 +143,23 @@ def test_the_registry_is_a_leaf():
 
 def test_errors_import_nothing_of_kdkeras():
     assert _graph()["kdkeras.errors"] == set()
+
+
+def test_only_the_run_folder_module_spells_a_run_folders_file_names():
+    """RunFolder owns every file name of a run folder: no other module writes one as a string."""
+    import re
+
+    from kdkeras.training import run_folder
+
+    names = [run_folder.CONFIG_FILE, run_folder.HISTORY_FILE, run_folder.RESULTS_FILE, run_folder.MODEL_FILE,
+             run_folder.INITIAL_WEIGHTS_FILE, run_folder.BNSTATS_FILE, run_folder.GRADIENT_FLOW_FILE]
+    pattern = re.compile("[\"'](" + "|".join(re.escape(n) for n in names) + ")[\"']")
+    spelled = []
+    for name, path in _modules().items():
+        if name == "kdkeras.training.run_folder":
+            continue
+        for number, line in enumerate(open(path), 1):
+            code = line.split("#", 1)[0]
+            if pattern.search(code) and '"""' not in code and not code.strip().startswith(("``", "*")):
+                spelled.append(f"{name}:{number}: {line.strip()}")
+    assert not spelled, spelled

@@ -13,6 +13,7 @@ from kdkeras.data import hashing
 from kdkeras.errors import UsageError
 from kdkeras.training import train_and_evaluate
 from kdkeras.training.teachers import check_teacher_data
+from kdkeras.training.run_folder import run_dir
 from tests.cifar_archives import CIFAR10, write_cifar
 from tests.helpers import error_lines, script_command, script_env
 
@@ -116,18 +117,18 @@ def test_a_folder_written_before_data_identity_resumes_when_its_data_matches(arc
     a, b = archives
     logdir = str(tmp_path / "logs")
     old = _plain_folder(logdir, _config(a), a)
-    assert config_lib.run_dir(_config(a), logdir) == old
+    assert run_dir(_config(a), logdir) == old
     moved = shutil.copy(a, tmp_path / "copy.tar.gz")  # the same data elsewhere: still that run
-    assert config_lib.run_dir(_config(str(moved)), logdir) == old
+    assert run_dir(_config(str(moved)), logdir) == old
     # Other data never takes it.
-    assert config_lib.run_dir(_config(b), logdir) == os.path.join(logdir, "cifar10", config_lib.run_name(_config(b)))
+    assert run_dir(_config(b), logdir) == os.path.join(logdir, "cifar10", config_lib.run_name(_config(b)))
 
 
 def test_a_folder_whose_data_is_gone_is_not_reused_and_the_user_is_told(archives, tmp_path, capsys):
     a, _ = archives
     logdir = str(tmp_path / "logs")
     old = _plain_folder(logdir, _config(a), str(tmp_path / "deleted.tar.gz"))
-    path = config_lib.run_dir(_config(a), logdir)
+    path = run_dir(_config(a), logdir)
     assert path != old and path.endswith(config_lib.run_name(_config(a)))
     warning = [line for line in capsys.readouterr().err.splitlines() if old in line]
     assert len(warning) == 1 and "is gone" in warning[0] and "not reused" in warning[0]
@@ -139,8 +140,8 @@ def test_official_data_does_not_take_a_plain_folder_of_other_data(archives, tmp_
     logdir = str(tmp_path / "logs")
     official = _config("/nowhere/cifar-10-python.tar.gz")
     subset_run = _plain_folder(logdir, official, a)
-    path = config_lib.run_dir(official, logdir)
-    assert path != subset_run and os.path.basename(path) == config_lib._data_run_name(
+    path = run_dir(official, logdir)
+    assert path != subset_run and os.path.basename(path) == config_lib.data_run_name(
         official, None, config_lib.data_fingerprint(official))
 
 

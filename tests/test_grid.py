@@ -12,6 +12,7 @@ import pytest
 from kdkeras import config as config_lib
 from kdkeras import claims, grid
 from kdkeras.training import resume
+from kdkeras.training import run_folder as run_folder_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke_grid.yaml")
@@ -38,7 +39,7 @@ def test_plan_of_a_whole_table(tmp_path):
     assert cells[:17] == baselines  # dependency order: every baseline before any KD run
     baseline_dirs = {c.run_dir for c in baselines}
     for cell in kd:
-        teacher_dir = config_lib.run_dir(config_lib.teacher_config(cell.config), str(tmp_path))
+        teacher_dir = run_folder_lib.run_dir(config_lib.teacher_config(cell.config), str(tmp_path))
         assert teacher_dir in baseline_dirs
     assert {c.config.model for c in baselines} >= {"resnet18_R_g8", "resnet18_NR_g8", "resnet18_R_G1"}
     assert len(grid.plan(spec, str(tmp_path)) ) == len(cells)  # deterministic

@@ -9,6 +9,7 @@ from kdkeras import config as config_lib
 from kdkeras import grid, hparams
 from kdkeras.training import train_and_evaluate
 from kdkeras.training.run_folder import RunFolder
+from kdkeras.training.run_folder import run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke_grid.yaml")
@@ -161,7 +162,7 @@ def test_a_run_finishing_later_stays_inside_the_domains(tmp_path):
     cells = grid.plan(grid.load_grid(SMOKE), logdir)
     hparams.write_experiment(logdir, [cells[0].config])
     other = config_lib.resolve({**cells[0].config.to_dict(), "seed": 7})
-    folder, results = _fake_finished(grid.Cell("baseline", other, config_lib.run_dir(other, logdir)), 0.75)
+    folder, results = _fake_finished(grid.Cell("baseline", other, run_dir(other, logdir)), 0.75)
     hparams.log_run(folder, other, results)
     experiment, sessions = seen_by_tensorboard(logdir)
     seeds = {info.name: info for info in experiment.hparam_infos}["seed"].domain_discrete.values

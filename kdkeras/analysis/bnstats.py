@@ -28,8 +28,8 @@ import numpy as np
 
 from kdkeras import batchnorm
 from kdkeras.errors import UsageError
+from kdkeras.training.run_folder import BNSTATS_FILE
 
-BNSTATS_FILE = "bnstats.json"
 
 
 def _accuracy(model, dataset) -> float:

@@ -31,9 +31,9 @@ import numpy as np
 
 from kdkeras.errors import UsageError
 from kdkeras.io_utils import atomic_write_text
+from kdkeras.training.run_folder import GRADIENT_FLOW_FILE, GRADIENT_FLOW_TENSORBOARD_DIR
 
-GRADIENT_FLOW_FILE = "gradient_flow.csv"
-TENSORBOARD_SUBDIR = os.path.join("tensorboard", "gradient_flow")
+TENSORBOARD_SUBDIR = GRADIENT_FLOW_TENSORBOARD_DIR
 _FIXED_COLUMNS = ("step", "epoch", "loss", "global_norm")
 
 

@@ -9,8 +9,9 @@ One run, one folder, ``<logdir>/<dataset>/<run name>`` (the name comes from
     model.keras         the trained model (the student of a KD run): plain Keras layers, no
                         optimizer, takes raw images (see :meth:`RunFolder.save_model`)
     initial.weights.h5  the (student) weights before the first step
-    tensorboard/        TensorBoard event files
+    tensorboard/        TensorBoard event files (tensorboard/gradient_flow, tensorboard/projector: the instruments')
     backup/             resume state while the run is unfinished
+    bnstats.json, gradient_flow.csv   what the instruments measured (kdkeras.analysis)
 
 :class:`RunFolder` is the one owner of these names: training, grids, tuning
 and the analysis instruments all go through it.
@@ -23,6 +24,9 @@ import json
 import os
 import shutil
 
+import yaml
+
+from kdkeras import config as config_lib
 from kdkeras.errors import NotWritableError, UsageError
 
 CONFIG_FILE = "config.yaml"
@@ -32,6 +36,13 @@ MODEL_FILE = "model.keras"
 INITIAL_WEIGHTS_FILE = "initial.weights.h5"
 TENSORBOARD_DIR = "tensorboard"
 BACKUP_DIR = "backup"
+#: What the instruments write into a finished run's folder (kdkeras.analysis).
+BNSTATS_FILE = "bnstats.json"
+GRADIENT_FLOW_FILE = "gradient_flow.csv"
+GRADIENT_FLOW_TENSORBOARD_DIR = os.path.join(TENSORBOARD_DIR, "gradient_flow")
+PROJECTOR_TENSORBOARD_DIR = os.path.join(TENSORBOARD_DIR, "projector")
+#: The small result files of a run (what ``kdkeras grid --export`` copies, e.g. to commit them).
+RESULT_FILES = (CONFIG_FILE, HISTORY_FILE, RESULTS_FILE, BNSTATS_FILE, GRADIENT_FLOW_FILE)
 #: Non-chief workers of a multi-worker run write here, below the run folder.
 WORKERS_DIR = ".workers"
 
@@ -49,9 +60,7 @@ class RunFolder:
     @classmethod
     def of(cls, config, logdir: str) -> "RunFolder":
         """The folder of the run of ``config`` in ``logdir``."""
-        from kdkeras import config as config_lib
-
-        return cls(config_lib.run_dir(config, logdir))
+        return cls(run_dir(config, logdir))
 
     @property
     def name(self) -> str:
@@ -206,3 +215,72 @@ def check_logdir(logdir: str, min_free_mb: float | None = None) -> None:
         os.remove(probe)
     except OSError as err:
         raise NotWritableError(f"--logdir '{logdir}' is not writable: {err.strerror}.")
+
+
+#: Plain-named folders already reported in this process (each is reported once).
+_reported: set = set()
+
+
+def recorded_data_id(folder: str) -> tuple[str | None, str]:
+    """``(data id, "")`` of the data a run folder read, or ``(None, why it cannot be told)``.
+
+    ``("", why)`` when the folder has no ``config.yaml`` at all (no record).
+
+    A folder written since runs record their data has it in ``config.yaml``;
+    an older one names its source there (``archive``, ``data_dir``), whose
+    fingerprint is taken now when the source is still there.
+    """
+    from kdkeras.data.fingerprint import fingerprint
+
+    try:
+        with open(RunFolder(folder).config_path) as f:
+            recorded = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        recorded = None
+    if recorded is None and not os.path.exists(RunFolder(folder).config_path):
+        return "", "it has no config.yaml"  # no record at all (a run writes it first): "" = nothing known
+    if not isinstance(recorded, dict):
+        return None, "its config.yaml cannot be read"
+    if isinstance(recorded.get("data"), dict) and recorded["data"].get("id"):
+        return str(recorded["data"]["id"]), ""
+    archive, data_dir = recorded.get("archive"), recorded.get("data_dir")
+    source = archive if archive is not None else data_dir
+    if source is not None and not os.path.exists(os.path.expanduser(str(source))):
+        return None, f"the data it recorded ({'archive' if archive is not None else 'data_dir'} '{source}') is gone"
+    try:
+        return fingerprint(recorded.get("dataset") or "cifar100", archive=archive, data_dir=data_dir).id, ""
+    except Exception as err:  # noqa: BLE001  (an unreadable source: cannot be told)
+        return None, f"its data cannot be read now ({type(err).__name__})"
+
+
+def run_dir(config, logdir: str) -> str:
+    """The run's folder: ``<logdir>/<dataset>/<run name>``, checked against the data it holds.
+
+    Two names can hold a run: the plain name (:func:`plain_run_name`: runs on
+    canonical data, and every run written before runs recorded their data)
+    and the name whose hash includes the data's id. The plain folder is the
+    run's only when the data it recorded is this run's data (its source's
+    fingerprint now, for an older folder); a plain folder of other data, or of
+    data that cannot be checked any more (one line says which), is left alone
+    and the run takes the data-named folder. So different data is never
+    reused, and an older run on the same data resumes where it is
+    (docs/reliability.md, "Data identity").
+    """
+    import sys
+
+    data = config_lib.data_fingerprint(config)
+    base = os.path.join(logdir, config.dataset)
+    named = os.path.join(base, config_lib.data_run_name(config, None, data))
+    plain = os.path.join(base, config_lib.plain_run_name(config))
+    if os.path.exists(named):
+        return named
+    if os.path.isdir(plain):
+        recorded, why = recorded_data_id(plain)
+        if recorded == data.id or (recorded == "" and data.canonical):
+            return plain  # (a plain folder with no record at all is canonical data's, as new ones are)
+        if not recorded and plain not in _reported:
+            _reported.add(plain)
+            print(f"kdkeras: warning: run folder {plain} has this run's settings, but {why}: it is not reused; "
+                  f"this run goes to {named}.", file=sys.stderr, flush=True)
+        return named
+    return plain if data.canonical else named

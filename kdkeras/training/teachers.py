@@ -6,6 +6,7 @@ import os
 import zipfile
 
 from kdkeras.errors import MissingFileError, UsageError
+from kdkeras.training.run_folder import RunFolder
 
 
 def load_model_file(path: str, what: str = "model"):
@@ -59,7 +60,7 @@ def recorded_data(run_directory: str):
     from kdkeras.data.fingerprint import fingerprint
 
     try:
-        with open(os.path.join(run_directory, "config.yaml")) as f:
+        with open(RunFolder(run_directory).config_path) as f:
             recorded = yaml.safe_load(f)
     except (OSError, yaml.YAMLError):
         return None
@@ -88,7 +89,7 @@ def check_teacher_data(config, teacher_path: str, check: bool = True, log=print)
     from kdkeras import config as config_lib
 
     folder = os.path.dirname(os.path.abspath(teacher_path))
-    theirs = recorded_data(folder) if os.path.isfile(os.path.join(folder, "config.yaml")) else None
+    theirs = recorded_data(folder) if os.path.isfile(RunFolder(folder).config_path) else None
     if theirs is None:
         log(f"Teacher file '{teacher_path}' has no record of the data it was trained on (no run folder "
             f"config.yaml beside it): not checked.")

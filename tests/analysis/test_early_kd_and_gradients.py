@@ -12,6 +12,7 @@ from kdkeras.analysis.gradients import GradientFlow, read_gradient_flow
 from kdkeras.callbacks import KDSchedule, read_history
 from kdkeras.models.convert import load_model
 from kdkeras.training import train_and_evaluate
+from kdkeras.training.run_folder import run_dir
 
 pytestmark = pytest.mark.slow  # tiny runs and scripts
 
@@ -99,7 +100,7 @@ def flow_runs(tmp_path_factory):
     for name, with_callback in (("with", True), ("without", False)):
         logdir = str(tmp_path_factory.mktemp(name))
         config = config_lib.resolve({**KD, **TINY, "epochs": 2})
-        directory = config_lib.run_dir(config, logdir)
+        directory = run_dir(config, logdir)
         callbacks = [GradientFlow(probe, directory, epochs=1, every=2)] if with_callback else []
         results = train_and_evaluate(config, logdir, callbacks=callbacks, log=quiet, verbose=0)
         out[name] = (config, results["run_dir"], logdir)
@@ -117,7 +118,7 @@ def test_gradient_flow_leaves_training_unchanged(flow_runs, tmp_path, dropout):
         for name, with_callback in (("with", True), ("without", False)):
             logdir = str(tmp_path / name)
             config = config_lib.resolve({**KD, **TINY, "epochs": 1, "dropout": dropout})
-            directory = config_lib.run_dir(config, logdir)
+            directory = run_dir(config, logdir)
             callbacks = [GradientFlow(probe, directory, epochs=1, every=2)] if with_callback else []
             dirs.append(train_and_evaluate(config, logdir, callbacks=callbacks, log=quiet, verbose=0)["run_dir"])
     a = load_model(os.path.join(dirs[0], "model.keras"))
@@ -154,7 +155,7 @@ def test_gradient_flow_first_row_matches_an_independent_gradient(flow_runs):
     rows = read_gradient_flow(os.path.join(directory, "gradient_flow.csv"))
     student = load_model(os.path.join(directory, "model.keras"))
     student.load_weights(os.path.join(directory, "initial.weights.h5"))
-    teacher_dir = config_lib.run_dir(config_lib.teacher_config(config), logdir)
+    teacher_dir = run_dir(config_lib.teacher_config(config), logdir)
     teacher = load_model(os.path.join(teacher_dir, "model.keras"))
     t = teacher(x, training=False)
     temperature, alpha = config.temperature, config.alpha
@@ -208,7 +209,7 @@ def test_distill_flags_kd_epochs_gradient_flow_and_notrain_teacher(tmp_path):
     assert "KD in the first 1 epochs only" in ok.stdout
     config = config_lib.resolve({**KD, "dataset": "synthetic", "epochs": 2, "train_size": 128,
                                  "test_size": 64, "batch_size": 64, "kd_epochs": 1})
-    directory = config_lib.run_dir(config, str(logdir))
+    directory = run_dir(config, str(logdir))
     history = read_history(os.path.join(directory, "history.csv"))
     assert [float(r["alpha"]) for r in history] == [0.9, 0.0]
     rows = read_gradient_flow(os.path.join(directory, "gradient_flow.csv"))

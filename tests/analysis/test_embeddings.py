@@ -10,6 +10,7 @@ import tensorflow as tf
 import helpers
 
 from kdkeras.analysis import embeddings as emb
+from kdkeras.training.run_folder import run_dir
 from helpers import relative_error
 
 pytestmark = pytest.mark.slow  # tiny runs and scripts
@@ -29,7 +30,7 @@ def tiny_runs(tmp_path_factory):
     logdir = str(tmp_path_factory.mktemp("logs"))
     cfg = config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": "wrn10x1_R_g2", **TINY})
     kd_dir = train_and_evaluate(cfg, logdir, verbose=0, log=lambda message: None)["run_dir"]
-    teacher_dir = config_lib.run_dir(config_lib.teacher_config(cfg), logdir)
+    teacher_dir = run_dir(config_lib.teacher_config(cfg), logdir)
     return logdir, teacher_dir, kd_dir
 
 

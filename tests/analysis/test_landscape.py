@@ -13,6 +13,7 @@ from kdkeras import config as config_lib
 from kdkeras.analysis import landscape as landscape_lib
 from kdkeras.analysis import runs
 from kdkeras.training import train_and_evaluate
+from kdkeras.training.run_folder import run_dir
 
 pytestmark = pytest.mark.slow  # tiny runs and scripts
 
@@ -35,8 +36,8 @@ def tiny_runs(tmp_path_factory):
     logdir = str(tmp_path_factory.mktemp("logs"))
     cfg = config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": "wrn10x1_R_g2", **TINY})
     train_and_evaluate(cfg, logdir, verbose=0, log=lambda message: None)
-    teacher_dir = config_lib.run_dir(config_lib.teacher_config(cfg), logdir)
-    return logdir, runs.load_run(teacher_dir), runs.load_run(config_lib.run_dir(cfg, logdir))
+    teacher_dir = run_dir(config_lib.teacher_config(cfg), logdir)
+    return logdir, runs.load_run(teacher_dir), runs.load_run(run_dir(cfg, logdir))
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from kdkeras import config as config_lib
 from kdkeras import data
 from kdkeras.data import DataError
 from kdkeras.data import folder as folder_lib
+from kdkeras.training.run_folder import run_dir
 
 CLASSES = ("cat", "dog", "frog")
 SIZE = 24
@@ -167,7 +168,7 @@ def test_one_epoch_run(tmp_path, folder):
     config = config_lib.resolve({"model": "wrn10x1_R_g2", "dataset": "folder", "data_dir": folder, "epochs": 1,
                                  "batch_size": 8, "val_size": 3})
     results = training.train_and_evaluate(config, str(tmp_path), verbose=0)
-    run = config_lib.run_dir(config, str(tmp_path))
+    run = run_dir(config, str(tmp_path))
     assert os.path.basename(run).startswith("wrn10x1_R_g2-s0-")  # named by its files' fingerprint
     assert results["data"]["source"] == "folder" and results["data"]["where"] == os.path.realpath(folder)
     assert os.path.isfile(os.path.join(run, "model.keras"))

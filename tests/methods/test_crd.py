@@ -20,6 +20,7 @@ import tensorflow as tf
 from kdkeras.errors import UsageError
 from kdkeras.methods import get
 from kdkeras.methods.crd import CRD, EPSILON
+from kdkeras.training.run_folder import run_dir
 from tests.helpers import run_script, script_env
 
 B, S_DIM, T_DIM, FEAT, K, N = 4, 6, 7, 8, 5, 12
@@ -370,7 +371,7 @@ def test_a_resumed_crd_run_ends_with_the_banks_and_weights_of_the_uninterrupted_
     uninterrupted = _Capture(whole, copy)
     train_and_evaluate(config, whole, callbacks=[uninterrupted], verbose=0)
     # The copy of the run folder after epoch 1, as a run killed there leaves it: resumed at epoch 2.
-    assert not os.path.exists(os.path.join(config_lib.run_dir(config, copy), "results.json"))
+    assert not os.path.exists(os.path.join(run_dir(config, copy), "results.json"))
     messages, resumed = [], _Capture()
     train_and_evaluate(config, copy, callbacks=[resumed], verbose=0, log=messages.append)
     assert any("Resuming" in m and "epoch 2/2" in m for m in messages), messages

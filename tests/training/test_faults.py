@@ -48,6 +48,7 @@ import keras
 
 from kdkeras import config as config_lib
 from kdkeras import training
+from kdkeras.training import run_folder as run_folder_lib
 
 
 def die():
@@ -134,7 +135,7 @@ elif fault == "enospc-history":
 elif fault == "enospc-raise":
     # The whole run fails the way a full disk fails a write (no training).
     def full_disk(config, logdir, **kwargs):
-        path = os.path.join(config_lib.run_dir(config, logdir), "history.csv")
+        path = os.path.join(run_folder_lib.run_dir(config, logdir), "history.csv")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
     training.train_and_evaluate = full_disk
@@ -206,7 +207,7 @@ def _killed(result):
 
 
 def _tiny_run_dir(logdir):
-    return config_lib.run_dir(config_lib.resolve(TINY), str(logdir))
+    return run_folder_lib.run_dir(config_lib.resolve(TINY), str(logdir))
 
 
 def _check_finished(run_dir, expected_epochs=3):
@@ -363,9 +364,9 @@ def test_waiting_shard_takes_over_a_teacher_whose_shard_died(tmp_path):
     logdir = str(tmp_path / "logs")
     base = {"dataset": "synthetic", "epochs": 1, "train_size": 128, "test_size": 64, "batch_size": 64}
     kd = grid.Cell("kd", config_lib.resolve({**base, "model": "wrn10x1_NR_g2", "teacher": "wrn10x1_R_g2"}),
-                   config_lib.run_dir(config_lib.resolve({**base, "model": "wrn10x1_NR_g2",
+                   run_folder_lib.run_dir(config_lib.resolve({**base, "model": "wrn10x1_NR_g2",
                                                           "teacher": "wrn10x1_R_g2"}), logdir))
-    teacher_dir = config_lib.run_dir(config_lib.teacher_config(kd.config), logdir)
+    teacher_dir = run_folder_lib.run_dir(config_lib.teacher_config(kd.config), logdir)
     from kdkeras import claims
 
     # The other shard holds the teacher's claim until it is killed (it waits on its stdin, which stays open).
@@ -518,7 +519,7 @@ def test_missing_teacher_run_without_training_it_is_one_line_exit_2(tmp_path):
     (line,) = _error_lines(result.stderr)
     teacher = config_lib.resolve({"model": "wrn10x1_R_g2", "dataset": "synthetic", "epochs": 1,
                                   "train_size": 128, "test_size": 64})
-    teacher_dir = config_lib.run_dir(teacher, str(logdir))
+    teacher_dir = run_folder_lib.run_dir(teacher, str(logdir))
     assert f"Teacher wrn10x1_R_g2 has no finished run at {teacher_dir}" in line and "--train_teacher" in line
     assert not os.path.exists(teacher_dir)  # nothing trained
     assert not os.path.exists(os.path.join(str(logdir), "synthetic"))  # no run folder started either
@@ -554,6 +555,6 @@ def test_untrusted_truncated_or_misfit_teacher_files_fail_before_training(tmp_pa
     with pytest.raises(ValueError, match=r"takes inputs of shape \(16, 16, 3\), but dataset synthetic has "
                                          r"images of shape \(32, 32, 3\)"):
         run()
-    run_dir = config_lib.run_dir(config, str(tmp_path / "logs"))
+    run_dir = run_folder_lib.run_dir(config, str(tmp_path / "logs"))
     assert not os.path.exists(os.path.join(run_dir, "history.csv"))  # not one epoch trained
     assert not os.path.exists(os.path.join(run_dir, "backup"))

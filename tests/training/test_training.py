@@ -16,6 +16,7 @@ from kdkeras.models.convert import load_model
 from kdkeras.models.registry import build_model
 from kdkeras.profiling import profile
 from kdkeras.training import train_and_evaluate
+from kdkeras.training import run_folder as run_folder_lib
 
 pytestmark = pytest.mark.slow  # end-to-end runs
 
@@ -40,7 +41,7 @@ def kd_run(tmp_path_factory):
 
 def test_teacher_is_trained_first_and_reused(kd_run):
     logdir, config, results, log = kd_run
-    teacher_dir = config_lib.run_dir(config_lib.teacher_config(config), logdir)
+    teacher_dir = run_folder_lib.run_dir(config_lib.teacher_config(config), logdir)
     assert any("training it first" in m for m in log)
     assert results["teacher_run"] == teacher_dir
     teacher_results = json.load(open(os.path.join(teacher_dir, "results.json")))
@@ -49,7 +50,7 @@ def test_teacher_is_trained_first_and_reused(kd_run):
 
 def test_run_folder_contents(kd_run):
     logdir, config, results, _ = kd_run
-    run_dir = config_lib.run_dir(config, logdir)
+    run_dir = run_folder_lib.run_dir(config, logdir)
     assert results["run_dir"] == run_dir
     assert sorted(os.listdir(run_dir)) == ["config.yaml", "history.csv", "initial.weights.h5",
                                            "model.keras", "results.json", "tensorboard"]
@@ -118,7 +119,7 @@ def test_repeating_a_finished_run_trains_nothing(kd_run):
 
 def test_interrupted_run_resumes_from_its_last_finished_epoch(tmp_path):
     config = config_lib.resolve({"model": "wrn10x1_R_g2", **TINY, "epochs": 3})
-    run_dir = config_lib.run_dir(config, str(tmp_path))
+    run_dir = run_folder_lib.run_dir(config, str(tmp_path))
     with pytest.raises(Interrupt):
         train_and_evaluate(config, str(tmp_path), callbacks=[stop_after(1)], verbose=0)
     assert not os.path.exists(os.path.join(run_dir, "results.json"))
@@ -192,7 +193,7 @@ def test_diverging_run_stops_with_epoch_and_step_and_keeps_the_last_good_epoch(t
     config = config_lib.resolve(base)
     with pytest.raises(FloatingPointError, match=r"at epoch 3, step \d+"):
         train_and_evaluate(config, str(tmp_path), verbose=0)
-    run_dir = config_lib.run_dir(config, str(tmp_path))
+    run_dir = run_folder_lib.run_dir(config, str(tmp_path))
     history = read_history(os.path.join(run_dir, "history.csv"))
     assert [r["epoch"] for r in history] == [0, 1]
     meta = json.load(open(os.path.join(run_dir, "backup", "training_metadata.json")))

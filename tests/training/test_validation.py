@@ -15,6 +15,7 @@ from kdkeras import config as config_lib
 from kdkeras import data as data_lib
 from kdkeras import grid
 from kdkeras.callbacks import read_history
+from kdkeras.training.run_folder import run_dir
 
 pytestmark = pytest.mark.slow  # a suite of tiny runs
 
@@ -79,7 +80,7 @@ def _results(specs, logdir):
     out = {}
     for spec in specs:
         for half, role, student, teacher, cfg in grid.table_configs(spec):
-            directory = config_lib.run_dir(cfg, logdir)
+            directory = run_dir(cfg, logdir)
             out[(spec.name, role, cfg.seed)] = (directory, json.load(open(os.path.join(directory, "results.json"))))
     return out
 

@@ -19,9 +19,10 @@ import numpy as np
 
 from kdkeras.analysis.embeddings.compute import EMBEDDING_LAYER
 from kdkeras.io_utils import atomic_write_text
+from kdkeras.training.run_folder import PROJECTOR_TENSORBOARD_DIR
 
 #: Projector folder of a run folder, inside its TensorBoard folder.
-PROJECTOR_SUBDIR = os.path.join("tensorboard", "projector")
+PROJECTOR_SUBDIR = PROJECTOR_TENSORBOARD_DIR
 
 PROJECTOR_CONFIG_FILE = "projector_config.pbtxt"  # the name the projector plugin reads
 

@@ -212,7 +212,7 @@ class EmbeddingProjector(keras.callbacks.Callback):
     images, labels, names = runs.split_arrays(config, "test", size=300)
     keep = np.isin(labels, [3, 42, 88])
     callback = EmbeddingProjector(images[keep], labels[keep], names,
-                                  os.path.join(run_dir, "tensorboard", "projector"))
+                                  os.path.join(run_dir, PROJECTOR_SUBDIR))
     train_and_evaluate(config, logdir, callbacks=[callback])
     ```
 

@@ -8,6 +8,7 @@ import os
 from kdkeras import config as config_lib
 from kdkeras.errors import UsageError
 from kdkeras.experiments.grid.spec import GridSpec
+from kdkeras.training.run_folder import run_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,10 +114,10 @@ def plan(spec: GridSpec, logdir: str, half=None, students=None, teachers=None) -
     for _, role, _, _, cfg in table_configs(spec, half, students, teachers):
         if role == "kd":
             t_cfg = config_lib.teacher_config(cfg)
-            baselines.setdefault(config_lib.run_dir(t_cfg, logdir), t_cfg)
-            kd.setdefault(config_lib.run_dir(cfg, logdir), cfg)
+            baselines.setdefault(run_dir(t_cfg, logdir), t_cfg)
+            kd.setdefault(run_dir(cfg, logdir), cfg)
         else:
-            baselines.setdefault(config_lib.run_dir(cfg, logdir), cfg)
+            baselines.setdefault(run_dir(cfg, logdir), cfg)
     def cell(kind, run_dir, cfg):
         return Cell(kind, cfg, run_dir, tuple((k, getattr(cfg, k)) for k in spec.axes))
 

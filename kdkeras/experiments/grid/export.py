@@ -6,10 +6,11 @@ import csv
 import os
 
 from kdkeras.experiments.grid.expand import plan_all
+from kdkeras.training.run_folder import RESULT_FILES
 
 
 #: The small files of a run that :func:`export` copies (records, not models or checkpoints).
-EXPORTED_RUN_FILES = ("config.yaml", "history.csv", "results.json", "bnstats.json", "gradient_flow.csv")
+EXPORTED_RUN_FILES = RESULT_FILES
 
 
 #: The files of a grid's or suite's folder that :func:`export` copies.

@@ -9,6 +9,7 @@ import os
 from kdkeras import config as config_lib
 from kdkeras.experiments.grid.expand import table_configs
 from kdkeras.experiments.grid.table import MEASURES, token_label
+from kdkeras.training.run_folder import run_dir
 
 
 def _per_seed(run_dirs_by_seed: dict, key: str) -> dict:
@@ -61,7 +62,7 @@ def summary_rows(specs, logdir: str) -> list[dict]:
         for name, role, student, teacher, cfg in table_configs(spec):
             key = (name, student)
             slot = dirs.setdefault(key, {"baseline": {}, "nr_baseline": {}, "kd": {}, "method": None})
-            run = config_lib.run_dir(cfg, logdir)
+            run = run_dir(cfg, logdir)
             if role == "kd":
                 slot["kd"].setdefault(teacher, {})[cfg.seed] = run
                 slot["method"] = _method_label(cfg)

@@ -10,6 +10,7 @@ from kdkeras import config as config_lib
 from kdkeras import hparams
 from kdkeras.experiments.grid.expand import axis_combinations, half_label, plan, select, table_configs
 from kdkeras.experiments.grid.spec import GridSpec
+from kdkeras.training.run_folder import run_dir
 
 
 #: The accuracies a table can show: ``(name, results.json key, title)``. The
@@ -53,7 +54,7 @@ def collect(spec: GridSpec, logdir: str, key="test_accuracy", half=None, student
     dirs = {name: {"baseline": {}, "nr_baseline": {}, "kd": {}} for name in halves}
     for name, role, student, teacher, cfg in table_configs(spec, half, students, teachers):
         key_ = (token_label(teacher), token_label(student)) if role == "kd" else token_label(student)
-        dirs[name][role].setdefault(key_, []).append(config_lib.run_dir(cfg, logdir))
+        dirs[name][role].setdefault(key_, []).append(run_dir(cfg, logdir))
     out = {}
     for name, h in halves.items():
         accuracies = {role: {k: _accuracies(d, key) for k, d in cells.items()}

@@ -11,6 +11,7 @@ from kdkeras import config as config_lib
 from kdkeras import recipes
 from kdkeras.errors import UsageError
 from kdkeras.experiments.tuning.space import SearchSpace, TUNED, TUNERS
+from kdkeras.training.run_folder import run_dir
 
 
 
@@ -92,4 +93,4 @@ def teacher_location(config: config_lib.RunConfig, logdir: str) -> str:
     """Where the search's teacher comes from: its ``.keras`` file or its baseline run folder."""
     if config_lib.is_model_file(config.teacher):
         return config.teacher
-    return config_lib.run_dir(config_lib.teacher_config(search_config(config)), logdir)
+    return run_dir(config_lib.teacher_config(search_config(config)), logdir)

@@ -11,6 +11,7 @@ from kdkeras.errors import UsageError
 from kdkeras.experiments.tuning.folder import OBJECTIVE, search_config, tune_dir
 from kdkeras.experiments.tuning.hypermodel import KDHyperModel
 from kdkeras.experiments.tuning.space import LABELS, SearchSpace, TUNED, check_search_settings
+from kdkeras.training.run_folder import HISTORY_FILE
 
 
 def print_message(message):
@@ -52,7 +53,7 @@ class KDTunerMixin:
         execution = self._execution
         self.hypermodel.execution = execution
         self.hypermodel.history_path = os.path.join(
-            self.get_trial_dir(trial.trial_id), "history.csv" if not execution else f"history-{execution}.csv")
+            self.get_trial_dir(trial.trial_id), HISTORY_FILE if not execution else HISTORY_FILE.replace(".csv", f"-{execution}.csv"))
         self._execution += 1
         try:
             return super()._build_and_fit_model(trial, *args, **kwargs)
