@@ -118,32 +118,10 @@ class Distiller(keras.Model):
         self.ce_tracker = keras.metrics.Mean(name="ce")
         self.term_trackers = [keras.metrics.Mean(name=name) for name in names]
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        self._build_views_and_parts(terms)
+        self._views, self.taps = _views_and_parts(student, teacher, terms)
         self.distillation_losses = list(terms)  # tracked: their parts train and save with the distiller
         if student.built and teacher.built:  # so that BackupAndRestore can load weights before `fit`
             self.built = True
-
-    def _build_views_and_parts(self, terms):
-        """One forward pass per model (views sharing their layers), and each method's parts built."""
-        from kdkeras.models.taps import feature_model
-
-        taps = []
-        for term in terms:
-            taps += [tap for tap in term.taps if tap not in taps]
-        if taps:  # held outside Keras's tracking: the checkpoints hold each variable once, under the models
-            views = _Views(feature_model(self.student, taps), feature_model(self.teacher, taps))
-            shapes = [{k: tuple(v.shape) for k, v in view.output.items()} for view in (views.student, views.teacher)]
-        else:
-            student, teacher = self.student, self.teacher
-            views = _Views(lambda x, training: {LOGITS: student(x, training=training)},
-                           lambda x, training: {LOGITS: teacher(x, training=training)})
-            shapes = [{LOGITS: tuple(m.outputs[0].shape)} if getattr(m, "outputs", None) else {}
-                      for m in (student, teacher)]
-        self._views, self.taps = views, tuple(taps)
-        for term in terms:
-            keys = set(term.taps) | {LOGITS}
-            term.build_adapters({k: v for k, v in shapes[0].items() if k in keys},
-                                {k: v for k, v in shapes[1].items() if k in keys})
 
     # ------------------------------------------------------------------ weights
     @property
@@ -338,6 +316,32 @@ class TermWarmup(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.set_epoch(epoch)
+
+
+def _views_and_parts(student, teacher, terms):
+    """`(views, taps)`: one forward pass per model for the union of the methods' taps; each method's parts built.
+
+    The views share the models' layers and are held outside Keras's tracking,
+    so the checkpoints hold each variable once, under the models.
+    """
+    from kdkeras.models.taps import feature_model
+
+    taps = []
+    for term in terms:
+        taps += [tap for tap in term.taps if tap not in taps]
+    if taps:
+        views = _Views(feature_model(student, taps), feature_model(teacher, taps))
+        shapes = [{k: tuple(v.shape) for k, v in view.output.items()} for view in (views.student, views.teacher)]
+    else:
+        views = _Views(lambda x, training: {LOGITS: student(x, training=training)},
+                       lambda x, training: {LOGITS: teacher(x, training=training)})
+        shapes = [{LOGITS: tuple(m.outputs[0].shape)} if getattr(m, "outputs", None) else {}
+                  for m in (student, teacher)]
+    for term in terms:
+        keys = set(term.taps) | {LOGITS}
+        term.build_adapters({k: v for k, v in shapes[0].items() if k in keys},
+                            {k: v for k, v in shapes[1].items() if k in keys})
+    return views, tuple(taps)
 
 
 def distiller_for_run(student, teacher, config, *, temperature=None, alpha=None):

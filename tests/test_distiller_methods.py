@@ -441,3 +441,23 @@ def test_checkpoints_keep_the_layout_of_earlier_runs(method, tmp_path):
                      else None)
     assert rows == recorded
     distiller.load_weights(path)
+
+
+def test_the_distiller_class_stays_short_method_specifics_live_in_the_methods():
+    """One path, and no method's specifics in the Distiller: the class stays about 250 lines."""
+    import ast
+    import inspect
+
+    import kdkeras.distiller as module
+
+    [node] = [n for n in ast.parse(inspect.getsource(module)).body
+              if isinstance(n, ast.ClassDef) and n.name == "Distiller"]
+    assert node.end_lineno - node.lineno + 1 <= 260
+    docstrings = {id(n.body[0].value) for n in ast.walk(node)
+                  if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.body and isinstance(n.body[0], ast.Expr)}
+    code = " ".join(
+        (n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else str(n.value)).lower()
+        for n in ast.walk(node)
+        if isinstance(n, (ast.Name, ast.Attribute)) or (isinstance(n, ast.Constant) and id(n) not in docstrings))
+    for method in ("dkd", "fitnets", "crd", "ctkd", "reviewkd"):
+        assert method not in code, method
