@@ -70,9 +70,16 @@ _PRECISE_BN_METRICS = ("test_accuracy_precise_bn", "val_accuracy_precise_bn")
 
 
 def _field_types() -> dict:
-    """``{setting: annotation text}`` of :class:`kdkeras.config.RunConfig`."""
-    return {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-            for f in dataclasses.fields(config_lib.RunConfig)}
+    """``{setting: annotation text}`` of :class:`kdkeras.config.RunConfig` (``Optional[X]``: ``X``'s)."""
+    import typing
+
+    def text(kind):
+        if isinstance(kind, str):
+            return kind
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        return text(args[0]) if len(args) == 1 else getattr(kind, "__name__", str(kind))
+
+    return {f.name: text(f.type) for f in dataclasses.fields(config_lib.RunConfig)}
 
 
 def run_settings(config) -> dict:

@@ -171,3 +171,13 @@ def test_an_unknown_method_flag_value_is_one_line(tmp_path):
 def test_every_settings_field_is_a_dataclass_field_of_run_config():
     names = {f.name for f in dataclasses.fields(config_lib.RunConfig)}
     assert {s.flag for s in methods.all_settings()} <= names
+
+
+def test_method_settings_are_hparams_columns_of_one_type():
+    from kdkeras import hparams
+
+    base = {"model": "wrn16x1_NR_g2", "teacher": "wrn16x1_R_g2", "dataset": "synthetic"}
+    settings = hparams.run_settings(config_lib.resolve({**base, "method": "dkd+at", "at_weight": 5, "dkd_warmup": 3,
+                                                        "at_taps": ["stage2", "stage3"]}))
+    assert settings["method"] == "dkd+at" and settings["dkd_warmup"] == 3
+    assert isinstance(settings["at_weight"], float) and settings["at_taps"] == "stage2,stage3"
