@@ -24,7 +24,6 @@ import os
 import sys
 
 from kdkeras.errors import UsageError
-from kdkeras.training.run_folder import run_dir
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow's Python INFO lines (one per collective all-reduce in multi-worker runs) are not for users.
@@ -436,6 +435,6 @@ def analysis_callbacks(config) -> list:
     """:func:`instrument_callbacks` for the run of ``config`` in ``--logdir``."""
     from absl import flags
 
-    from kdkeras import config as config_lib
+    from kdkeras.training.run_folder import run_dir
 
     return instrument_callbacks(config, run_dir(config, flags.FLAGS.logdir))

@@ -149,7 +149,7 @@ def test_unknown_tap_is_a_one_line_error():
         feature_model(model, ["stage1", "stage4"])
     message = str(info.value)
     assert "\n" not in message
-    assert "'stage4'" in message and "Valid taps: stem, stage1, stage2, stage3." in message
+    assert "'stage4'" in message and "Valid taps: stem, stage1, stage2, stage3, embedding." in message
 
 
 def test_a_model_outside_the_zoo_is_refused():

@@ -22,6 +22,7 @@ import pytest
 
 from kdkeras import config as config_lib
 from kdkeras import training
+from kdkeras.training import run_folder as run_folder_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "smoke_grid.yaml")
@@ -48,7 +49,6 @@ import keras
 
 from kdkeras import config as config_lib
 from kdkeras import training
-from kdkeras.training import run_folder as run_folder_lib
 
 
 def die():
