@@ -14,9 +14,16 @@ not on one model or one pipeline:
 :func:`apply` sets all four in one place. It is called where a run starts
 (:func:`kdkeras.training.train_and_evaluate`, a tuning search, a benchmark);
 the run pipeline's steps (data, model, callbacks, fit) set none of them.
+
+:func:`quiet_retracing` mutes TensorFlow's "triggered tf.function retracing"
+warning where a process builds many models on purpose (a search's trials,
+a benchmark's methods).
 """
 
 from __future__ import annotations
+
+import contextlib
+import logging
 
 
 def apply(config) -> None:
@@ -41,3 +48,22 @@ def apply(config) -> None:
         tf.config.experimental.enable_op_determinism()
     data_lib.set_data_tuning(config.data_tuning)
     download.configure(enabled=config.download, mirror=config.data_mirror or "")
+
+
+class _DropRetracingWarnings(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warnings."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_retracing():
+    """No "triggered tf.function retracing" warnings inside the block (every model is a new one there)."""
+    logger = logging.getLogger("tensorflow")
+    drop = _DropRetracingWarnings()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)

@@ -223,7 +223,10 @@ def main(argv):
         if mode == "data":
             rates, steps = _bench_data(record)
         else:
-            per_method, steps = _bench_keras(FLAGS.model, mode, FLAGS.teacher, tuple(methods))
+            from kdkeras import runtime
+
+            with runtime.quiet_retracing():  # every method's window is a new model
+                per_method, steps = _bench_keras(FLAGS.model, mode, FLAGS.teacher, tuple(methods))
             rates = per_method[methods[0]]
             if len(methods) > 1:
                 kd = statistics.median(per_method["kd"]) if "kd" in per_method else None

@@ -29,17 +29,17 @@ One job per module:
 * :mod:`~kdkeras.experiments.grid.summary`: a suite's summary;
 * :mod:`~kdkeras.experiments.grid.export`: ``--export``.
 """
-
 from kdkeras.experiments.grid.expand import (Cell, axis_combinations, half_label, plan, plan_all, select,
                                              table_configs)
 from kdkeras.experiments.grid.export import EXPORTED_RUN_FILES, EXPORTED_TABLE_FILES, export
 from kdkeras.experiments.grid.run import print_plan, run, run_cell, state
 from kdkeras.experiments.grid.shard import parse_shard, shard
-from kdkeras.experiments.grid.spec import (CONFIGS_DIR, GRID_FIELDS, HALVES, NON_AXIS_FIELDS, SUITE_FIELDS, GridSpec,
-                                           check_axes, load_grid, load_grids, resolve_config_path, shipped_config,
-                                           table_config_path)
+from kdkeras.experiments.grid.spec import (CONFIGS_DIR, GRID_FIELDS, HALVES, NON_AXIS_FIELDS, SUITE_FIELDS,
+                                           GridSpec, check_axes, load_grid, load_grids, resolve_config_path,
+                                           shipped_config, table_config_path)
 from kdkeras.experiments.grid.summary import summary_rows, write_summary
 from kdkeras.experiments.grid.table import MEASURES, collect, token_label, write_tables
+
 
 __all__ = ["CONFIGS_DIR", "EXPORTED_RUN_FILES", "EXPORTED_TABLE_FILES", "GRID_FIELDS", "HALVES", "MEASURES",
            "NON_AXIS_FIELDS", "SUITE_FIELDS", "Cell", "GridSpec", "axis_combinations", "check_axes", "collect",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 
 from kdkeras.experiments.grid.expand import plan_all

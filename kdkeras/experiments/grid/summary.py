@@ -6,7 +6,6 @@ import csv
 import io
 import os
 
-from kdkeras import config as config_lib
 from kdkeras.experiments.grid.expand import table_configs
 from kdkeras.experiments.grid.table import MEASURES, token_label
 from kdkeras.training.run_folder import run_dir

@@ -6,7 +6,6 @@ import csv
 import io
 import os
 
-from kdkeras import config as config_lib
 from kdkeras import hparams
 from kdkeras.experiments.grid.expand import axis_combinations, half_label, plan, select, table_configs
 from kdkeras.experiments.grid.spec import GridSpec

@@ -42,12 +42,17 @@ roles of a distributed search), :mod:`~kdkeras.experiments.tuning.results`
 (the trials table, the best trial, ``best.json``) and
 :mod:`~kdkeras.experiments.tuning.search` (:func:`tune`).
 """
+from kdkeras.experiments.tuning.folder import (OBJECTIVE, DEFAULT_VAL_FRACTION, TUNE_DIR, BEST_FILE,
+                                               TENSORBOARD_DIR, with_validation, search_config, tune_name,
+                                               tune_dir, teacher_location)
+from kdkeras.experiments.tuning.hypermodel import KDHyperModel
+from kdkeras.experiments.tuning.results import (trial_rows, format_table, distill_command, best_trial_row,
+                                                measure_test_accuracy, stored_test_accuracy, write_results)
+from kdkeras.experiments.tuning.search import tune
+from kdkeras.experiments.tuning.space import (TUNERS, TUNED, DEFAULT_RANGES, SAMPLING, LABELS, SearchSpace,
+                                              parse_range, check_search_settings)
+from kdkeras.experiments.tuning.tuners import (print_message, KDTunerMixin, KDBayesianOptimization, KDHyperband,
+                                               distributed_role, make_tuner)
 
-from kdkeras.experiments.tuning.folder import (OBJECTIVE, DEFAULT_VAL_FRACTION, TUNE_DIR, BEST_FILE, TENSORBOARD_DIR, with_validation, search_config, tune_name, tune_dir, teacher_location)
-from kdkeras.experiments.tuning.hypermodel import (KDHyperModel)
-from kdkeras.experiments.tuning.results import (trial_rows, format_table, distill_command, best_trial_row, measure_test_accuracy, stored_test_accuracy, write_results)
-from kdkeras.experiments.tuning.search import (tune)
-from kdkeras.experiments.tuning.space import (TUNERS, TUNED, DEFAULT_RANGES, SAMPLING, LABELS, SearchSpace, parse_range, check_search_settings)
-from kdkeras.experiments.tuning.tuners import (print_message, KDTunerMixin, KDBayesianOptimization, KDHyperband, distributed_role, make_tuner)
 
 __all__ = ['BEST_FILE', 'DEFAULT_RANGES', 'DEFAULT_VAL_FRACTION', 'KDBayesianOptimization', 'KDHyperModel', 'KDHyperband', 'KDTunerMixin', 'LABELS', 'OBJECTIVE', 'SAMPLING', 'SearchSpace', 'TENSORBOARD_DIR', 'TUNED', 'TUNERS', 'TUNE_DIR', 'best_trial_row', 'check_search_settings', 'distill_command', 'distributed_role', 'format_table', 'make_tuner', 'measure_test_accuracy', 'parse_range', 'print_message', 'search_config', 'stored_test_accuracy', 'teacher_location', 'trial_rows', 'tune', 'tune_dir', 'tune_name', 'with_validation', 'write_results']

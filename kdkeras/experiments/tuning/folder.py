@@ -5,15 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import keras
 
 from kdkeras import config as config_lib
 from kdkeras import recipes
 from kdkeras.errors import UsageError
 from kdkeras.experiments.tuning.space import SearchSpace, TUNED, TUNERS
 from kdkeras.training.run_folder import run_dir
-
-
 
 
 OBJECTIVE = "val_accuracy"

@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 
 import keras
 import keras_tuner
+
 from kdkeras.experiments.tuning.folder import BEST_FILE, OBJECTIVE, TENSORBOARD_DIR, with_validation
-from kdkeras.experiments.tuning.results import best_trial_row, format_table, measure_test_accuracy, stored_test_accuracy, write_results
+from kdkeras.experiments.tuning.results import (best_trial_row, format_table, measure_test_accuracy,
+                                                stored_test_accuracy, write_results)
 from kdkeras.experiments.tuning.space import SearchSpace
 from kdkeras.experiments.tuning.tuners import distributed_role, make_tuner, print_message
-
-
-
-class _DropRetracingWarnings(logging.Filter):
-    """Drops TensorFlow's "triggered tf.function retracing" warnings: every trial is a new model."""
-
-    def filter(self, record):
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_retracing():
-    logger = logging.getLogger("tensorflow")
-    drop = _DropRetracingWarnings()
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
 
 
 def tune(config, logdir: str = "logs", *, space=None, tuner: str = "bayesian", max_trials: int = 10,
@@ -75,7 +56,7 @@ def tune(config, logdir: str = "logs", *, space=None, tuner: str = "bayesian", m
             f"({os.environ['KERASTUNER_TUNER_ID']}, oracle at {os.environ['KERASTUNER_ORACLE_IP']}:"
             f"{os.environ['KERASTUNER_ORACLE_PORT']}).")
     all_callbacks = [keras.callbacks.TensorBoard(os.path.join(folder, TENSORBOARD_DIR)), *callbacks]
-    with _quiet_retracing():
+    with runtime.quiet_retracing():  # every trial is a new model
         search.search(epochs=config.epochs, callbacks=all_callbacks, verbose=training.fit_verbosity(verbose))
     if role == "worker":
         log(f"Worker {os.environ['KERASTUNER_TUNER_ID']} finished; the chief writes "
