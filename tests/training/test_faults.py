@@ -135,7 +135,7 @@ elif fault == "enospc-history":
 elif fault == "enospc-raise":
     # The whole run fails the way a full disk fails a write (no training).
     def full_disk(config, logdir, **kwargs):
-        path = os.path.join(run_folder_lib.run_dir(config, logdir), "history.csv")
+        path = os.path.join(training.run_folder.run_dir(config, logdir), "history.csv")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
     training.train_and_evaluate = full_disk
