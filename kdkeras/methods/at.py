@@ -106,14 +106,7 @@ class AT(FeatureMethod):
         if self.teacher_layer_name is not None:
             student_shapes, teacher_shapes = self.keras_tap_shapes(teacher, student)
             tap = self.taps[0]
-            self._check_sizes(tap, student_shapes[tap], teacher_shapes[tap])
-
-    def _check_sizes(self, tap, s_shape, t_shape):
-        if len(s_shape) != 4 or len(t_shape) != 4 or not same_spatial(s_shape, t_shape):
-            raise UsageError(
-                f"AT needs (B, H, W, C) maps of the same spatial size at {tap!r}. "
-                f"Received: student {tuple(s_shape)}, teacher {tuple(t_shape)}"
-            )
+            self.check_maps(tap, student_shapes[tap], teacher_shapes[tap])
 
     def per_example_loss(
         self, teacher_outputs, student_outputs, labels=None, training=None
@@ -124,7 +117,7 @@ class AT(FeatureMethod):
         for tap in self.taps:
             t = ops.stop_gradient(as_float32(teacher_outputs[tap]))
             s = as_float32(student_outputs[tap])
-            self._check_sizes(tap, tuple(s.shape), tuple(t.shape))
+            self.check_maps(tap, tuple(s.shape), tuple(t.shape))
             diff = self.attention_map(s) - self.attention_map(t)
             total = total + ops.mean(ops.square(diff), axis=-1)
         return total

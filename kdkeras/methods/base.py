@@ -340,6 +340,12 @@ class FeatureMethod(Method):
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
 
+    def check_maps(self, tap, s_shape, t_shape):
+        """A one-line error unless both are ``(B, H, W, C)`` maps of the same spatial size at ``tap``."""
+        if len(s_shape) != 4 or len(t_shape) != 4 or not same_spatial(s_shape, t_shape):
+            raise UsageError(f"{type(self).__name__} needs (B, H, W, C) maps of the same spatial size at {tap!r}. "
+                             f"Received: student {tuple(s_shape)}, teacher {tuple(t_shape)}")
+
     def keras_tap_shapes(self, teacher, student):
         """``(student_shapes, teacher_shapes)`` from Keras layer names."""
         shapes = []

@@ -125,21 +125,14 @@ class NST(FeatureMethod):
         if self.teacher_layer_name is not None:
             student_shapes, teacher_shapes = self.keras_tap_shapes(teacher, student)
             tap = self.taps[0]
-            self._check_sizes(tap, student_shapes[tap], teacher_shapes[tap])
+            self.check_maps(tap, student_shapes[tap], teacher_shapes[tap])
 
     def build_adapters(self, student_shapes, teacher_shapes):
         """No parts; checks the sizes of the taps it is given."""
         for tap in self.taps:
             if tap in student_shapes and tap in teacher_shapes:
-                self._check_sizes(tap, student_shapes[tap], teacher_shapes[tap])
+                self.check_maps(tap, student_shapes[tap], teacher_shapes[tap])
         self.built = True
-
-    def _check_sizes(self, tap, s_shape, t_shape):
-        if len(s_shape) != 4 or len(t_shape) != 4 or not same_spatial(s_shape, t_shape):
-            raise UsageError(
-                f"NST needs (B, H, W, C) maps of the same spatial size at {tap!r}. "
-                f"Received: student {tuple(s_shape)}, teacher {tuple(t_shape)}"
-            )
 
     def per_example_loss(
         self, teacher_outputs, student_outputs, labels=None, training=None
@@ -150,7 +143,7 @@ class NST(FeatureMethod):
         for tap in self.taps:
             t = ops.stop_gradient(as_float32(teacher_outputs[tap]))
             s = as_float32(student_outputs[tap])
-            self._check_sizes(tap, tuple(s.shape), tuple(t.shape))
+            self.check_maps(tap, tuple(s.shape), tuple(t.shape))
             total = total + self.mmd(t, s)
         return total
 

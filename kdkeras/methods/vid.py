@@ -174,7 +174,7 @@ class VID(FeatureMethod):
                 if tap not in shapes:
                     raise ValueError(f"VID needs the {side} shape of {tap!r}.")
             s_shape, t_shape = tuple(student_shapes[tap]), tuple(teacher_shapes[tap])
-            self._check_sizes(tap, s_shape, t_shape)
+            self.check_maps(tap, s_shape, t_shape)
             if s_shape[-1] is None or t_shape[-1] is None:
                 raise UsageError(f"VID needs known channel counts at {tap!r}. "
                                  f"Received: student {s_shape}, teacher {t_shape}")
@@ -193,13 +193,6 @@ class VID(FeatureMethod):
             student_shapes, teacher_shapes = self.keras_tap_shapes(teacher, student)
             self.build_adapters(student_shapes, teacher_shapes)
 
-    def _check_sizes(self, tap, s_shape, t_shape):
-        if len(s_shape) != 4 or len(t_shape) != 4 or not same_spatial(s_shape, t_shape):
-            raise UsageError(
-                f"VID needs (B, H, W, C) maps of the same spatial size at {tap!r}. "
-                f"Received: student {tuple(s_shape)}, teacher {tuple(t_shape)}"
-            )
-
     def per_example_loss(
         self, teacher_outputs, student_outputs, labels=None, training=None
     ):
@@ -212,7 +205,7 @@ class VID(FeatureMethod):
         for tap, head in zip(self.taps, self.heads):
             t = ops.stop_gradient(as_float32(teacher_outputs[tap]))
             s = as_float32(student_outputs[tap])
-            self._check_sizes(tap, tuple(s.shape), tuple(t.shape))
+            self.check_maps(tap, tuple(s.shape), tuple(t.shape))
             mu = head.mean(s)
             if tuple(mu.shape[1:]) != tuple(t.shape[1:]) and None not in tuple(mu.shape[1:]) + tuple(t.shape[1:]):
                 raise UsageError(f"VID: the prediction at {tap!r} has shape {tuple(mu.shape)}, the teacher's map "
