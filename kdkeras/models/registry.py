@@ -12,6 +12,11 @@ A model name is ``<net>_<R|NR>_<g|G><n>`` (docs/models.md), for example
   grouped 3x3 convolution has ``n`` channels per group (``G1`` is depthwise).
   ``g1`` is a standard convolution.
 
+The standard CIFAR zoo of the KD literature (``resnet56``, ``wrn_40_2``,
+``vgg13``, ``ResNet50``, ``MobileNetV2``, ``ShuffleV1``, ...) keeps its
+published names: a standard net's name is the net alone, or ``<net>_NR`` for
+its variant without skip connections (``<net>_<R|NR>_g1`` is accepted too).
+
 This module owns the parser (:func:`parse_model_name`) and its inverse
 (:meth:`ModelSpec.name`), the registry of network entry points
 (:func:`register_net`) and families (:func:`register_family`), and
@@ -40,11 +45,19 @@ class NetEntry:
         builder: ``builder(spec=, num_classes=, input_shape=, name=, **options)``.
         grouped_channels: returns the input channels of every grouped 3x3 conv.
         family: the family it belongs to (``"wrn"``, ``"resnet18"``, ...).
+        standard: a network of the standard CIFAR zoo (published
+            architecture, standard convolutions only): its names take no
+            grouping token (``resnet56``, ``resnet56_NR``; ``_g1`` is accepted).
+        residual: the residual tokens it has, the first being the default of
+            a standard net's short name (``("NR",)`` for VGG, which has no
+            skip connection; ``("R",)`` for a net without an NR variant).
     """
 
     builder: Callable
     grouped_channels: Callable[[], list[int]]
     family: str
+    standard: bool = False
+    residual: tuple[str, ...] = ("R", "NR")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +74,17 @@ class Family:
             name is not of this family; raises ``ValueError`` for a name of
             the family with bad values.
         pattern: how such names look, for error messages.
+        taps: ``taps(model) -> {tap name: layer name}``, the family's feature
+            taps in order (``stem``, ``stage1``, ...), declared in the family's
+            own module (:mod:`kdkeras.models.taps` calls it); ``None``: the
+            taps are inferred from the ``stage{s}_block{b}_*`` layer names.
     """
 
     name: str
     recipe: dict
     resolve: Callable[[str], "NetEntry | None"] | None = None
     pattern: str | None = None
+    taps: Callable | None = None
 
 
 _NETS: dict[str, NetEntry] = {}
@@ -104,8 +122,22 @@ class ModelSpec:
 
     @property
     def name(self) -> str:
-        """The canonical model name (inverse of :func:`parse_model_name`)."""
-        return f"{self.net}_{'R' if self.residual else 'NR'}_{self.grouping}"
+        """The canonical model name (inverse of :func:`parse_model_name`).
+
+        A standard-zoo net's name is its short form: the net alone for its
+        default residual token (``resnet56``, ``vgg13``), else ``<net>_NR``.
+        """
+        res = "R" if self.residual else "NR"
+        entry = _NETS.get(self.net)
+        if entry is not None and entry.standard:
+            return self.net if res == entry.residual[0] else f"{self.net}_{res}"
+        return f"{self.net}_{res}_{self.grouping}"
+
+    @property
+    def standard(self) -> bool:
+        """Whether the net belongs to the standard CIFAR zoo (no grouped units)."""
+        entry = _NETS.get(self.net)
+        return entry is not None and entry.standard
 
     def groups_for(self, channels: int) -> int:
         """Number of groups of a grouped 3x3 conv over ``channels`` channels.
@@ -126,15 +158,21 @@ class ModelSpec:
         return channels // self.group_value
 
 
-def register_family(name: str, *, recipe: dict, resolve=None, pattern: str | None = None) -> Family:
+def register_family(name: str, *, recipe: dict, resolve=None, pattern: str | None = None, taps=None) -> Family:
     """Registers a network family (see :class:`Family`); registering a name twice warns."""
     if name in _FAMILIES:
         warnings.warn(f"Family '{name}' is registered twice; the later one wins.")
-    _FAMILIES[name] = Family(name, dict(recipe), resolve, pattern)
+    _FAMILIES[name] = Family(name, dict(recipe), resolve, pattern, taps)
     return _FAMILIES[name]
 
 
-def register_net(grouped_channels: Callable[[], list[int]], family: str, name: str | None = None):
+def family_of(net: str) -> Family:
+    """The registered :class:`Family` of the network ``net``."""
+    return _FAMILIES[net_entry(net).family]
+
+
+def register_net(grouped_channels: Callable[[], list[int]], family: str, name: str | None = None, *,
+                 standard: bool = False, residual: tuple[str, ...] = ("R", "NR")):
     """Decorator registering a network entry point under ``name`` (default: its name).
 
     Args:
@@ -143,6 +181,8 @@ def register_net(grouped_channels: Callable[[], list[int]], family: str, name: s
             anything is built.
         family: the registered family of the network.
         name: registry key; defaults to the function's name.
+        standard: a network of the standard CIFAR zoo (see :class:`NetEntry`).
+        residual: its residual tokens, the default first (see :class:`NetEntry`).
 
     The entry point is called as ``fn(spec=, num_classes=, input_shape=,
     name=, **options)`` and returns a ``keras.Model``. Registering a name
@@ -153,15 +193,34 @@ def register_net(grouped_channels: Callable[[], list[int]], family: str, name: s
         key = name or f.__name__
         if key in _NETS:
             warnings.warn(f"Network '{key}' is registered twice; the later one wins.")
-        _NETS[key] = NetEntry(f, grouped_channels, family)
+        if not residual or set(residual) - {"R", "NR"}:
+            raise ValueError(f"residual must be a non-empty tuple of 'R' / 'NR'. Received: {residual!r}.")
+        _NETS[key] = NetEntry(f, grouped_channels, family, standard, tuple(residual))
         return f
 
     return decorator
 
 
-def list_nets() -> list[str]:
-    """Registered network names (the ``<net>`` part of a model name)."""
-    return list(_NETS)
+def list_nets(standard: bool | None = None) -> list[str]:
+    """Registered network names (the ``<net>`` part of a model name).
+
+    Args:
+        standard: ``None``: all; ``False``: the paper's grouped-unit zoo;
+            ``True``: the standard CIFAR zoo.
+    """
+    return [net for net, entry in _NETS.items() if standard is None or entry.standard == standard]
+
+
+def list_standard_models() -> list[str]:
+    """The canonical names of the standard CIFAR zoo, each net then its other residual variant.
+
+    E.g. ``resnet56``, ``resnet56_NR``, ..., ``vgg13``, ..., ``ShuffleV1``.
+    """
+    names = []
+    for net in list_nets(standard=True):
+        for res in _NETS[net].residual:
+            names.append(ModelSpec(net, res == "R", "g", 1).name)
+    return names
 
 
 def family_recipe(net: str) -> dict:
@@ -174,7 +233,9 @@ def family_recipe(net: str) -> dict:
 
 
 def list_models(include_standard: bool = False) -> list[str]:
-    """Every registered model name: each net x R/NR x the paper's groupings.
+    """Every model name of the paper's zoo: each net x R/NR x the paper's groupings.
+
+    The standard CIFAR zoo is :func:`list_standard_models`.
 
     Args:
         include_standard: also list the ``g1`` (standard convolution) variants.
@@ -182,7 +243,7 @@ def list_models(include_standard: bool = False) -> list[str]:
     groupings = PAPER_GROUPINGS + (("g1",) if include_standard else ())
     return [
         f"{net}_{res}_{grouping}"
-        for net in list_nets()
+        for net in list_nets(standard=False)
         for res in ("R", "NR")
         for grouping in groupings
     ]
@@ -215,6 +276,9 @@ def parse_model_name(name: str) -> ModelSpec:
     """
     if not isinstance(name, str) or not name:
         raise UsageError(f"Model name must be a non-empty string. Received: {name!r}.")
+    standard = _parse_standard(name)
+    if standard is not None:
+        return standard
     parts = name.split("_")
     if len(parts) != 3:
         raise UsageError(
@@ -239,6 +303,25 @@ def parse_model_name(name: str) -> ModelSpec:
     for channels in grouped_channels(net):
         spec.groups_for(channels)  # raises if the grouping does not divide
     return spec
+
+
+def _parse_standard(name: str) -> ModelSpec | None:
+    """A standard-zoo name: ``<net>`` or ``<net>_<R|NR>`` or ``<net>_<R|NR>_g1``; ``None`` if not one."""
+    nets = sorted((n for n in list_nets(standard=True) if name == n or name.startswith(n + "_")), key=len)
+    if not nets:
+        return None
+    net = nets[-1]
+    entry = _NETS[net]
+    rest = name[len(net) + 1:].split("_") if name != net else []
+    choices = ", ".join(ModelSpec(net, r == "R", "g", 1).name for r in entry.residual)
+    if len(rest) > 2 or (rest and rest[0] not in entry.residual) or (len(rest) == 2 and rest[1] != "g1"):
+        why = ("it has no skip connection to remove or keep" if entry.residual == ("NR",)
+               else "it has no NR variant" if entry.residual == ("R",) else "a standard-zoo net has no grouping")
+        raise UsageError(
+            f"Bad model name '{name}': {net} is a network of the standard CIFAR zoo and {why}. "
+            f"Valid names: {choices} (optionally with '_g1')."
+        )
+    return ModelSpec(net, (rest[0] if rest else entry.residual[0]) == "R", "g", 1)
 
 
 def grouped_channels(net: str) -> list[int]:

@@ -113,6 +113,9 @@ def tap_layers(model) -> dict[str, str]:
             (no ``stem_*`` layer or no ``stage{s}_block{b}_*`` layers).
     """
     model = _network(model, "tap_layers")
+    declared = _family_taps(model)
+    if declared is not None:
+        return declared
     names = {layer.name for layer in model.layers}
     stem = next((name for name in STEM_LAYERS if name in names), None)
     stages = _blocks(model)
@@ -139,6 +142,25 @@ def tap_layers(model) -> dict[str, str]:
                 f"{', '.join('_' + s for s in BLOCK_OUTPUT_SUFFIXES)}: not a kdkeras zoo network."
             )
         taps[f"stage{level}"] = last[suffix].name  # a later builder stage at this resolution overrides
+    return taps
+
+
+def _family_taps(model) -> dict[str, str] | None:
+    """The taps a model's family declares in its own module (found from the model's name); ``None``: infer them."""
+    from kdkeras.models.registry import family_of, parse_model_name
+
+    try:
+        family = family_of(parse_model_name(model.name).net)
+    except UsageError:
+        return None
+    if family.taps is None:
+        return None
+    taps = dict(family.taps(model))
+    names = {layer.name for layer in model.layers}
+    missing = [layer for layer in taps.values() if layer not in names]
+    if missing:
+        raise UsageError(f"Model '{model.name}' lacks the layers {', '.join(missing)} of its family's taps: "
+                         "not a kdkeras zoo network of that name.")
     return taps
 
 
@@ -226,12 +248,12 @@ def feature_model(model, taps=None) -> keras.Model:
 
 
 def _embedding(model):
-    """The symbolic input of a zoo network's classifier (its ``logits`` layer): ``(batch, features)``."""
-    try:
-        return model.get_layer(LOGITS).input
-    except ValueError:
-        raise UsageError(f"Model '{model.name}' has no '{LOGITS}' layer, so no {EMBEDDING!r} tap: "
-                         "not a kdkeras zoo network.") from None
+    """The symbolic input of a zoo network's classifier (the layer that gives its logits): ``(batch, features)``."""
+    layer = model.outputs[0]._keras_history.operation if len(model.outputs) == 1 else None
+    if not isinstance(layer, keras.layers.Dense) or len(layer.input.shape) != 2:
+        raise UsageError(f"Model '{model.name}' does not end in a Dense classifier over pooled features, so it "
+                         f"has no {EMBEDDING!r} tap: not a kdkeras zoo network.")
+    return layer.input
 
 
 def _feature_shape(shape, what):
