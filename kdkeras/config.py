@@ -57,6 +57,9 @@ class _RunSettings:
             "Downloads"). A process setting, not part of the run name.
         data_mirror: base URL to download the archive from instead of the
             original site (``None``: ``$KDKERAS_DATA_MIRROR``, else the site).
+        recipe: ``paper`` or ``crd`` (:mod:`kdkeras.recipes`): where the
+            defaults of the settings below come from (``None``: the model's
+            family's own).
         epochs, batch_size, lr, momentum, weight_decay: SGD recipe.
         lr_schedule, lr_milestones, lr_gamma: learning-rate schedule.
         temperature, alpha: KD loss settings.
@@ -101,6 +104,7 @@ class _RunSettings:
             initialisation"). A teacher trained on the way keeps ``he``.
         augment: the paper's training augmentation (pad, crop, flip); off
             for ablations and for the ``synthetic`` data's fixed templates.
+        pad_mode: the crop's padding, ``reflect`` (paper) or ``zeros`` (crd).
         strategy: ``auto|mirrored|multiworker|none``.
         steps_per_execution: training steps per compiled call.
         mixed_precision: ``mixed_float16`` compute (GPU); the KD loss stays float32.
@@ -132,6 +136,11 @@ class _RunSettings:
     data_mirror: str | None = setting(None, "Base URL to download the CIFAR archive from instead of "
                                       "https://www.cs.toronto.edu/~kriz/ (default: $KDKERAS_DATA_MIRROR); same "
                                       "checksum.")
+    recipe: str | None = setting(None, "Training recipe: paper (the paper's section 5; default of the paper's zoo) "
+                                 "or crd (CRD / RepDistiller's CIFAR-100 recipe: 240 epochs, batch 64, lr 0.05, "
+                                 "wd 5e-4; default of the standard zoo: resnet56, wrn_40_2, ...). Both follow "
+                                 "--epochs; any setting given overrides the recipe's.",
+                                 choices=recipes.RECIPES)
     epochs: int | None = setting(None, "Training epochs (paper: 120; MobileNetV2 KD students 300).", minimum=1)
     batch_size: int | None = setting(None, "Global batch size (paper: 128).", minimum=1)
     lr: float | None = setting(None, "Initial learning rate (paper: 0.1).", minimum=0, exclusive_minimum=True)
@@ -168,6 +177,8 @@ class _RunSettings:
     init: str = setting("he", "Kernel initialisation of the model: he (default: he_normal) or dirac (every 3x3 "
                         "convolution starts at the identity; a teacher trained on the way keeps he).")
     augment: bool = setting(True, "Pad/crop/flip training images (default; --noaugment: off).")
+    pad_mode: str | None = setting(None, "Padding of the random crop: reflect (paper recipe) or zeros (crd "
+                                   "recipe, torchvision's RandomCrop).", choices=recipes.PAD_MODES)
     strategy: str = setting("auto", "auto, mirrored, multiworker or none (default auto).", choices=STRATEGIES)
     steps_per_execution: int = setting(1, "Training steps per compiled call (default 1).", minimum=1)
     mixed_precision: bool = setting(False, "mixed_float16 compute, for GPUs (KD loss stays float32).")
@@ -262,7 +273,8 @@ def resolve(overrides: dict) -> RunConfig:
         raise UsageError(f"Unknown setting(s): {', '.join(unknown)}. Valid settings: {', '.join(FIELDS)}.")
     if not explicit.get("model"):
         raise UsageError("No model given: pass --model=NAME (train.py) or --student=NAME (distill.py).")
-    recipe = recipes.recipe_for(explicit["model"], distill=explicit.get("teacher") is not None)
+    recipe = recipes.recipe_for(explicit["model"], distill=explicit.get("teacher") is not None,
+                                recipe=explicit.get("recipe"))
     if isinstance(explicit.get("epochs"), int) and not isinstance(explicit["epochs"], bool) \
             and explicit["epochs"] > 0:
         recipe.update(recipes.scale_schedule(recipe, explicit["epochs"]))
@@ -325,6 +337,8 @@ def validate(config: RunConfig) -> None:
     _check(config.weight_decay >= 0, f"weight_decay must be >= 0. Received: weight_decay={config.weight_decay!r}.")
     _check(config.lr_schedule in recipes.LR_SCHEDULES,
            f"Unknown lr_schedule '{config.lr_schedule}'. Valid choices: {', '.join(recipes.LR_SCHEDULES)}.")
+    _check(config.pad_mode in recipes.PAD_MODES,
+           f"Unknown pad_mode '{config.pad_mode}'. Valid choices: {', '.join(recipes.PAD_MODES)}.")
     _check(config.lr_gamma > 0, f"lr_gamma must be > 0. Received: lr_gamma={config.lr_gamma!r}.")
     _check(config.temperature > 0, f"temperature must be > 0. Received: temperature={config.temperature!r}.")
     _check(0 <= config.alpha <= 1, f"alpha must be in [0, 1]. Received: alpha={config.alpha!r}.")

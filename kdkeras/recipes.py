@@ -11,6 +11,17 @@ per-family learning-rate schedules:
 KD: temperature 4, alpha 0.9. Schedules are functions of the optimizer step,
 so they resume exactly from a checkpoint.
 
+The ``crd`` recipe is the CIFAR-100 recipe of the KD literature since CRD
+(Tian et al., "Contrastive Representation Distillation", ICLR 2020, and its
+RepDistiller code; also mdistiller's): 240 epochs, batch 64, SGD momentum
+0.9, lr 0.05 (0.01 for MobileNetV2 and the ShuffleNets), coupled weight
+decay 5e-4, lr x 0.1 at epochs 150, 180 and 210, random 32x32 crops of the
+image zero-padded by 4 pixels and horizontal flips; KD with T = 4 and 0.9 /
+0.1 weights on KD / cross-entropy. It is the default of the standard CIFAR
+zoo (``resnet56``, ``wrn_40_2``, ...); ``--recipe=crd`` applies it to any
+network, ``--recipe=paper`` is the paper's recipe (the default of the
+paper's zoo, which alone defines its per-family schedules).
+
 A run shorter (or longer) than the recipe gets the recipe's schedule scaled
 to its length (:func:`scale_schedule`): step milestones keep their place as
 a fraction of the run (WRN: 25/50/75%), an exponential decay keeps the
@@ -30,6 +41,11 @@ from kdkeras.errors import UsageError
 #: after every epoch).
 LR_SCHEDULES = ("step", "exponential", "constant")
 
+#: The training recipes: ``paper`` (section 5 of the paper) and ``crd`` (CRD / RepDistiller).
+RECIPES = ("paper", "crd")
+#: Padding of the random-crop augmentation: ``reflect`` (the paper's) or ``zeros`` (torchvision's RandomCrop).
+PAD_MODES = ("reflect", "zeros")
+
 _COMMON = {
     "epochs": 120,
     "batch_size": 128,
@@ -38,37 +54,68 @@ _COMMON = {
     "weight_decay": 4e-4,
     "temperature": 4.0,
     "alpha": 0.9,
+    "pad_mode": "reflect",
+}
+
+#: The CRD recipe (Tian et al., 2020, section 4 and their RepDistiller code); ``lr``: a family's ``crd_lr``.
+_CRD = {
+    "epochs": 240,
+    "batch_size": 64,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "lr_schedule": "step",
+    "lr_milestones": (150, 180, 210),
+    "lr_gamma": 0.1,
+    "temperature": 4.0,
+    "alpha": 0.9,
+    "pad_mode": "zeros",
 }
 
 
-def recipe_for(model_name: str, distill: bool = False) -> dict:
-    """The paper's default settings for training ``model_name``.
+def recipe_for(model_name: str, distill: bool = False, recipe: str | None = None) -> dict:
+    """The default settings for training ``model_name`` under a recipe.
 
-    The settings common to every network (section 5 of the paper) plus the
-    learning-rate schedule its family registered
+    ``paper``: the settings common to every network (section 5 of the paper)
+    plus the learning-rate schedule its family registered
     (:func:`kdkeras.models.registry.family_recipe`: WRN, ResNet-18 and
-    MobileNetV2 each own theirs).
+    MobileNetV2 each own theirs). ``crd``: the CRD recipe, with the family's
+    ``crd_lr`` where it has one.
 
     Args:
-        model_name: e.g. ``"wrn22x10_NR_G4"``.
+        model_name: e.g. ``"wrn22x10_NR_G4"`` or ``"resnet56"``.
         distill: whether the model is a KD student (a family may train its
-            students longer: MobileNetV2 300 epochs).
+            students longer under the paper's recipe: MobileNetV2 300 epochs).
+        recipe: ``paper``, ``crd`` or ``None`` (the family's own: ``crd`` for
+            the standard CIFAR zoo, else ``paper``).
 
     Returns:
-        A dict with ``epochs, batch_size, lr, momentum, weight_decay,
-        temperature, alpha, lr_schedule, lr_milestones, lr_gamma``.
+        A dict with ``recipe, epochs, batch_size, lr, momentum, weight_decay,
+        temperature, alpha, lr_schedule, lr_milestones, lr_gamma, pad_mode``.
 
     Raises:
-        ValueError: the network of ``model_name`` is unknown.
+        UsageError: the network of ``model_name`` is unknown, the recipe is
+            not one of :data:`RECIPES`, or the family has no paper recipe.
     """
-    from kdkeras.models import family_recipe
+    from kdkeras.models import family_recipe, parse_model_name
 
-    family = family_recipe(model_name.split("_")[0])
+    net = parse_model_name(model_name).net
+    family = family_recipe(net)
+    own = family.pop("recipe", "paper")
+    crd_lr = family.pop("crd_lr", None)
     distill_epochs = family.pop("distill_epochs", None)
-    recipe = {**_COMMON, **family}
+    recipe = own if recipe is None else recipe
+    if recipe not in RECIPES:
+        raise UsageError(f"Unknown recipe '{recipe}'. Valid choices: {', '.join(RECIPES)}.")
+    if recipe == "crd":
+        return {"recipe": "crd", **_CRD, **({"lr": crd_lr} if crd_lr is not None else {})}
+    if own != "paper":
+        raise UsageError(f"'{model_name}' is a network of the standard CIFAR zoo: the paper's recipe has no "
+                         f"schedule for it. Valid recipes for it: crd.")
+    settings = {"recipe": "paper", **_COMMON, **family}
     if distill and distill_epochs:
-        recipe["epochs"] = distill_epochs
-    return recipe
+        settings["epochs"] = distill_epochs
+    return settings
 
 
 def scale_schedule(recipe: dict, epochs: int) -> dict:

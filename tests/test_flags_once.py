@@ -142,7 +142,7 @@ def test_a_run_settings_declared_check_is_the_one_validate_makes(name):
 #: distill.py's and tune.py's, whatever methods there are), as ``type[=default]``.
 LISTED = {
     "train.py": {
-        "archive": "str", "augment": "bool", "batch_size": "int", "config": "str", "data_dir": "str",
+        "archive": "str", "augment": "bool", "batch_size": "int", "pad_mode": "str", "recipe": "str", "config": "str", "data_dir": "str",
         "data_mirror": "str", "data_tuning": "str", "dataset": "str", "deterministic": "bool", "download": "bool",
         "dropout": "float", "epochs": "int", "gradient_flow_epochs": "int=0", "gradient_flow_every": "int=10",
         "init": "str", "jit_compile": "bool", "logdir": "str=logs", "lr": "float", "lr_gamma": "float",
@@ -151,7 +151,7 @@ LISTED = {
         "strategy": "str", "test_size": "int", "train_size": "int", "val_size": "int", "weight_decay": "float",
     },
     "distill.py": {
-        "alpha": "float", "archive": "str", "augment": "bool", "batch_size": "int", "config": "str",
+        "alpha": "float", "archive": "str", "augment": "bool", "batch_size": "int", "pad_mode": "str", "recipe": "str", "config": "str",
         "data_dir": "str", "data_mirror": "str", "data_tuning": "str", "dataset": "str", "deterministic": "bool",
         "download": "bool", "dropout": "float", "epochs": "int", "gradient_flow_epochs": "int=0",
         "gradient_flow_every": "int=10", "init": "str", "jit_compile": "bool", "kd_epochs": "int",
@@ -171,7 +171,7 @@ LISTED = {
         "take_over": "bool=true", "teachers": "list", "test_size": "int", "train_size": "int", "val_size": "int",
     },
     "tune.py": {
-        "alpha": "float", "alpha_range": "str", "archive": "str", "augment": "bool", "batch_size": "int",
+        "alpha": "float", "alpha_range": "str", "archive": "str", "augment": "bool", "batch_size": "int", "pad_mode": "str", "recipe": "str",
         "config": "str", "data_dir": "str", "data_mirror": "str", "data_tuning": "str", "dataset": "str",
         "deterministic": "bool", "download": "bool", "dropout": "float", "epochs": "int",
         "executions_per_trial": "int=1", "gradient_flow_epochs": "int=0", "gradient_flow_every": "int=10",

@@ -120,3 +120,62 @@ def test_schedules_are_the_papers_text(name, distill):
     for epoch in range(recipe["epochs"]):
         passed = sum(epoch >= m for m in milestones) if milestones else epoch
         assert _lr_at_epoch_start(lr, epoch, spe) == pytest.approx(0.1 * gamma ** passed, rel=1e-5), epoch
+
+
+# --------------------------------------------------------------------------
+# The crd recipe (CRD, Tian et al. 2020, section 4; their RepDistiller scripts)
+# --------------------------------------------------------------------------
+
+def test_crd_recipe_is_the_crd_papers():
+    from kdkeras.recipes import recipe_for
+
+    recipe = recipe_for("wrn16x1_NR_g2", distill=True, recipe="crd")
+    assert recipe == {"recipe": "crd", "epochs": 240, "batch_size": 64, "lr": 0.05, "momentum": 0.9,
+                      "weight_decay": 5e-4, "lr_schedule": "step", "lr_milestones": (150, 180, 210),
+                      "lr_gamma": 0.1, "temperature": 4.0, "alpha": 0.9, "pad_mode": "zeros"}
+    # The paper's recipe stays the default of the paper's zoo.
+    assert recipe_for("wrn16x1_NR_g2")["recipe"] == "paper"
+    assert recipe_for("wrn16x1_NR_g2")["pad_mode"] == "reflect"
+
+
+def test_crd_recipe_follows_epochs_and_explicit_settings_win():
+    from kdkeras import config as config_lib
+
+    short = config_lib.resolve({"model": "wrn16x1_R_g2", "recipe": "crd", "epochs": 24})
+    assert (short.lr, short.batch_size, short.weight_decay, short.pad_mode) == (0.05, 64, 5e-4, "zeros")
+    assert short.lr_milestones == (15, 18, 21)  # 150/180/210 of 240 keep their place
+    override = config_lib.resolve({"model": "wrn16x1_R_g2", "recipe": "crd", "lr": 0.1, "pad_mode": "reflect"})
+    assert (override.lr, override.pad_mode, override.epochs) == (0.1, "reflect", 240)
+    # The recipe is part of a run's identity (a paper-recipe run's name is unchanged).
+    assert config_lib.identity(config_lib.resolve({"model": "wrn16x1_R_g2"})) == {}
+    assert config_lib.identity(short)["recipe"] == "crd"
+
+
+def test_unknown_recipe_is_a_one_line_usage_error():
+    from kdkeras import config as config_lib
+    from kdkeras.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"Unknown recipe 'crdd'. Valid choices: paper, crd\."):
+        config_lib.resolve({"model": "wrn16x1_R_g2", "recipe": "crdd"})
+
+
+@pytest.mark.parametrize("mode", ["reflect", "zeros"])
+def test_crop_padding_modes_match_numpy(mode):
+    """crop_flip == NumPy's pad (reflect / constant 0), crop and mirror, image by image."""
+    import numpy as np
+    import tensorflow as tf
+
+    from kdkeras.data.augment import crop_flip
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 256, size=(6, 8, 8, 3)).astype(np.uint8)
+    oy, ox = rng.integers(0, 9, size=6), rng.integers(0, 9, size=6)
+    flip = np.array([False, True] * 3)
+    out = crop_flip(tf.constant(images), tf.constant(oy, tf.int32), tf.constant(ox, tf.int32), tf.constant(flip),
+                    4, 4, mode=mode).numpy()
+    for i in range(6):
+        padded = np.pad(images[i], ((4, 4), (4, 4), (0, 0)), mode="reflect" if mode == "reflect" else "constant")
+        window = padded[oy[i]:oy[i] + 8, ox[i]:ox[i] + 8]
+        np.testing.assert_array_equal(out[i], window[:, ::-1] if flip[i] else window)
+    if mode == "zeros":
+        assert (out == 0).any()  # zero padding shows (the images themselves have no 0)

@@ -25,6 +25,10 @@ def pad_for(size: int) -> int:
     return max(0, min(size - 1, max(1, (size * PAD + 16) // 32)))
 
 
+#: Paddings of the crop: ``reflect`` (the paper's) and ``zeros`` (torchvision's ``RandomCrop(padding=4)``).
+PAD_MODES = ("reflect", "zeros")
+
+
 def _reflect(index: tf.Tensor, size: int) -> tf.Tensor:
     """Maps indices in ``[-size+1, 2*size-2]`` into ``[0, size)`` by reflection.
 
@@ -35,16 +39,19 @@ def _reflect(index: tf.Tensor, size: int) -> tf.Tensor:
     return (size - 1) - tf.abs((size - 1) - index)
 
 
-def crop_flip(images: tf.Tensor, offset_y, offset_x, flip, pad_y=None, pad_x=None) -> tf.Tensor:
-    """Crops ``H x W`` windows of the reflect-padded batch, then flips.
+def crop_flip(images: tf.Tensor, offset_y, offset_x, flip, pad_y=None, pad_x=None, mode="reflect") -> tf.Tensor:
+    """Crops ``H x W`` windows of the padded batch (reflect or zeros), then flips.
 
     Args:
         images: ``(B, H, W, C)`` batch.
         offset_y, offset_x: ``(B,)`` int32 window offsets in ``[0, 2 * pad_y]``
             and ``[0, 2 * pad_x]`` (in padded coordinates).
         flip: ``(B,)`` bool, mirror the window horizontally.
-        pad_y, pad_x: reflect padding of each side (default
-            :func:`pad_for` of ``H`` and ``W``: ``PAD`` for 32x32).
+        pad_y, pad_x: padding of each side (default :func:`pad_for` of
+            ``H`` and ``W``: ``PAD`` for 32x32).
+        mode: ``reflect`` (the paper's: ``tf.pad(mode="REFLECT")``) or
+            ``zeros`` (torchvision's ``RandomCrop(padding=4)``: zero pixels,
+            black in raw images).
 
     Returns:
         ``(B, H, W, C)`` batch, same dtype.
@@ -52,13 +59,19 @@ def crop_flip(images: tf.Tensor, offset_y, offset_x, flip, pad_y=None, pad_x=Non
     height, width = images.shape[1], images.shape[2]
     pad_y = pad_for(height) if pad_y is None else int(pad_y)
     pad_x = pad_for(width) if pad_x is None else int(pad_x)
-    rows = _reflect(offset_y[:, None] + tf.range(height)[None, :] - pad_y, height)
+    if mode not in PAD_MODES:
+        raise ValueError(f"Unknown pad mode {mode!r}. Valid choices: {', '.join(PAD_MODES)}.")
+    rows = offset_y[:, None] + tf.range(height)[None, :] - pad_y
     cols = offset_x[:, None] + tf.where(
         flip[:, None], tf.range(width - 1, -1, -1)[None, :], tf.range(width)[None, :]
-    )
-    cols = _reflect(cols - pad_x, width)
-    out = tf.gather(images, rows, axis=1, batch_dims=1)  # (B, H, W, C)
-    return tf.gather(out, cols, axis=2, batch_dims=1)
+    ) - pad_x
+    if mode == "reflect":
+        out = tf.gather(images, _reflect(rows, height), axis=1, batch_dims=1)  # (B, H, W, C)
+        return tf.gather(out, _reflect(cols, width), axis=2, batch_dims=1)
+    out = tf.gather(images, tf.clip_by_value(rows, 0, height - 1), axis=1, batch_dims=1)
+    out = tf.gather(out, tf.clip_by_value(cols, 0, width - 1), axis=2, batch_dims=1)
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+    return tf.where(inside[..., None], out, tf.zeros_like(out))
 
 
 def params_from_bits(bits: tf.Tensor, pad_y: int = PAD, pad_x: int = PAD):

@@ -126,11 +126,12 @@ def _batch_loader(x, y, info: DatasetInfo, augment: bool, with_indices: bool = F
     """
     mean, std = info.mean, info.std
     pads = (pad_for(info.image_shape[0]), pad_for(info.image_shape[1]))
+    mode = augment if isinstance(augment, str) else "reflect"
 
     def load(idx, rnd):
         batch = tf.gather(x, idx)
         if augment:
-            batch = crop_flip(batch, *params_from_bits(rnd, *pads), *pads)
+            batch = crop_flip(batch, *params_from_bits(rnd, *pads), *pads, mode=mode)
         images = normalize(batch, mean, std)
         return ((images, idx) if with_indices else images), tf.gather(y, idx)
 
@@ -239,7 +240,7 @@ def make_splits(
     test_size: int | None = None,
     val_size: int | None = None,
     seed: int = 0,
-    augment: bool = True,
+    augment: bool | str = True,
     drop_remainder: bool = False,
 ) -> Splits:
     """Builds the training, validation and test pipelines of a run.
@@ -260,8 +261,10 @@ def make_splits(
             seeded) as the validation split; never trained on or augmented.
         seed: seed of the subsets, the validation split, the per-epoch
             shuffle and the augmentation.
-        augment: apply reflect-pad / random-crop / flip to training batches
-            (the padding follows the image size, :func:`~kdkeras.data.augment.pad_for`).
+        augment: apply pad / random-crop / flip to training batches (the
+            padding follows the image size, :func:`~kdkeras.data.augment.pad_for`):
+            ``True`` or ``"reflect"`` (the paper's), ``"zeros"`` (the crd
+            recipe's), ``False``: none.
         drop_remainder: drop the last incomplete training batch (evaluation
             pipelines always keep every example).
 
@@ -309,7 +312,7 @@ def make_datasets(
     train_size: int | None = None,
     test_size: int | None = None,
     seed: int = 0,
-    augment: bool = True,
+    augment: bool | str = True,
     drop_remainder: bool = False,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset, DatasetInfo]:
     """The training and test pipelines, without a validation split.

@@ -141,7 +141,7 @@ def make_run_data(config):
         test_size=config.test_size,
         val_size=config.val_size,
         seed=config.seed,
-        augment=config.augment,
+        augment=(config.pad_mode or True) if config.augment else False,
     )
 
 
