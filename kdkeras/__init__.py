@@ -26,6 +26,7 @@ _EXPORTS = {
     "parse_model_name": "kdkeras.models.registry",
     "list_models": "kdkeras.models.registry",
     "list_nets": "kdkeras.models.registry",
+    "list_standard_models": "kdkeras.models.registry",
     "register_net": "kdkeras.models.registry",
     "ModelSpec": "kdkeras.models.registry",
     "GroupedConv2D": "kdkeras.layers",

@@ -96,7 +96,8 @@ class _RunSettings:
             ``None``: off. The plain numbers are reported beside them.
         precise_bn_every_epoch: also measure the precise-BN accuracy after
             every epoch (``*_precise_bn`` columns); training is unchanged.
-        dropout: WRN dropout rate (``None``: the family default, 0.3).
+        dropout: WRN dropout rate (``None``: the family default, 0.3 for
+            the paper's ``wrn<d>x<k>``, 0 for the standard zoo's ``wrn_<d>_<k>``).
         init: the kernel initialisation of the model: ``he`` (the zoo's
             ``he_normal``) or ``dirac`` (every 3x3 convolution, grouped ones
             included, starts at the identity where channels allow it;
@@ -173,7 +174,8 @@ class _RunSettings:
                                      "too.", minimum=1)
     precise_bn_every_epoch: bool = setting(False, "With --precise_bn: also measure the precise-BN accuracy after "
                                            "every epoch (training is unchanged).")
-    dropout: float | None = setting(None, "WRN dropout rate (paper: 0.3).")
+    dropout: float | None = setting(None, "WRN dropout rate (paper's wrn<d>x<k>: 0.3; standard zoo's "
+                                    "wrn_<d>_<k>: 0).")
     init: str = setting("he", "Kernel initialisation of the model: he (default: he_normal) or dirac (every 3x3 "
                         "convolution starts at the identity; a teacher trained on the way keeps he).")
     augment: bool = setting(True, "Pad/crop/flip training images (default; --noaugment: off).")

@@ -7,17 +7,26 @@ of any zoo network.
 """
 
 from kdkeras.models import mobilenet_v2, resnet, wrn  # noqa: F401  (register the families)
+from kdkeras.models import (  # noqa: F401  (register the standard CIFAR zoo's families)
+    cifar_resnet,
+    cifar_wrn,
+    mobilenet_half,
+    resnet_bottleneck,
+    shufflenet,
+    vgg,
+)
 from kdkeras.models.registry import (
     ModelSpec,
     build_model,
     family_recipe,
     list_models,
     list_nets,
+    list_standard_models,
     parse_model_name,
     register_family,
     register_net,
 )
 from kdkeras.models.taps import feature_model, feature_taps, make_adapter, tap_layers, tap_names
 
-__all__ = ["ModelSpec", "build_model", "family_recipe", "feature_model", "feature_taps", "list_models", "list_nets",
+__all__ = ["ModelSpec", "build_model", "family_recipe", "feature_model", "feature_taps", "list_models", "list_nets", "list_standard_models",
            "make_adapter", "parse_model_name", "register_family", "register_net", "tap_layers", "tap_names"]

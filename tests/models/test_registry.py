@@ -17,7 +17,7 @@ from kdkeras.models.registry import (
 def test_list_models_is_the_papers_108_variants():
     names = list_models()
     assert len(names) == 108 == len(set(names))
-    assert set(registry.list_nets()) == set(PAPER_NETS)
+    assert set(registry.list_nets(standard=False)) == set(PAPER_NETS)
     assert "wrn22x10_NR_G4" in names and "mobilenetv2_R_g16" in names
     assert len(list_models(include_standard=True)) == 120
 
@@ -40,7 +40,10 @@ def test_parse_fields():
 @pytest.mark.parametrize(
     "name, fragments",
     [
-        ("vgg16_R_g2", ["Unknown network 'vgg16'", "wrn22x2", "resnet18", "mobilenetv2"]),
+        ("vgg99_R_g2", ["Unknown network 'vgg99'", "wrn22x2", "resnet18", "mobilenetv2"]),
+        ("vgg16_R_g2", ["vgg16 is a network of the standard CIFAR zoo", "no skip connection", "Valid names: vgg16"]),
+        ("resnet56_NR_g2", ["standard CIFAR zoo", "has no grouping", "resnet56, resnet56_NR"]),
+        ("ShuffleV1_NR", ["no NR variant", "Valid names: ShuffleV1"]),
         ("wrn23x2_R_g2", ["wrn23x2", "(d - 4) % 6 == 0"]),
         ("wrn22x2_RR_g2", ["Bad residual token 'RR'", "R (residual)", "NR"]),
         ("wrn22x2_R_k2", ["Bad grouping 'k2'", "g<n>", "G<n>"]),
