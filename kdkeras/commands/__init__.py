@@ -29,6 +29,7 @@ COMMANDS = {
     "landscape": ("landscape", "loss landscapes of finished runs (filter-normalised directions)"),
     "gradflow": ("gradflow", "plot the gradient flow that runs logged"),
     "bnstats": ("bnstats", "BatchNorm statistics layer by layer: why evaluation differs from training"),
+    "convert": ("convert", "a PyTorch teacher checkpoint (RepDistiller, mdistiller) as a .keras file"),
 }
 
 #: Script file of each subcommand in ``scripts/`` when it differs from the subcommand's name.
