@@ -5,6 +5,7 @@ Examples:
     kdkeras profile --all --csv                 # model,params,macs for the paper's 108 variants
     kdkeras profile --table                     # Tables 8 and 9 beside the paper's values
     kdkeras profile --table --models='wrn22x2_*'  # only the rows of WRN-22x2
+    kdkeras profile --all --standard            # the standard CIFAR zoo (resnet56, wrn_40_2, ...), R and NR
 """
 
 from kdkeras import cli  # first: quiets TensorFlow's start-up logging
@@ -20,6 +21,8 @@ flags.DEFINE_bool("csv", False, "With --all: print CSV 'model,params,macs' (abso
 cli.define_table_flag("Print Tables 8 (MFLOPs) and 9 (M params) next to the paper's values.", switch=True)
 flags.DEFINE_list("models", None, "With --all or --table: only these of the 108 variants, as names or "
                   "shell patterns (e.g. 'wrn22x2_*,resnet18_R_*').")
+flags.DEFINE_bool("standard", False, "With --all: the standard CIFAR zoo of the KD literature (resnet8 ... "
+                  "ShuffleV2, and their NR variants) instead of the paper's 108 variants.")
 flags.DEFINE_integer("num_classes", 100, "Number of classes of the classifier head.")
 
 
@@ -32,12 +35,15 @@ def _selected_models():
     """The 108 paper variants, or those that ``--models`` names (a pattern that matches none is an error)."""
     import fnmatch
 
-    from kdkeras.models.registry import list_models
+    from kdkeras.models.registry import list_models, list_standard_models
 
-    names = list_models()
+    names = list_standard_models() if FLAGS.standard else list_models()
     if not FLAGS.models:
         return names
     unmatched = [p for p in FLAGS.models if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unmatched and FLAGS.standard:
+        cli.fail(f"--models: {', '.join(unmatched)} matches none of the standard zoo's models "
+                 f"({', '.join(names)}).")
     if unmatched:
         cli.fail(f"--models: {', '.join(unmatched)} matches none of the 108 variants "
                  "(<net>_<R|NR>_<g|G><n>, e.g. wrn22x2_NR_G4; `kdkeras profile --all` lists them).")
@@ -99,6 +105,8 @@ def main(argv):
         cli.fail("--csv needs --all.")
     if FLAGS.models and not (FLAGS.all or FLAGS.table):
         cli.fail("--models needs --all or --table.")
+    if FLAGS.standard and (FLAGS.table or not FLAGS.all):
+        cli.fail("--standard goes with --all: --table is the paper's Tables 8 and 9, of the paper's zoo.")
     if not (FLAGS.model or FLAGS.all or FLAGS.table):
         cli.fail("nothing to do: pass --model=NAME, --all [--csv] or --table.")
     if FLAGS.model:

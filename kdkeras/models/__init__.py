@@ -7,13 +7,14 @@ of any zoo network.
 """
 
 from kdkeras.models import mobilenet_v2, resnet, wrn  # noqa: F401  (register the families)
-from kdkeras.models import (  # noqa: F401  (register the standard CIFAR zoo's families)
+# The standard CIFAR zoo's families, in the order kdkeras.list_standard_models() lists them.
+from kdkeras.models import (  # noqa: F401, I001  (register the families)
     cifar_resnet,
-    cifar_wrn,
-    mobilenet_half,
     resnet_bottleneck,
-    shufflenet,
+    cifar_wrn,
     vgg,
+    mobilenet_half,
+    shufflenet,
 )
 from kdkeras.models.registry import (
     ModelSpec,
