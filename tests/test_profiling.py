@@ -117,3 +117,25 @@ def test_round_sig_and_agreement():
     assert agrees_with_printed(40.4641, "40.47", 4, tolerance_units=1)
     assert not agrees_with_printed(40.4641, "40.47", 4)
     assert len(PAPER_GROUPINGS) == len(TABLE8_MFLOPS["wrn22x2"]["R"]) == 9
+
+
+#: The standard CIFAR zoo's trainable parameters for 100 classes, as RepDistiller's code counts them
+#: (sum of p.numel() over parameters()): issue 26's table.
+STANDARD_ZOO_PARAMS = {
+    "resnet8": 83892, "resnet14": 181108, "resnet20": 278324, "resnet32": 472756, "resnet44": 667188,
+    "resnet56": 861620, "resnet110": 1736564, "resnet8x4": 1233540, "resnet32x4": 7433860, "ResNet50": 23705252,
+    "wrn_16_1": 180916, "wrn_16_2": 703284, "wrn_40_1": 569780, "wrn_40_2": 2255156, "vgg8": 3965028,
+    "vgg11": 9277284, "vgg13": 9462180, "vgg16": 14774436, "vgg19": 20086692, "MobileNetV2": 812836,
+    "ShuffleV1": 949258, "ShuffleV2": 1355528,
+}
+
+
+def test_the_standard_zoo_has_the_reference_parameter_counts():
+    """All 22 nets, through ``kdkeras profile --all --standard`` (one fresh process)."""
+    result = run_script("profile_models.py", "--all", "--standard", "--csv",
+                        f"--models={','.join(STANDARD_ZOO_PARAMS)}", timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = result.stdout.split()
+    assert rows[0] == "model,params,macs"
+    params = {name: int(count) for name, count, _ in (row.split(",") for row in rows[1:])}
+    assert params == STANDARD_ZOO_PARAMS
