@@ -24,7 +24,7 @@ every side (``ZeroPadding2D(1)`` + ``"valid"``, as PyTorch's ``padding=1``).
 
 Layer names follow the reference modules (``conv1``, ``bn1``,
 ``layer2_0_conv1``, ``layer2_0_downsample_0``, ``fc``, ...); the layers
-without weights are ``stem_relu``, ``layer{s}_{b}_pad1``, ``layer{s}_{b}_relu1``,
+without weights are ``stem_relu``, ``layer{s}_{b}_conv1_pad``, ``layer{s}_{b}_relu1``,
 ``layer{s}_{b}_add``, ``layer{s}_{b}_out_relu`` and ``avgpool``.
 
 Parameters (num_classes=100), R / NR: resnet8 83,892 / 81,140; resnet14
@@ -46,7 +46,7 @@ import re
 
 import keras
 
-from kdkeras.models.blocks import batch_norm
+from kdkeras.models.blocks import batch_norm, torch_conv, torch_initializer
 from kdkeras.models.registry import register_family, register_net
 
 #: ``net: (depth, (c0, c1, c2, c3))`` of RepDistiller's ``models/resnet.py``.
@@ -63,38 +63,6 @@ CONFIGS = {
 }
 
 _BLOCK_RE = re.compile(r"^layer(\d+)_(\d+)_conv1$")
-
-
-def torch_conv(x, filters, kernel_size, strides=1, name=None):
-    """A bias-free convolution padded as PyTorch's ``padding=kernel_size // 2``.
-
-    Stride 1: ``"same"`` (symmetric). Stride above 1 with a 3x3 kernel:
-    ``ZeroPadding2D`` on every side (``{name}`` with ``conv`` replaced by
-    ``pad``) + ``"valid"``, since Keras's ``"same"`` would pad the bottom and
-    right only. A 1x1 kernel pads nothing.
-
-    Args:
-        x: tensor `(batch, H, W, C_in)`.
-        filters: output channels.
-        kernel_size: 1 or 3.
-        strides: int stride.
-        name: the layer name (the reference module's name, ``.`` -> ``_``).
-
-    Returns:
-        Tensor `(batch, ceil(H / strides), ceil(W / strides), filters)`.
-    """
-    pad = kernel_size // 2
-    padding = "same"
-    if strides != 1 and pad:
-        x = keras.layers.ZeroPadding2D(pad, name=_pad_name(name))(x)
-        padding = "valid"
-    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False,
-                               kernel_initializer="he_normal", name=name)(x)
-
-
-def _pad_name(conv_name):
-    head, _, tail = conv_name.rpartition("conv")
-    return f"{head}pad{tail}" if head or tail else f"{conv_name}_pad"
 
 
 def apply_basic_block(x, filters, strides, residual, name):
@@ -146,7 +114,7 @@ def cifar_resnet(depth, channels, spec, num_classes=100, input_shape=(32, 32, 3)
             x = apply_basic_block(x, filters, strides if block == 0 else 1, spec.residual,
                                   name=f"layer{stage}_{block}")
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
-    outputs = keras.layers.Dense(num_classes, name="fc")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=torch_initializer("torch_default"), name="fc")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -53,25 +53,13 @@ import keras
 
 from kdkeras.errors import UsageError
 from kdkeras.layers import GlobalBatchDropout
-from kdkeras.models.blocks import batch_norm
+from kdkeras.models.blocks import batch_norm, torch_conv, torch_initializer
 from kdkeras.models.registry import register_family, register_net
 
 #: ``wrn_<depth>_<width>`` of RepDistiller.
 NETS = {"wrn_16_1": (16, 1), "wrn_16_2": (16, 2), "wrn_40_1": (40, 1), "wrn_40_2": (40, 2)}
 
 _LAYER_RE = re.compile(r"^block(\d)_layer_(\d+)_")
-
-
-def _conv(x, filters, kernel_size, strides, name):
-    """A bias-free convolution with PyTorch's symmetric padding ``(kernel_size - 1) // 2``."""
-    pad = (kernel_size - 1) // 2
-    if strides > 1 and pad:
-        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-        padding = "valid"
-    else:
-        padding = "same" if pad else "valid"
-    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False,
-                               kernel_initializer="he_normal", name=name)(x)
 
 
 def apply_basic_block(x, filters, strides, residual, dropout, name):
@@ -89,14 +77,14 @@ def apply_basic_block(x, filters, strides, residual, dropout, name):
         Tensor `(batch, H / strides, W / strides, filters)`.
     """
     a = keras.layers.ReLU(name=f"{name}_relu1")(batch_norm(x, f"{name}_bn1"))
-    h = _conv(a, filters, 3, strides, f"{name}_conv1")
+    h = torch_conv(a, filters, 3, strides, name=f"{name}_conv1")
     h = keras.layers.ReLU(name=f"{name}_relu2")(batch_norm(h, f"{name}_bn2"))
     if dropout:
         h = GlobalBatchDropout(dropout, name=f"{name}_dropout")(h)
-    h = _conv(h, filters, 3, 1, f"{name}_conv2")
+    h = torch_conv(h, filters, 3, 1, name=f"{name}_conv2")
     if not residual:
         return h
-    shortcut = x if x.shape[-1] == filters else _conv(a, filters, 1, strides, f"{name}_convShortcut")
+    shortcut = x if x.shape[-1] == filters else torch_conv(a, filters, 1, strides, name=f"{name}_convShortcut")
     return keras.layers.Add(name=f"{name}_add")([shortcut, h])
 
 
@@ -119,14 +107,14 @@ def cifar_wide_resnet(spec, depth, width, num_classes=100, input_shape=(32, 32, 
         raise UsageError(f"dropout must be in [0, 1). Received: dropout={dropout!r}.")
     blocks = (depth - 4) // 6
     inputs = keras.Input(shape=input_shape, name="images")
-    x = _conv(inputs, 16, 3, 1, "conv1")
+    x = torch_conv(inputs, 16, 3, 1, name="conv1")
     for stage, (filters, strides) in enumerate(((16 * width, 1), (32 * width, 2), (64 * width, 2)), start=1):
         for i in range(blocks):
             x = apply_basic_block(x, filters, strides if i == 0 else 1, spec.residual, dropout,
                                   name=f"block{stage}_layer_{i}")
     x = keras.layers.ReLU(name="relu")(batch_norm(x, "bn1"))
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
-    outputs = keras.layers.Dense(num_classes, name="fc")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=torch_initializer("torch_default"), name="fc")(x)
     return keras.Model(inputs, outputs, name=name or f"wrn_{depth}_{width}")
 
 

@@ -50,8 +50,7 @@ from __future__ import annotations
 
 import keras
 
-from kdkeras.layers import GroupedConv2D
-from kdkeras.models.blocks import batch_norm
+from kdkeras.models.blocks import batch_norm, torch_conv
 from kdkeras.models.registry import register_family, register_net
 
 FAMILY = "mobilenetv2_half"
@@ -64,22 +63,6 @@ WIDTH = 0.5
 LAST_CHANNELS = 1280
 #: The groups whose last block's output is a feature tap (RepDistiller's ``f1``..``f4``).
 TAP_GROUPS = (1, 2, 4, 6)
-
-
-def torch_conv(x, filters, kernel_size, strides=1, groups=1, name=None, pad_name=None):
-    """A bias-free convolution padded as PyTorch's ``padding=kernel_size // 2``.
-
-    Stride 1 is ``"same"`` (symmetric); a strided 3x3 gets ``ZeroPadding2D(1)``
-    (named ``pad_name``) and ``"valid"``. ``groups > 1``:
-    :class:`~kdkeras.layers.GroupedConv2D`.
-    """
-    padding = "same"
-    if strides != 1 and kernel_size > 1:
-        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=pad_name)(x)
-        padding = "valid"
-    layer_cls = GroupedConv2D if groups > 1 else keras.layers.Conv2D
-    return layer_cls(filters, kernel_size, strides=strides, padding=padding, groups=groups, use_bias=False,
-                     kernel_initializer="he_normal", name=name)(x)
 
 
 def apply_inverted_residual(x, filters, strides, expansion, residual, name):
@@ -133,7 +116,8 @@ def mobilenet_half(spec, num_classes=100, input_shape=(32, 32, 3), name=None):
     x = torch_conv(x, LAST_CHANNELS, 1, name="conv2_0")
     x = keras.layers.ReLU(name="conv2_relu")(batch_norm(x, "conv2_1"))
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
-    outputs = keras.layers.Dense(num_classes, name="classifier_0")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
+                                 name="classifier_0")(x)
     return keras.Model(inputs, outputs, name=name or "MobileNetV2")
 
 

@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import keras
 
-from kdkeras.models.blocks import batch_norm
-from kdkeras.models.cifar_resnet import stage_taps, torch_conv
+from kdkeras.models.blocks import batch_norm, torch_conv, torch_initializer
+from kdkeras.models.cifar_resnet import stage_taps
 from kdkeras.models.registry import register_family, register_net
 
 #: ``(planes, blocks, stride)`` of each stage of RepDistiller's ``ResNet50``.
@@ -100,7 +100,7 @@ def resnet_bottleneck(stages, spec, num_classes=100, input_shape=(32, 32, 3), na
             x = apply_bottleneck_block(x, planes, strides if block == 0 else 1, spec.residual,
                                        name=f"layer{stage}_{block}")
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
-    outputs = keras.layers.Dense(num_classes, name="linear")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=torch_initializer("torch_default"), name="linear")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

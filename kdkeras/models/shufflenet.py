@@ -85,11 +85,15 @@ Parameters (num_classes=100): ShuffleV1 949,258, ShuffleV2 1,355,528.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 
-from kdkeras.layers import GroupedConv2D
-from kdkeras.models.blocks import batch_norm
+from kdkeras.models.blocks import batch_norm, torch_conv, torch_initializer
 from kdkeras.models.registry import register_family, register_net
+
+#: RepDistiller's ShuffleNets keep PyTorch's default initialisation.
+_conv = functools.partial(torch_conv, init="torch_default")
 
 RECIPE = {"recipe": "crd", "crd_lr": 0.01}
 
@@ -158,24 +162,8 @@ class ChannelSplit(keras.layers.Layer):
         return {**super().get_config(), "ratio": self.ratio}
 
 
-def torch_conv(x, filters, kernel_size, strides=1, groups=1, name=None, pad_name=None):
-    """A bias-free convolution padded as PyTorch's ``padding=kernel_size // 2``.
-
-    Stride 1 is ``"same"`` (symmetric); a strided 3x3 gets ``ZeroPadding2D(1)``
-    (named ``pad_name``) and ``"valid"``. ``groups > 1``:
-    :class:`~kdkeras.layers.GroupedConv2D`.
-    """
-    padding = "same"
-    if strides != 1 and kernel_size > 1:
-        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=pad_name)(x)
-        padding = "valid"
-    layer_cls = GroupedConv2D if groups > 1 else keras.layers.Conv2D
-    return layer_cls(filters, kernel_size, strides=strides, padding=padding, groups=groups, use_bias=False,
-                     kernel_initializer="he_normal", name=name)(x)
-
-
 def _stem(inputs):
-    x = torch_conv(inputs, STEM_CHANNELS, 1, name="conv1")
+    x = _conv(inputs, STEM_CHANNELS, 1, name="conv1")
     return keras.layers.ReLU(name="stem_relu")(batch_norm(x, "bn1"))
 
 
@@ -199,12 +187,12 @@ def apply_v1_bottleneck(x, out_planes, strides, groups, name):
     in_planes = x.shape[-1]
     mid = int(out_planes / 4)
     g = 1 if in_planes == STEM_CHANNELS else groups
-    h = torch_conv(x, mid, 1, groups=g, name=f"{name}_conv1")
+    h = _conv(x, mid, 1, groups=g, name=f"{name}_conv1")
     h = keras.layers.ReLU(name=f"{name}_relu1")(batch_norm(h, f"{name}_bn1"))
     h = ChannelShuffle(g, name=f"{name}_shuffle1")(h)
-    h = torch_conv(h, mid, 3, strides, groups=mid, name=f"{name}_conv2", pad_name=f"{name}_pad2")
+    h = _conv(h, mid, 3, strides, groups=mid, name=f"{name}_conv2", pad_name=f"{name}_pad2")
     h = keras.layers.ReLU(name=f"{name}_relu2")(batch_norm(h, f"{name}_bn2"))
-    h = torch_conv(h, out_planes, 1, groups=groups, name=f"{name}_conv3")
+    h = _conv(h, out_planes, 1, groups=groups, name=f"{name}_conv3")
     h = batch_norm(h, f"{name}_bn3")
     if strides == 2:
         res = keras.layers.ZeroPadding2D(1, name=f"{name}_shortcut_pad")(x)
@@ -238,7 +226,7 @@ def shufflenet_v1(spec, num_classes=100, input_shape=(32, 32, 3), name=None):
                                     name=f"layer{stage}_{block}")
             in_planes = out_planes
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
-    outputs = keras.layers.Dense(num_classes, name="linear")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=torch_initializer("torch_default"), name="linear")(x)
     return keras.Model(inputs, outputs, name=name or "ShuffleV1")
 
 
@@ -272,15 +260,15 @@ def apply_v2_down_block(x, out_channels, name):
     """
     in_channels = x.shape[-1]
     mid = out_channels // 2
-    left = torch_conv(x, in_channels, 3, 2, groups=in_channels, name=f"{name}_conv1", pad_name=f"{name}_pad1")
+    left = _conv(x, in_channels, 3, 2, groups=in_channels, name=f"{name}_conv1", pad_name=f"{name}_pad1")
     left = batch_norm(left, f"{name}_bn1")
-    left = torch_conv(left, mid, 1, name=f"{name}_conv2")
+    left = _conv(left, mid, 1, name=f"{name}_conv2")
     left = keras.layers.ReLU(name=f"{name}_relu2")(batch_norm(left, f"{name}_bn2"))
-    right = torch_conv(x, mid, 1, name=f"{name}_conv3")
+    right = _conv(x, mid, 1, name=f"{name}_conv3")
     right = keras.layers.ReLU(name=f"{name}_relu3")(batch_norm(right, f"{name}_bn3"))
-    right = torch_conv(right, mid, 3, 2, groups=mid, name=f"{name}_conv4", pad_name=f"{name}_pad4")
+    right = _conv(right, mid, 3, 2, groups=mid, name=f"{name}_conv4", pad_name=f"{name}_pad4")
     right = batch_norm(right, f"{name}_bn4")
-    right = torch_conv(right, mid, 1, name=f"{name}_conv5")
+    right = _conv(right, mid, 1, name=f"{name}_conv5")
     right = keras.layers.ReLU(name=f"{name}_relu5")(batch_norm(right, f"{name}_bn5"))
     out = keras.layers.Concatenate(name=f"{name}_cat")([left, right])
     return ChannelShuffle(2, name=f"{name}_shuffle")(out)
@@ -298,11 +286,11 @@ def apply_v2_basic_block(x, name):
     """
     x1, x2 = ChannelSplit(0.5, name=f"{name}_split")(x)
     channels = x2.shape[-1]
-    h = torch_conv(x2, channels, 1, name=f"{name}_conv1")
+    h = _conv(x2, channels, 1, name=f"{name}_conv1")
     h = keras.layers.ReLU(name=f"{name}_relu1")(batch_norm(h, f"{name}_bn1"))
-    h = torch_conv(h, channels, 3, 1, groups=channels, name=f"{name}_conv2")
+    h = _conv(h, channels, 3, 1, groups=channels, name=f"{name}_conv2")
     h = batch_norm(h, f"{name}_bn2")
-    h = torch_conv(h, channels, 1, name=f"{name}_conv3")
+    h = _conv(h, channels, 1, name=f"{name}_conv3")
     h = batch_norm(h, f"{name}_bn3")
     preact = keras.layers.Concatenate(name=f"{name}_cat")([x1, h])
     out = keras.layers.ReLU(name=f"{name}_out_relu")(preact)
@@ -328,10 +316,10 @@ def shufflenet_v2(spec, num_classes=100, input_shape=(32, 32, 3), name=None):
         x = apply_v2_down_block(x, channels, name=f"layer{stage}_0")
         for block in range(1, blocks + 1):
             x = apply_v2_basic_block(x, name=f"layer{stage}_{block}")
-    x = torch_conv(x, V2_HEAD, 1, name="conv2")
+    x = _conv(x, V2_HEAD, 1, name="conv2")
     x = keras.layers.ReLU(name="conv2_relu")(batch_norm(x, "bn2"))
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
-    outputs = keras.layers.Dense(num_classes, name="linear")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=torch_initializer("torch_default"), name="linear")(x)
     return keras.Model(inputs, outputs, name=name or "ShuffleV2")
 
 

@@ -58,7 +58,7 @@ def read_checkpoint(path: str) -> dict[str, np.ndarray]:
 
 
 def state_dict_arrays(loaded, where: str = "checkpoint") -> dict[str, np.ndarray]:
-    """``{name: np.ndarray}`` from a loaded checkpoint (a ``state_dict``, or one nested; see :func:`read_checkpoint`)."""
+    """``{name: np.ndarray}`` from a loaded checkpoint: a ``state_dict``, or one nested (:func:`read_checkpoint`)."""
     for key in NESTED_KEYS:
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]

@@ -49,7 +49,7 @@ import re
 
 import keras
 
-from kdkeras.models.blocks import batch_norm
+from kdkeras.models.blocks import batch_norm, torch_conv
 from kdkeras.models.registry import register_family, register_net
 
 #: Output channels of every 3x3 convolution, block by block (RepDistiller's ``cfg``).
@@ -80,8 +80,7 @@ def apply_vgg_block(x, widths, name):
         if i:
             x = keras.layers.ReLU(name=f"{name}_{index}")(x)
             index += 1
-        x = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal",
-                                name=f"{name}_{index}")(x)
+        x = torch_conv(x, filters, 3, use_bias=True, name=f"{name}_{index}")
         x = batch_norm(x, f"{name}_{index + 1}")
         index += 2
     return x
@@ -107,7 +106,8 @@ def cifar_vgg(config, num_classes=100, input_shape=(32, 32, 3), name=None):
         if block < 3 or (block == 3 and input_shape[0] == 64):
             x = keras.layers.MaxPooling2D(2, strides=2, name=f"pool{block}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool4")(x)
-    outputs = keras.layers.Dense(num_classes, name="classifier")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
+                                 name="classifier")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
