@@ -85,6 +85,7 @@ LONG_FILES = (
     "tests/models/test_models.py",
     "tests/test_scripts.py",
     "tests/test_grid.py",
+    "tests/test_benchmark_crd.py",
     "tests/test_tune.py",
     "tests/training/test_kill_resume.py",
     "tests/training/test_faults.py",

@@ -19,9 +19,12 @@ LOGDIR = "LOGDIR"
 
 
 def config_files() -> list[str]:
-    """Every grid or suite config shipped in configs/, relative to the project root."""
+    """Every grid or suite config shipped in configs/, relative to the project root.
+
+    The published numbers a pair grid compares with (``published_*.yaml``) are data, not configs.
+    """
     paths = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
-    return [os.path.relpath(p, ROOT) for p in paths]
+    return [os.path.relpath(p, ROOT) for p in paths if not os.path.basename(p).startswith("published_")]
 
 
 def record_one(path: str) -> list[dict]:

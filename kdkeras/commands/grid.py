@@ -13,9 +13,16 @@ Examples:
     kdkeras grid --table=3 --gradient_flow_epochs=2               # gradient flow of every run
     kdkeras grid --config=configs/reduced/cifar10_wrn.yaml --logdir=logs/reduced \
         --export=docs/results                                                # commit-sized copy of the results
+    kdkeras grid --config=configs/benchmarks/cifar100_crd.yaml --archive=cifar-100-python.tar.gz \
+        --logdir=logs/crd                          # 11 pairs x every method beside the published numbers
+    kdkeras grid --config=configs/benchmarks/cifar100_crd.yaml --students=resnet20 --teachers=resnet56
 
 Finished runs are reused, never trained twice; results go to
 <logdir>/<grid>/table.md, table.csv, table.png and (CIFAR-100) comparison.md.
+A pair grid (a list of teacher-student pairs, configs/benchmarks/) writes
+table.md and table.csv (methods x pairs) and comparison.md, every cell beside
+the published numbers of its data file; --students and --teachers then take
+model names (resnet20, resnet56).
 A suite config (a list of grids) also writes <logdir>/<suite>/summary.md and
 summary.csv. Tables show the final-epoch test accuracy (the paper's
 protocol), and, where the runs report them, the test accuracy at the best
@@ -31,8 +38,8 @@ FLAGS = flags.FLAGS
 cli.define_table_flag("Paper table 1-6 (configs/tables/table<N>_*.yaml).")
 cli.define_config_flag("A grid config YAML, or a suite config listing grids, instead of --table.")
 flags.DEFINE_enum("half", None, ["left", "right"], "Only this half of the table.")
-flags.DEFINE_list("students", None, "Only these students, e.g. NR_g8,NR_g16.")
-flags.DEFINE_list("teachers", None, "Only these teachers, e.g. R_G1,R_G2.")
+flags.DEFINE_list("students", None, "Only these students, e.g. NR_g8,NR_g16 (a pair grid: resnet20,vgg8).")
+flags.DEFINE_list("teachers", None, "Only these teachers, e.g. R_G1,R_G2 (a pair grid: resnet56,vgg13).")
 flags.DEFINE_string("shard", None, "Run part i of n of the cells, e.g. 0/4 (for job arrays).")
 flags.DEFINE_bool("take_over", True, "With --shard: after this shard's cells, train the other shards' cells that "
                   "no live process holds (not started, or preempted: lease lapsed) and return only when every "
@@ -95,6 +102,7 @@ def main(argv):
         claims.set_lease_seconds(FLAGS.lease_s)
     if FLAGS.dry_run:
         grid.print_plan(name, cells, mine, index, count)
+        grid.print_not_applicable(specs, FLAGS.students, FLAGS.teachers)
         return
     if not FLAGS.export:
         from kdkeras.training import check_logdir

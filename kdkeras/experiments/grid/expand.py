@@ -1,4 +1,8 @@
-"""A grid spec expanded into its cells (one training run each), baselines first."""
+"""A grid spec expanded into its cells (one training run each), baselines first.
+
+A table grid's cells come from :func:`table_configs`, a pair grid's from
+:func:`pair_configs`; :func:`plan` turns either into the ordered list of runs.
+"""
 
 from __future__ import annotations
 
@@ -108,10 +112,71 @@ def table_configs(spec: GridSpec, half=None, students=None, teachers=None):
                     yield name, "kd", student, teacher, cfg
 
 
+def pair_label(pair: dict) -> str:
+    """A pair's name in plans and tables: ``resnet56 -> resnet20``."""
+    return f"{pair['teacher']} -> {pair['student']}"
+
+
+def select_pairs(spec: GridSpec, half=None, students=None, teachers=None) -> list[dict]:
+    """The pairs left after the command-line filters (``students``, ``teachers``: model names)."""
+    if half:
+        raise UsageError(f"Grid {spec.name} lists teacher-student pairs: it has no halves (drop --half).")
+    known_s = sorted({p["student"] for p in spec.pairs})
+    known_t = sorted({p["teacher"] for p in spec.pairs})
+    for given, known, what in ((students, known_s, "students"), (teachers, known_t, "teachers")):
+        bad = sorted(set(given or ()) - set(known))
+        if bad:
+            raise UsageError(f"Unknown {what} {', '.join(bad)} for grid {spec.name}. "
+                             f"Valid {what}: {', '.join(known)}.")
+    return [p for p in spec.pairs
+            if (not students or p["student"] in students) and (not teachers or p["teacher"] in teachers)]
+
+
+def not_applicable(pair: dict, config: config_lib.RunConfig) -> str | None:
+    """Why the KD run ``config`` of ``pair`` is not run (the grid's ``not_applicable``), or ``None``."""
+    for entry in pair.get("not_applicable", ()):
+        if all(getattr(config, key) in values for key, values in entry.items() if key != "reason"):
+            return entry["reason"]
+    return None
+
+
+def pair_configs(spec: GridSpec, half=None, students=None, teachers=None):
+    """Yields ``(pair, role, config, reason)`` for every run of a pair grid, axis combination and seed.
+
+    ``pair`` is :func:`pair_label`; ``role`` is ``"teacher"`` (the teacher's
+    hard-target run, as its KD runs train it: :func:`kdkeras.config.teacher_config`),
+    ``"student"`` (the student on hard targets, same settings) or ``"kd"``.
+    ``reason`` is ``None``, or for a KD run that the pair's ``not_applicable``
+    excludes, why: such a run is tabulated as not applicable, never planned.
+    The combination's values override the grid's settings. The single place
+    that maps a pair grid's cell to its run, used by :func:`plan` and its tables.
+    """
+    pairs = select_pairs(spec, half, students, teachers)
+    for seed, combination in ((s, c) for s in range(spec.seeds) for c in axis_combinations(spec)):
+        base = {**spec.settings, **combination, "dataset": spec.dataset, "seed": seed}
+        for pair in pairs:
+            label = pair_label(pair)
+            kd = config_lib.resolve({**base, "model": pair["student"], "teacher": pair["teacher"]})
+            yield label, "teacher", config_lib.teacher_config(kd), None
+            yield label, "student", config_lib.resolve({**base, "model": pair["student"]}), None
+            yield label, "kd", kd, not_applicable(pair, kd)
+
+
+def _roles(spec: GridSpec, half=None, students=None, teachers=None):
+    """``(role, config)`` of every run of a table or pair grid (``role == "kd"``: a KD run)."""
+    if spec.pairs:
+        return ((role, cfg) for _, role, cfg, reason in pair_configs(spec, half, students, teachers)
+                if reason is None)
+    return ((role, cfg) for _, role, _, _, cfg in table_configs(spec, half, students, teachers))
+
+
 def plan(spec: GridSpec, logdir: str, half=None, students=None, teachers=None) -> list[Cell]:
-    """Every run the (filtered) grid needs, baselines first, without duplicates."""
+    """Every run the (filtered) grid needs, baselines first, without duplicates.
+
+    A pair grid's KD runs marked not applicable are left out (its tables show them as such).
+    """
     baselines, kd = {}, {}
-    for _, role, _, _, cfg in table_configs(spec, half, students, teachers):
+    for role, cfg in _roles(spec, half, students, teachers):
         if role == "kd":
             t_cfg = config_lib.teacher_config(cfg)
             baselines.setdefault(run_dir(t_cfg, logdir), t_cfg)

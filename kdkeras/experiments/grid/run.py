@@ -71,6 +71,31 @@ def print_plan(spec, cells, mine, index, count, out=print) -> None:
     out("  " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
 
 
+def print_not_applicable(specs, students=None, teachers=None, out=print) -> int:
+    """Lists the KD runs of pair grids that their ``not_applicable`` excludes, with the reasons; returns their count.
+
+    They are never planned: the dry run shows them so that a grid's plan says
+    what it leaves out and why.
+    """
+    from kdkeras.experiments.grid.expand import pair_configs
+
+    count = 0
+    for spec in specs:
+        if not spec.pairs:
+            continue
+        reasons = {}
+        for pair, role, cfg, reason in pair_configs(spec, None, students, teachers):
+            if reason is not None:
+                axes = ", ".join(f"{k}={getattr(cfg, k)}" for k in spec.axes)
+                reasons.setdefault(reason, []).append(f"{pair} ({axes or cfg.method}, seed {cfg.seed})")
+        for reason, cells in reasons.items():
+            out(f"  not applicable ({len(cells)} runs, not planned): {reason}")
+            for cell in cells:
+                out(f"    {cell}")
+            count += len(cells)
+    return count
+
+
 def run(spec, cells, logdir: str, log=print, verbose="auto", callbacks=None, take_over=(),
         poll_s: float = 10.0) -> dict:
     """Runs the cells in order with a progress line per cell; returns counts by outcome.

@@ -7,34 +7,16 @@ import io
 import os
 
 from kdkeras import hparams
-from kdkeras.experiments.grid.expand import axis_combinations, half_label, plan, select, table_configs
+from kdkeras.experiments.grid.expand import (axis_combinations, half_label, plan, select, select_pairs,
+                                             table_configs)
+from kdkeras.experiments.grid.measures import MEASURES  # noqa: F401  (also importable from here, as before)
+from kdkeras.experiments.grid.measures import accuracies as _accuracies
 from kdkeras.experiments.grid.spec import GridSpec
 from kdkeras.training.run_folder import run_dir
 
 
-#: The accuracies a table can show: ``(name, results.json key, title)``. The
-#: first is the paper's protocol; the best-on-test one is optimistic, since
-#: it selects the epoch on the split it reports.
-MEASURES = (
-    ("final", "test_accuracy", "final-epoch test accuracy (the paper's protocol)"),
-    ("at_best_val", "test_accuracy_at_best_val", "test accuracy at the best validation epoch"),
-    ("precise_bn", "test_accuracy_precise_bn", "final-epoch test accuracy with precise BN statistics"),
-    ("batch_stats", "test_accuracy_batch_stats", "final-epoch test accuracy with batch statistics"),
-    ("best_on_test", "best_test_accuracy",
-     "best-epoch test accuracy (OPTIMISTIC: the epoch is selected on the test split itself)"),
-)
-
-
 def token_label(token: str) -> str:
     return token.replace("_", "-")  # "NR_g8" -> "NR-g8", the paper's labels
-
-
-def _accuracies(run_dirs, key) -> list[float]:
-    """Per-seed accuracies (percent) of the finished runs that report ``key``."""
-    from kdkeras.training import is_finished, load_results
-
-    values = (load_results(d).get(key) for d in run_dirs if is_finished(d))
-    return [100.0 * v for v in values if v is not None]
 
 
 def collect(spec: GridSpec, logdir: str, key="test_accuracy", half=None, students=None, teachers=None):
@@ -110,9 +92,16 @@ def write_tables(spec: GridSpec, logdir: str, half=None, students=None, teachers
     the final epoch; ``comparison.md`` (CIFAR-100 paper tables only) puts
     every final-epoch cell beside the paper's printed value. The TensorBoard
     HParams experiment at the root of ``logdir`` is rewritten too
-    (:func:`kdkeras.hparams.write_experiment`).
+    (:func:`kdkeras.hparams.write_experiment`). A pair grid's tables have
+    their own layout (:func:`kdkeras.experiments.grid.pair_table.write_pair_tables`).
     """
     import tempfile
+
+    if spec.pairs:
+        from kdkeras.experiments.grid.pair_table import write_pair_tables
+
+        select_pairs(spec, half)  # a pair grid has no halves: one-line error for --half
+        return write_pair_tables(spec, logdir, students, teachers, log=log)
 
     from kdkeras import tables
     from kdkeras.io_utils import atomic_write_text
