@@ -207,6 +207,26 @@ def torch_framework(name, value, ctx):
     return [_token(name, value)]
 
 
+def torch_checkpoint(name, value, ctx):
+    """``--checkpoint=<path>.pth``: a RepDistiller-style checkpoint of the command's model there (needs PyTorch)."""
+    try:
+        import torch
+    except ImportError:
+        ctx.skip = "convert reads PyTorch checkpoints, and PyTorch is not installed"
+        return [_token(name, value)]
+    from tests.models.torch_reference.cifar_resnet import CifarResNet
+
+    target = os.path.join(ctx.workspace.root, value)
+    if not os.path.exists(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        torch.save({"model": CifarResNet(ctx.flags["model"], num_classes=100, residual=True).state_dict()}, target)
+    return [_token(name, value)]
+
+
+def check_convert(result, workspace):
+    assert re.search(r"^Wrote \S+\.keras: ", result.stdout, re.M), result.stdout[-3000:] + result.stderr[-3000:]
+
+
 def training_data(ctx):
     """A training run reads synthetic data unless the command names another dataset."""
     return [] if "dataset" in ctx.flags or "archive" in ctx.flags else ["--dataset=synthetic"]
@@ -291,6 +311,10 @@ def check_profile(result, workspace):
         assert "Table 8: FLOPs" in result.stdout and "Table 9: parameters" in result.stdout
         # Both tables, every cell of the PROFILED rows (tests/test_profiling.py checks all 216).
         assert f"0 of {2 * PROFILED_COUNT} cells differ from the paper" in result.stdout, result.stdout[-3000:]
+    if "standard" in flags:
+        rows = [line.split() for line in _lines(result.stdout)]
+        assert [row[0] for row in rows] == list(PROFILED_STANDARD), rows
+        assert rows[0][1] == "83,892", rows  # RepDistiller's resnet8 (tests/test_profiling.py: all 22)
     if "csv" in flags:
         rows = _lines(result.stdout)
         assert rows[0] == "model,params,macs" and len(rows) == 1 + PROFILED_COUNT, rows[:3]
@@ -378,16 +402,23 @@ def check_bnstats(result, workspace):
 PROFILED, PROFILED_COUNT = "wrn22x2_*", 18
 
 
+#: The standard-zoo models the README's ``--all --standard`` profiles (tests/test_profiling.py checks all 22).
+PROFILED_STANDARD = ("resnet8", "resnet8_NR", "ShuffleV2")
+
+
 def profiled_models(ctx):
+    if "standard" in ctx.flags:
+        return [f"--models={','.join(PROFILED_STANDARD)}"]
     return [f"--models={PROFILED}"] if "all" in ctx.flags or "table" in ctx.flags else []
 
 
-TRAINING = {"archive": synthetic_data, "dataset": keep, "epochs": drop, "seed": keep,
+TRAINING = {"archive": synthetic_data, "dataset": keep, "epochs": drop, "seed": keep, "recipe": keep,
             "val_size": to(16), "precise_bn": to(2), "gradient_flow_epochs": to(1)}
 
 #: The rewriting rules, per script. A flag not listed for its script fails the command's test.
 RULES = {
-    "profile_models": Rule({"model": keep, "table": keep, "all": keep, "csv": keep}, add=profiled_models,
+    "profile_models": Rule({"model": keep, "table": keep, "all": keep, "csv": keep, "standard": keep},
+                           add=profiled_models,
                            slow=lambda flags: "model" not in flags,  # --all / --table build 18 models
                            check=check_profile),
     "train": Rule({**TRAINING, "model": keep, "data_dir": image_folder}, add=tiny_run, check=check_run),
@@ -404,6 +435,7 @@ RULES = {
     "gradflow": Rule({"runs": run_folders}, check=check_gradflow),
     "tune": Rule({"student": keep, "teacher": keep, "max_trials": to(1), "epochs": drop}, add=tiny_run,
                  check=check_tune),
+    "convert": Rule({"checkpoint": torch_checkpoint, "model": keep}, check=check_convert),
     "bnstats": Rule({"runs": run_folders}, add=lambda ctx: ["--batches=2"], check=check_bnstats),
 }
 
