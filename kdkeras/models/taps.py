@@ -9,7 +9,11 @@ taken (docs/models.md, "Feature taps"):
   where a stage is a run of blocks at one resolution (a new stage starts at
   every block that downsamples).
 
-The taps are found from the layer names the builders have always used
+A family may declare its own taps in its module (``register_family(...,
+taps=fn)``, ``fn(model) -> {tap: layer name}``): the standard CIFAR zoo's
+families do (``stem``, ``stage1``..., and ``stage<s>_preact`` before a
+block's last ReLU; docs/models.md). For the paper's families, which declare
+none, the taps are found from the layer names the builders have always used
 (``stage{s}_block{b}_...``), so a model built now, a model loaded through
 :func:`kdkeras.models.convert.load_model` and a ``.keras`` file saved before
 this module existed all have them; the builders add no layer for them, so the
