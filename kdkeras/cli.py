@@ -373,6 +373,13 @@ def define_output_flag(help: str) -> None:
     flags.DEFINE_string("output", None, help)
 
 
+def define_num_classes_flag(help: str) -> None:
+    """Defines ``--num_classes`` (default 100, CIFAR-100), the classes of a model a tool builds."""
+    from absl import flags
+
+    flags.DEFINE_integer("num_classes", 100, help, lower_bound=1)
+
+
 def run_config_from_flags(distill: bool):
     """Resolves the :class:`kdkeras.config.RunConfig` of the defined flags."""
     from absl import flags

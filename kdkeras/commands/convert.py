@@ -24,9 +24,9 @@ flags.DEFINE_string("checkpoint", None, "The PyTorch checkpoint (.pth): a state_
                     "(RepDistiller), 'state_dict' or 'net'.")
 cli.define_run_flag("model", help="The network of the checkpoint, a name of the standard CIFAR zoo "
                     "(e.g. resnet32x4, wrn_40_2, vgg13, ResNet50, MobileNetV2, ShuffleV1).")
-flags.DEFINE_integer("num_classes", 100, "Number of classes of the checkpoint's classifier (CIFAR-100: 100).")
-flags.DEFINE_string("output", None, "The .keras file to write (default: the checkpoint's path with .keras).")
-flags.DEFINE_string("dataset", None, "Also put the raw-image front of this dataset's normalisation in the file "
+cli.define_num_classes_flag("Number of classes of the checkpoint's classifier (CIFAR-100: 100).")
+cli.define_output_flag("The .keras file to write (default: the checkpoint's path with .keras).")
+cli.define_run_flag("dataset", help="Also put the raw-image front of this dataset's normalisation in the file "
                     "(cifar100, cifar10), so it takes images 0..255; default: the bare network.")
 
 

@@ -23,7 +23,7 @@ flags.DEFINE_list("models", None, "With --all or --table: only these of the 108 
                   "shell patterns (e.g. 'wrn22x2_*,resnet18_R_*').")
 flags.DEFINE_bool("standard", False, "With --all: the standard CIFAR zoo of the KD literature (resnet8 ... "
                   "ShuffleV2, and their NR variants) instead of the paper's 108 variants.")
-flags.DEFINE_integer("num_classes", 100, "Number of classes of the classifier head.")
+cli.define_num_classes_flag("Number of classes of the classifier head.")
 
 
 def _progress(done, total, name):
