@@ -9,6 +9,8 @@ drops the skip connections and the ``downsample`` projections (kdkeras's NR).
 import torch
 from torch import nn
 
+from tests.models.torch_reference.common import randomize  # noqa: F401  (tests import it here)
+
 #: ``net: (depth, (c0, c1, c2, c3))``.
 CONFIGS = {
     "resnet8": (8, (16, 16, 32, 64)),
@@ -69,23 +71,3 @@ class CifarResNet(nn.Module):
             feats.append(x)
         logits = self.fc(torch.flatten(self.avgpool(x), 1))
         return (logits, feats) if features else logits
-
-
-def randomize(model, seed=0):
-    """Random weights, BN affine parameters and BN running statistics (so a wrong mapping shows in the logits)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-            elif isinstance(module, nn.BatchNorm2d):
-                c = module.num_features
-                module.weight.copy_(0.5 + 0.5 * torch.rand(c, generator=gen))
-                module.bias.copy_(0.2 * torch.randn(c, generator=gen))
-                module.running_mean.copy_(0.2 * torch.randn(c, generator=gen))
-                module.running_var.copy_(0.5 + torch.rand(c, generator=gen))
-            elif isinstance(module, nn.Linear):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) / module.in_features ** 0.5)
-                module.bias.copy_(0.1 * torch.randn(module.out_features, generator=gen))
-    return model.eval()

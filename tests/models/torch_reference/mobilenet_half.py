@@ -9,6 +9,8 @@ identity adds (kdkeras's NR; there is no projection shortcut to drop).
 import torch
 from torch import nn
 
+from tests.models.torch_reference.common import randomize  # noqa: F401  (tests import it here)
+
 #: ``(t, c, n, s)`` at width 1; ``mobile_half`` uses ``t = 6`` (where ``t > 1``) and width 0.5.
 ROWS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
@@ -63,23 +65,3 @@ class MobileHalf(nn.Module):
         x = self.conv2(x)
         logits = self.classifier(torch.flatten(nn.functional.avg_pool2d(x, x.shape[-1], ceil_mode=True), 1))
         return (logits, feats) if features else logits
-
-
-def randomize(model, seed=0):
-    """Random weights, BN affine parameters and running statistics (a wrong mapping shows in the logits); eval mode."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-            elif isinstance(module, nn.BatchNorm2d):
-                c = module.num_features
-                module.weight.copy_(0.5 + 0.5 * torch.rand(c, generator=gen))
-                module.bias.copy_(0.2 * torch.randn(c, generator=gen))
-                module.running_mean.copy_(0.2 * torch.randn(c, generator=gen))
-                module.running_var.copy_(0.5 + torch.rand(c, generator=gen))
-            elif isinstance(module, nn.Linear):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) / module.in_features ** 0.5)
-                module.bias.copy_(0.1 * torch.randn(module.out_features, generator=gen))
-    return model.eval()

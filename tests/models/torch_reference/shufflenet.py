@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.models.torch_reference.common import randomize  # noqa: F401  (tests import it here)
+
 
 def shuffle(x, groups):
     """Channel shuffle of ``(N, C, H, W)`` by an explicit permutation."""
@@ -144,23 +146,3 @@ class ShuffleV2(nn.Module):
         x = F.relu(self.bn2(self.conv2(x)))
         logits = self.linear(x.mean((2, 3)))
         return (logits, feats, pres) if features else logits
-
-
-def randomize(model, seed=0):
-    """Random weights, BN affine parameters and running statistics (a wrong mapping shows in the logits); eval mode."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-            elif isinstance(module, nn.BatchNorm2d):
-                c = module.num_features
-                module.weight.copy_(0.5 + 0.5 * torch.rand(c, generator=gen))
-                module.bias.copy_(0.2 * torch.randn(c, generator=gen))
-                module.running_mean.copy_(0.2 * torch.randn(c, generator=gen))
-                module.running_var.copy_(0.5 + torch.rand(c, generator=gen))
-            elif isinstance(module, nn.Linear):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) / module.in_features ** 0.5)
-                module.bias.copy_(0.1 * torch.randn(module.out_features, generator=gen))
-    return model.eval()

@@ -8,6 +8,8 @@ Written from the architecture, not copied; module names are the reference's
 import torch
 from torch import nn
 
+from tests.models.torch_reference.common import randomize_calibrated as randomize  # noqa: F401  (tests import it here)
+
 WIDTHS = {
     "vgg8": ((64,), (128,), (256,), (512,), (512,)),
     "vgg11": ((64,), (128,), (256,) * 2, (512,) * 2, (512,) * 2),
@@ -53,33 +55,3 @@ class CifarVGG(nn.Module):
 def build(name, num_classes=100):
     """``vgg8`` ... ``vgg19`` (RepDistiller's ``*_bn``)."""
     return CifarVGG(WIDTHS[name], num_classes)
-
-
-def randomize(model, seed=0, size=32):
-    """Random weights and BN affine parameters, BN running statistics near those of random images.
-
-    The statistics are measured on a random batch (so activations stay of order
-    one through every layer, and a wrong mapping shows in the logits) and then
-    perturbed (so a swapped mean / variance shows too). Returns the model in eval mode.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-                if module.bias is not None:
-                    module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=gen))
-            elif isinstance(module, nn.BatchNorm2d):
-                module.weight.copy_(0.5 + torch.rand(module.num_features, generator=gen))
-                module.bias.copy_(0.2 * torch.randn(module.num_features, generator=gen))
-                module.momentum = 1.0  # the running statistics become the next batch's
-        model.train()
-        model(torch.randn(8, 3, size, size, generator=gen))
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                c = module.num_features
-                module.momentum = 0.1
-                module.running_mean.add_(0.2 * module.running_var.sqrt() * torch.randn(c, generator=gen))
-                module.running_var.mul_(0.7 + 0.6 * torch.rand(c, generator=gen))
-    return model.eval()
