@@ -321,13 +321,15 @@ class TermWarmup(keras.callbacks.Callback):
 def _views_and_parts(student, teacher, terms):
     """`(views, taps)`: one forward pass per model for the union of the methods' taps; each method's parts built.
 
-    The views share the models' layers and are held outside Keras's tracking,
-    so the checkpoints hold each variable once, under the models.
+    Each method first receives both models (`Method.bind`). The views share
+    the models' layers and are held outside Keras's tracking, so the
+    checkpoints hold each variable once, under the models.
     """
     from kdkeras.models.taps import feature_model
 
     taps = []
     for term in terms:
+        term.bind(student, teacher)
         taps += [tap for tap in term.taps if tap not in taps]
     if taps:
         views = _Views(feature_model(student, taps), feature_model(teacher, taps))

@@ -261,6 +261,14 @@ class Method(keras.distillation.DistillationLoss, keras.layers.Layer):
         self.read(student_outputs, "student")
 
     # ----------------------------------------------------------- parts and epochs
+    def bind(self, student, teacher):
+        """Receives the student and the frozen teacher before the distiller reads ``taps``; nothing by default.
+
+        A method that runs part of a network itself builds it here, from the
+        networks' functional graphs (RD runs the teacher's later stages on the
+        student's stage maps); it may set ``taps`` from the networks.
+        """
+
     def build_adapters(self, student_shapes, teacher_shapes):
         """Creates the method's trainable parts from ``{tap: shape}`` of both models (``logits`` included)."""
         self.built = True

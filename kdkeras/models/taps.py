@@ -39,7 +39,8 @@ Where each tap is taken:
 
 :func:`feature_model` builds a multi-output view ``{"logits": ..., tap: ...}``
 that shares the model's layers and weights, so one forward pass gives the
-logits and the features. :func:`make_adapter` builds the 1x1 conv + BN that
+logits and the features; :func:`tail_model` the network after a stage tap
+(from the tap's map to the logits, RD's teacher stages). :func:`make_adapter` builds the 1x1 conv + BN that
 maps a student's channels to a teacher's (FitNets' regressor); it is a model
 of its own, outside the student.
 """
@@ -249,6 +250,44 @@ def feature_model(model, taps=None) -> keras.Model:
     outputs = {LOGITS: model.outputs[0], **{tap: found[tap] for tap in chosen}}
     return keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, outputs,
                        name=f"{model.name}_features")
+
+
+def tail_model(model, tap) -> keras.Model:
+    """The part of a zoo network after a stage tap: a model from that tap's map to the logits, sharing its layers.
+
+    In the zoo's families a stage boundary is a single tensor: every layer
+    after the tap reads the tap's map or what is computed from it (a WRN's
+    next block reads it through its BN-ReLU, its projection shortcut too; a
+    post-activation ResNet's next block reads the ReLU output in both its
+    branch and its shortcut). The tail is therefore the functional graph
+    from the tap's tensor to the logits, built once and nothing copied, so
+    ``tail_model(model, tap)(head(x)) == model(x)`` with
+    ``head = keras.Model(model.input, feature_taps(model)[tap])``. Freezing
+    or training ``model`` freezes or trains the tail.
+
+    Args:
+        model: a zoo network (see :func:`tap_layers`); a raw-image front is
+            skipped (the taps are behind it).
+        tap: a tap name of ``model``, e.g. ``"stage1"``.
+
+    Returns:
+        A ``keras.Model`` from a ``(batch, H, W, C)`` map, the tap's shape, to
+        the logits ``(batch, classes)``.
+
+    Raises:
+        UsageError: ``tap`` is not one of ``model``'s taps, or a layer after
+            it reads an earlier tensor (the tap is not a stage boundary).
+    """
+    network = strip_preprocessing(model) if isinstance(model, keras.Model) and has_preprocessing(model) else model
+    network = _network(network, "tail_model")
+    taps = feature_taps(network)
+    if tap not in taps:
+        raise UsageError(f"Unknown feature tap {tap!r} for model '{network.name}'. Valid taps: {', '.join(taps)}.")
+    try:
+        return keras.Model(taps[tap], network.outputs[0], name=f"{network.name}_after_{tap}")
+    except ValueError:  # Keras: "Output ... is not connected to `inputs`"
+        raise UsageError(f"Model '{network.name}': layers after the tap {tap!r} read earlier tensors, so the "
+                         f"network has no part that starts at {tap!r} alone.") from None
 
 
 def _embedding(model):
