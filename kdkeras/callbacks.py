@@ -1,4 +1,14 @@
-"""Keras callbacks used by every run."""
+"""Keras callbacks used by every run.
+
+No host stall per step: when any callback of ``fit`` has per-step work
+(``on_train_batch_end``) and is not marked ``async_safe``, Keras 3 reads
+every log value of every step on the host in the training loop's own thread
+(``keras.callbacks.CallbackList``: ``pythonify_logs``), which waits for the
+step to finish before the next one is dispatched. The callbacks here either
+have no per-step work or are ``async_safe`` (Keras then reads the logs in a
+worker thread), and :func:`host_syncing_callbacks` names those of a list
+that would stall (docs/benchmarks.md, "GPU").
+"""
 
 from __future__ import annotations
 
@@ -6,6 +16,7 @@ import csv
 import io
 import math
 import os
+import threading
 import time
 
 import keras
@@ -117,22 +128,60 @@ def read_history(path: str) -> list[dict]:
         return rows
 
 
+def host_syncing_callbacks(callbacks) -> list[str]:
+    """The class names of the callbacks in ``callbacks`` that make ``fit`` read every step's logs on the host.
+
+    Keras's rule (``keras.callbacks.CallbackList``): a callback that
+    overrides ``on_batch_end`` or ``on_train_batch_end`` and is not
+    ``async_safe`` makes the training loop convert every log value to a
+    Python float after every step (or every ``steps_per_execution`` steps),
+    in its own thread: a host-device sync per step on a GPU. An empty list:
+    ``fit`` dispatches step after step and the logs are read off the loop's thread.
+    """
+    base = keras.callbacks.Callback
+    found = []
+    for callback in callbacks:
+        if getattr(callback, "async_safe", False):
+            continue
+        kind = type(callback)
+        if kind.on_batch_end is not base.on_batch_end or kind.on_train_batch_end is not base.on_train_batch_end:
+            found.append(kind.__name__)
+    return found
+
+
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops training when the loss becomes NaN or inf, keeping the last good backup.
 
     Place it *before* ``BackupAndRestore``: it raises ``FloatingPointError``
     (naming the epoch and step) in ``on_epoch_end`` before the backup of the
     broken epoch can be written, so the backup still holds the last good epoch.
+
+    ``async_safe``: Keras may call its per-step check in a worker thread with
+    the logs already read there, so the check adds no host sync to the
+    training loop; training stops a step or two after the bad one, and the
+    error names the first bad step seen (the running loss stays non-finite
+    from there on).
     """
+
+    async_safe = True
 
     def __init__(self):
         super().__init__()
         self.bad = None
+        self._lock = threading.Lock()
+
+    def on_train_begin(self, logs=None):
+        self.bad = None
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(keras.ops.convert_to_numpy(loss))):
-            self.bad = (batch, float(keras.ops.convert_to_numpy(loss)))
+        if loss is None:
+            return
+        value = float(keras.ops.convert_to_numpy(loss))  # a Python float already: Keras read the logs
+        if not math.isfinite(value):
+            with self._lock:  # worker threads may report batches out of order: keep the first
+                if self.bad is None or batch < self.bad[0]:
+                    self.bad = (batch, value)
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -251,6 +300,21 @@ class PreciseBNEvaluation(keras.callbacks.Callback):
                 logs[f"{split}_loss_precise_bn"] = values["loss"]
 
 
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``keras.callbacks.BackupAndRestore``, ``async_safe`` when it saves once per epoch.
+
+    With ``save_freq="epoch"`` (how runs use it) its per-step hook does
+    nothing, but Keras sees that it overrides ``on_train_batch_end`` and
+    reads every step's logs on the host in the training loop (see the module
+    docstring). Marked ``async_safe`` then, it leaves the loop alone; with
+    a step frequency it stays synchronous.
+    """
+
+    @property
+    def async_safe(self):
+        return self.save_freq == "epoch"
+
+
 class TensorBoard(keras.callbacks.TensorBoard):
     """``keras.callbacks.TensorBoard`` that also writes other splits in their own folders.
 
@@ -269,6 +333,16 @@ class TensorBoard(keras.callbacks.TensorBoard):
         super().__init__(log_dir, **kwargs)
         self.extra_splits = tuple(extra_splits)
         self._extra_writers = {}
+
+    @property
+    def async_safe(self):
+        """Per-epoch summaries and no profiling: its per-step hook only writes the graph, once, at the first step.
+
+        Keras may then run that hook in a worker thread (no host sync per
+        step; see the module docstring). Per-step summaries or profiling keep
+        it in the training loop's thread.
+        """
+        return self.update_freq == "epoch" and not getattr(self, "_should_trace", True)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})

@@ -35,6 +35,7 @@ import yaml
 from kdkeras import recipes
 from kdkeras.errors import MissingFileError, UsageError
 from kdkeras.methods import list_methods, setting
+from kdkeras.models.plain import DEFAULT_ANNEAL_FRACTION, PLAIN_MODES
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "none")
 
@@ -103,11 +104,24 @@ class _RunSettings:
             included, starts at the identity where channels allow it;
             :mod:`kdkeras.initializers`, docs/training.md, "Dirac
             initialisation"). A teacher trained on the way keeps ``he``.
+        plain: ``none`` (default), or a residual-free way of training the
+            NR model (:mod:`kdkeras.models.plain`, docs/models.md,
+            "Residual-free rivals"): ``repvgg`` (RepVGG's branches),
+            ``diracnet`` (DiracNets' parameterised convolutions) or
+            ``anneal`` (its R structure, the skips' weight annealed from 1 to
+            0); the run's ``model.keras`` is the folded NR network. Needs an
+            NR model name of WRN, ResNet-18 or a CIFAR ResNet. A teacher
+            trained on the way is never plain.
+        anneal_fraction: with ``plain=anneal``, the part of the training
+            steps over which the skips' weight falls linearly from 1 to 0
+            (``None``: :data:`kdkeras.models.plain.DEFAULT_ANNEAL_FRACTION`,
+            filled in by :func:`resolve`).
         augment: the paper's training augmentation (pad, crop, flip); off
             for ablations and for the ``synthetic`` data's fixed templates.
         pad_mode: the crop's padding, ``reflect`` (paper) or ``zeros`` (crd).
         strategy: ``auto|mirrored|multiworker|none``.
-        steps_per_execution: training steps per compiled call.
+        steps_per_execution: training steps per compiled call (``None``: the
+            default of :func:`kdkeras.runtime.steps_per_execution`).
         mixed_precision: ``mixed_float16`` compute (GPU); the KD loss stays float32.
         jit_compile: compile the train step with XLA (helps on GPU; on CPU
             XLA's grouped convolution is far slower).
@@ -178,11 +192,21 @@ class _RunSettings:
                                     "wrn_<d>_<k>: 0).")
     init: str = setting("he", "Kernel initialisation of the model: he (default: he_normal) or dirac (every 3x3 "
                         "convolution starts at the identity; a teacher trained on the way keeps he).")
+    plain: str = setting("none", "Residual-free training of an NR model: none (default), repvgg (RepVGG's 3x3/1x1/"
+                         "identity branches), diracnet (DiracNets' W = diag(a) I + diag(b) W_norm) or anneal (the R "
+                         "structure, skips scaled by a weight annealed from 1 to 0); model.keras is the folded NR "
+                         "network (docs/models.md).", choices=PLAIN_MODES)
+    anneal_fraction: float | None = setting(None, "With --plain=anneal: the skips' weight falls linearly from 1 to 0 "
+                                            f"over this fraction of the training steps (default "
+                                            f"{DEFAULT_ANNEAL_FRACTION}).", minimum=0, exclusive_minimum=True,
+                                            maximum=1)
     augment: bool = setting(True, "Pad/crop/flip training images (default; --noaugment: off).")
     pad_mode: str | None = setting(None, "Padding of the random crop: reflect (paper recipe) or zeros (crd "
                                    "recipe, torchvision's RandomCrop).", choices=recipes.PAD_MODES)
     strategy: str = setting("auto", "auto, mirrored, multiworker or none (default auto).", choices=STRATEGIES)
-    steps_per_execution: int = setting(1, "Training steps per compiled call (default 1).", minimum=1)
+    steps_per_execution: int | None = setting(None, "Training steps per compiled call; must divide the steps of an "
+                                              "epoch (default: 1 on CPU; with a GPU the largest divisor of the "
+                                              "epoch's steps up to 32, 23 for CIFAR).", minimum=1)
     mixed_precision: bool = setting(False, "mixed_float16 compute, for GPUs (KD loss stays float32).")
     jit_compile: bool = setting(False, "Compile the train step with XLA (GPU; slow on CPU).")
     deterministic: bool = setting(False, "Deterministic TensorFlow ops: the same command gives the same weights, "
@@ -229,9 +253,11 @@ NON_IDENTITY_FIELDS = ("data_dir", "archive", "download", "data_mirror", "strate
                        "data_tuning")
 #: KD-only settings, which a teacher does not inherit from its student's command.
 KD_FIELDS = ("teacher", "temperature", "alpha", "kd_epochs", "method", "method_weight") + METHOD_SETTING_FIELDS
+#: The settings of a residual-free rival (``--plain``): they apply to NR models only.
+PLAIN_FIELDS = ("plain", "anneal_fraction")
 #: Settings of the student's model alone, which a teacher trained on the way
-#: does not inherit either (the teacher is a plain baseline).
-STUDENT_FIELDS = ("init",)
+#: does not inherit either (the teacher is a plain baseline, never a residual-free rival).
+STUDENT_FIELDS = ("init",) + PLAIN_FIELDS
 #: Settings that a teacher trained on the way inherits from the student's command.
 INHERITED_FIELDS = tuple(f for f in FIELDS if f not in KD_FIELDS + STUDENT_FIELDS + ("model",))
 
@@ -281,6 +307,8 @@ def resolve(overrides: dict) -> RunConfig:
             and explicit["epochs"] > 0:
         recipe.update(recipes.scale_schedule(recipe, explicit["epochs"]))
     settings = _single_method_weight({**recipe, **explicit})
+    if settings.get("plain") == "anneal" and settings.get("anneal_fraction") is None:
+        settings["anneal_fraction"] = DEFAULT_ANNEAL_FRACTION  # one run name, whether the default was spelled out
     if settings.get("lr_milestones") is not None:
         try:
             settings["lr_milestones"] = tuple(int(m) for m in settings["lr_milestones"])
@@ -321,11 +349,11 @@ def validate(config: RunConfig) -> None:
     _check(config.dataset != "folder" or (isinstance(config.data_dir, str) and config.data_dir.strip()),
            "dataset=folder needs data_dir=PATH (--data_dir): a folder with train/<class>/<images> and "
            "test/<class>/<images> (or val/).")
-    for name in ("epochs", "batch_size", "steps_per_execution"):
+    for name in ("epochs", "batch_size"):
         value = getattr(config, name)
         _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
                f"{name} must be a positive integer. Received: {name}={value!r}.")
-    for name in ("train_size", "test_size", "val_size", "precise_bn"):
+    for name in ("train_size", "test_size", "val_size", "precise_bn", "steps_per_execution"):
         value = getattr(config, name)
         _check(value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0),
                f"{name} must be a positive integer. Received: {name}={value!r}.")
@@ -358,6 +386,7 @@ def validate(config: RunConfig) -> None:
     from kdkeras.initializers import INITS
 
     _check(config.init in INITS, f"Unknown init '{config.init}'. Valid choices: {', '.join(INITS)}.")
+    _validate_plain(config)
     for name in ("augment", "mixed_precision", "jit_compile", "precise_bn_every_epoch", "deterministic", "download"):
         _check(isinstance(getattr(config, name), bool),
                f"{name} must be true or false. Received: {name}={getattr(config, name)!r}.")
@@ -392,6 +421,21 @@ def _validate_method(config: RunConfig) -> None:
     for item in methods.all_settings():  # a list (YAML, flags) as the tuple the method reads
         if item.type is tuple and getattr(config, item.flag) is not None:
             setattr(config, item.flag, item.check(getattr(config, item.flag)))
+
+
+def _validate_plain(config: RunConfig) -> None:
+    """Checks ``plain`` (:func:`kdkeras.models.plain.check_plain`), ``anneal_fraction`` and their fit with ``init``."""
+    from kdkeras.models.plain import check_plain
+
+    check_plain(config.model, config.plain)
+    value = config.anneal_fraction
+    _check(value is None or config.plain == "anneal",
+           f"anneal_fraction is a setting of plain=anneal. Received: plain={config.plain}, anneal_fraction={value!r}.")
+    _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1),
+           f"anneal_fraction must be a number in (0, 1]. Received: anneal_fraction={value!r}.")
+    _check(config.init == "he" or config.plain in ("none", "anneal"),
+           f"init={config.init} re-initialises the 3x3 convolutions that plain={config.plain} replaces (it starts "
+           f"from its own initialisation); use init=he.")
 
 
 def is_model_file(teacher: str) -> bool:

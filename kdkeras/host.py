@@ -1,4 +1,4 @@
-"""What this machine and this process give TensorFlow: the CPU, oneDNN, the grouped-convolution kernel.
+"""What this machine and this process give TensorFlow: the CPU, oneDNN, the grouped-convolution kernel, GPU memory.
 
 TensorFlow turns its oneDNN kernels on by default only on some x86 CPUs: on
 with AVX-512, off on CPUs with AVX2 only (many AMD EPYC and cloud machines).
@@ -17,6 +17,8 @@ paper's zoo would fail in its first training step. kdkeras therefore
    once per process, and says so in one line).
 
 docs/training.md ("CPUs and oneDNN") and docs/benchmarks.md give the figures.
+:func:`configure_gpu_memory` lets several processes share one GPU
+(docs/distributed.md, "A node of 8 GPUs").
 Nothing here imports TensorFlow at module import time.
 """
 
@@ -111,6 +113,80 @@ def onednn_reason() -> str:
         return ("off (TensorFlow's default on this CPU, and TensorFlow was imported before kdkeras: "
                 f"set {ONEDNN_VARIABLE}=1 before importing it to turn oneDNN on)")
     return f"off (not available in this TensorFlow build or on this CPU; {ONEDNN_VARIABLE}={value})"
+
+
+#: Environment variable of a process's GPU memory: ``growth`` (allocate as needed) or a limit in MiB.
+#: ``kdkeras grid --workers_per_gpu`` sets it for its workers (:mod:`kdkeras.experiments.grid.workers`).
+GPU_MEMORY_VARIABLE = "KDKERAS_GPU_MEMORY"
+
+#: This process's applied GPU memory setting (``None``: TensorFlow's default, the whole memory of each GPU).
+_gpu_memory_applied = None
+
+
+def gpu_memory_setting(text: str | None = None) -> str | int | None:
+    """``"growth"``, a limit in MiB, or ``None`` (TensorFlow's default) from ``text`` (default: the variable).
+
+    Raises:
+        UsageError: anything else, naming the variable and the received value.
+    """
+    text = os.environ.get(GPU_MEMORY_VARIABLE) if text is None else text
+    value = (text or "").strip().lower()
+    if not value:
+        return None
+    if value == "growth":
+        return "growth"
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    from kdkeras.errors import UsageError
+
+    raise UsageError(f"{GPU_MEMORY_VARIABLE} must be 'growth' or a positive number of MiB. Received: {text!r}.")
+
+
+def configure_gpu_memory() -> str:
+    """Applies :data:`GPU_MEMORY_VARIABLE` to every visible GPU, once per process, before TensorFlow uses one.
+
+    With several processes on one GPU (``kdkeras grid --workers_per_gpu=K``)
+    each must take memory as it needs it (``growth``) or a fixed share (a
+    limit in MiB, one logical device of that size); by default TensorFlow
+    reserves nearly all of a GPU's memory in the first process that uses it.
+    Without a GPU, or without the variable, nothing changes.
+
+    Returns:
+        What applies, in words (``"growth"``, ``"limit 8000 MiB"``, ``"default"``).
+    """
+    global _gpu_memory_applied
+    setting = gpu_memory_setting()
+    if setting is None or setting == _gpu_memory_applied:
+        return _describe_gpu_memory(setting)
+    import tensorflow as tf
+
+    try:
+        for gpu in tf.config.list_physical_devices("GPU"):
+            if setting == "growth":
+                tf.config.experimental.set_memory_growth(gpu, True)
+            else:
+                tf.config.set_logical_device_configuration(
+                    gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=setting)])
+    except RuntimeError as err:  # TensorFlow had already set up its GPUs in this process
+        print(f"kdkeras: {GPU_MEMORY_VARIABLE}={setting} not applied: TensorFlow already uses the GPU in this "
+              f"process ({err}).", file=sys.stderr, flush=True)
+        return "default"
+    _gpu_memory_applied = setting
+    return _describe_gpu_memory(setting)
+
+
+def _describe_gpu_memory(setting) -> str:
+    if setting is None:
+        return "default"
+    return "growth" if setting == "growth" else f"limit {setting} MiB"
+
+
+def gpu_assignment() -> str:
+    """This process's GPUs and GPU memory as the environment sets them, in one line (no TensorFlow needed)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = "every GPU" if visible is None else (f"GPU {visible}" if visible.strip() else "no GPU")
+    return (f"{devices} (CUDA_VISIBLE_DEVICES={visible if visible is not None else 'unset'}), GPU memory: "
+            f"{_describe_gpu_memory(gpu_memory_setting())}")
 
 
 def _gpu_present() -> bool:

@@ -10,9 +10,10 @@ centre, ``size // 2`` on every spatial axis) for ``d < min(out_per_group,
 in_per_group)``; every other weight is 0. An output channel beyond the
 group's inputs therefore starts at zero (the identity is not repeated).
 
-Only the initialisation is implemented: the DiracNet parameterisation
-(``W = diag(a) I + W'``, with a learned scaling ``a``) is not; the
-convolution is an ordinary trainable one that starts at the identity.
+This is the initialisation only: the convolution is an ordinary trainable
+one that starts at the identity. The DiracNet parameterisation
+(``W = diag(a) I + diag(b) W_norm``) is :class:`kdkeras.models.plain.DiracConv2D`
+(``--plain=diracnet``, docs/models.md, "Residual-free rivals").
 
 :func:`initialize_convolutions` applies it after a model is built
 (``--init=dirac``, docs/training.md, "Dirac initialisation"): every 3x3
@@ -68,8 +69,8 @@ class Dirac(keras.initializers.Initializer):
 
     Zagoruyko & Komodakis, "DiracNets: Training Very Deep Neural Networks
     Without Skip-Connections", 2017 (arXiv:1706.00388). Dirac initialisation
-    only; the DiracNet parameterisation (``W = diag(a) I + W'``) is not
-    implemented.
+    only; the DiracNet parameterisation (``W = diag(a) I + diag(b) W_norm``)
+    is :class:`kdkeras.models.plain.DiracConv2D`.
 
     Args:
         groups: the groups of the convolution the kernel belongs to (its

@@ -17,8 +17,8 @@ LAYERS = (
      "kdkeras.models", "kdkeras.data", "kdkeras.methods"),
     ("kdkeras.recipes", "kdkeras.config", "kdkeras.distiller", "kdkeras.batchnorm", "kdkeras.callbacks",
      "kdkeras.runtime"),
-    ("kdkeras.training", "kdkeras.hparams"),
-    ("kdkeras.grid", "kdkeras.experiments", "kdkeras.tuning", "kdkeras.analysis"),
+    ("kdkeras.training", "kdkeras.hparams", "kdkeras.throughput"),
+    ("kdkeras.grid", "kdkeras.experiments", "kdkeras.tuning", "kdkeras.analysis", "kdkeras.gpu_check"),
     ("kdkeras.cli",),
     ("kdkeras.commands", "kdkeras.__main__"),
 )

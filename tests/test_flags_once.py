@@ -105,6 +105,11 @@ def _run_settings_with_checks():
             yield field.name
 
 
+#: The other settings a setting needs to be valid at all (a method's weight, plain's NR model and anneal).
+_CHECK_CONTEXT = {"method_weight": {"method": "dkd"}, "plain": {"model": "wrn16x1_NR_g2"},
+                  "anneal_fraction": {"model": "wrn16x1_NR_g2", "plain": "anneal"}}
+
+
 @pytest.mark.parametrize("name", list(_run_settings_with_checks()))
 def test_a_run_settings_declared_check_is_the_one_validate_makes(name):
     """A range or choices in a run setting's metadata: the values validate() accepts and refuses."""
@@ -114,7 +119,7 @@ def test_a_run_settings_declared_check_is_the_one_validate_makes(name):
 
     meta = next(f.metadata for f in dataclasses.fields(config_lib.RunConfig) if f.name == name)
     kind = cli.run_flag_declarations()[name][0]
-    base = {"model": "wrn16x1_R_g2", **({"method": "dkd"} if name == "method_weight" else {})}
+    base = {"model": "wrn16x1_R_g2", **_CHECK_CONTEXT.get(name, {})}
     step = 1 if kind is int else 0.5
     good, bad = [], []
     if meta["minimum"] is not None:
@@ -149,6 +154,7 @@ LISTED = {
         "lr_milestones": "list", "lr_schedule": "str", "mixed_precision": "bool", "model": "str", "momentum": "float",
         "precise_bn": "int", "precise_bn_every_epoch": "bool", "seed": "int", "steps_per_execution": "int",
         "strategy": "str", "test_size": "int", "train_size": "int", "val_size": "int", "weight_decay": "float",
+        "plain": "str", "anneal_fraction": "float",
     },
     "distill.py": {
         "alpha": "float", "archive": "str", "augment": "bool", "batch_size": "int", "pad_mode": "str", "recipe": "str", "config": "str",
@@ -160,7 +166,7 @@ LISTED = {
         "precise_bn": "int", "precise_bn_every_epoch": "bool", "seed": "int", "steps_per_execution": "int",
         "strategy": "str", "student": "str", "teacher": "str", "teacher_data_check": "bool=true",
         "temperature": "float", "test_size": "int", "train_size": "int", "train_teacher": "bool=true",
-        "val_size": "int", "weight_decay": "float",
+        "val_size": "int", "weight_decay": "float", "plain": "str", "anneal_fraction": "float",
     },
     "grid.py": {
         "archive": "str", "batch_size": "int", "config": "str", "data_dir": "str", "data_mirror": "str",
@@ -169,6 +175,8 @@ LISTED = {
         "kd_epochs": "int", "lease_s": "float", "logdir": "str=logs", "lr": "float", "precise_bn": "int",
         "seeds": "int", "shard": "str", "strategy": "str", "students": "list", "table": "int",
         "take_over": "bool=true", "teachers": "list", "test_size": "int", "train_size": "int", "val_size": "int",
+        "plain": "str", "anneal_fraction": "float",
+        "gpus": "list", "workers_per_gpu": "int=1", "gpu_memory_mb": "int",
     },
     "tune.py": {
         "alpha": "float", "alpha_range": "str", "archive": "str", "augment": "bool", "batch_size": "int", "pad_mode": "str", "recipe": "str",
@@ -182,6 +190,7 @@ LISTED = {
         "strategy": "str", "student": "str", "teacher": "str", "teacher_data_check": "bool=true",
         "temperature": "float", "temperature_range": "str", "test_size": "int", "train_size": "int",
         "train_teacher": "bool=true", "tuner": "str=bayesian", "val_size": "int", "weight_decay": "float",
+        "plain": "str", "anneal_fraction": "float",
     },
     "bench.py": {
         "archive": "str", "batch_size": "int=128", "data_dir": "str", "data_tuning": "enum(auto|fixed|autotune)=auto",
@@ -189,6 +198,8 @@ LISTED = {
         "methods": "list=kd", "mixed_precision": "bool=false", "mode": "enum(train|distill|infer|data)=train",
         "model": "str", "repeats": "int=3", "steps": "int=20", "steps_per_execution": "int=1", "teacher": "str",
         "threads": "int", "train_size": "int=50000", "warmup": "int=3",
+        "gpu": "bool=false", "cpu_smoke": "bool=false", "budget_s": "float", "concurrent_runs": "int", "output": "str",
+        "sections": "list",
     },
 }
 #: absl's --help of a method setting's flag, by the setting's type.

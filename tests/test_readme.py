@@ -421,7 +421,8 @@ RULES = {
                            add=profiled_models,
                            slow=lambda flags: "model" not in flags,  # --all / --table build 18 models
                            check=check_profile),
-    "train": Rule({**TRAINING, "model": keep, "data_dir": image_folder}, add=tiny_run, check=check_run),
+    "train": Rule({**TRAINING, "model": keep, "data_dir": image_folder, "plain": keep}, add=tiny_run,
+                  check=check_run),
     "distill": Rule({**TRAINING, "student": keep, "teacher": teacher, "temperature": keep, "alpha": keep,
                      "kd_epochs": to(1)}, add=tiny_run, check=check_run),
     "grid": Rule({"table": keep, "config": keep, "dry_run": keep, "logdir": keep, "archive": grid_archive},

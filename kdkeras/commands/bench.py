@@ -19,13 +19,25 @@ host: the CPU model and its vector extensions (cpu, cpu_flags), whether
 oneDNN ran and why (onednn, onednn_reason), and which path the grouped
 convolutions took (grouped_conv: native or portable). Run it with
 TF_ENABLE_ONEDNN_OPTS=0 to time the portable path (docs/benchmarks.md).
+
+--gpu runs the GPU check (kdkeras.gpu_check): train and distill images/s of
+the networks of Tables 1-6 and the standard zoo's usual pairs at fp32,
+mixed_float16 and with XLA, the input pipeline beside the step,
+MirroredStrategy over one GPU, steps_per_execution, 1 against K runs on one
+GPU, peak GPU memory and the projected GPU-hours of every table, in the
+order of its questions until --budget_s is spent. It prints a table and
+writes --output (JSON) and a Markdown report beside it after every case.
+--cpu_smoke runs its tiny version on CPU (under a minute):
+
+    kdkeras bench --gpu --output=benchmarks/results/gpu_check.json --budget_s=240
+    kdkeras bench --cpu_smoke
 """
 
 from kdkeras import cli  # first: quiets TensorFlow's start-up logging
 
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -60,70 +72,33 @@ cli.define_run_flag("dataset", default="synthetic", help="--mode=data: cifar100,
                     "that a data source loads, with its sizes).")
 cli.define_run_flag("archive", help="--mode=data: original CIFAR archive or its folder.")
 cli.define_run_flag("data_dir", help="--mode=data: prepared TFDS folder.")
-
-
-def _device():
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
-        return f"{len(gpus)}x {names[0]}"
-    return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+flags.DEFINE_bool("gpu", False, "The GPU check instead of one measurement: Tables 1-6's networks and the zoo's "
+                  "pairs at fp32, mixed_float16 and XLA, the input pipeline, MirroredStrategy, steps_per_execution, "
+                  "several runs per GPU, peak memory, projected GPU-hours (docs/benchmarks.md, 'GPU').")
+flags.DEFINE_bool("cpu_smoke", False, "The GPU check's tiny version on CPU, under a minute (a test that it runs).")
+flags.DEFINE_float("budget_s", None, "--gpu: seconds of measuring (default 480); the cases that would not fit "
+                   "are listed as skipped.")
+flags.DEFINE_list("sections", None, "--gpu: only these sections of the check, e.g. tables,zoo (of: pipeline, "
+                  "reference, precision, strategy, concurrent, steps_per_execution, tables, zoo).")
+flags.DEFINE_integer("concurrent_runs", None, "--gpu: training processes at once on one device, against one "
+                     "(default 4; --cpu_smoke: 2).")
+cli.define_output_flag("--gpu: the JSON record (default benchmarks/results/gpu_check.json; --cpu_smoke: in the "
+                       "temporary folder), rewritten after every case; its Markdown report is written beside it (.md).")
 
 
 def _keras_window(model_name, mode, teacher_name, method="kd"):
     """Builds the model of one measurement, warms it up; returns ``window()``, one timed window (images/s)."""
-    import tensorflow as tf
-
-    from kdkeras import config as config_lib
-    from kdkeras import runtime
-    from kdkeras.data import pipeline_options
-    from kdkeras.training import build_run_model, build_student, make_run_data, needs_indices
+    from kdkeras import throughput
 
     # The run pipeline's own steps build the model, its optimizer and the
     # distiller, as for a real run of these settings on synthetic data.
-    config = config_lib.resolve({
-        "model": model_name, "teacher": teacher_name if mode == "distill" else None, "dataset": "synthetic",
-        "batch_size": FLAGS.batch_size, "steps_per_execution": FLAGS.steps_per_execution,
-        "jit_compile": FLAGS.jit_compile, "mixed_precision": FLAGS.mixed_precision,
-        "data_tuning": FLAGS.data_tuning, **({"method": method} if mode == "distill" else {})})
-    runtime.apply(config)  # as a run's start: mixed precision, tf.data tuning
-    data = make_run_data(config)
-    batch = FLAGS.batch_size
-    x = tf.random.normal((batch, 32, 32, 3))
-    y = tf.random.uniform((batch,), 0, data.info.num_classes, dtype=tf.int64)
-    teacher = None
-    if mode == "distill":
-        teacher = build_student(config_lib.teacher_config(config), data.info.num_classes, data.info.image_shape)
-    model, student = build_run_model(config, data, teacher)
-    if needs_indices(model):  # a method with per-example state (CRD): the examples' positions too
-        x = (x, tf.random.uniform((batch,), 0, data.info.train_examples, dtype=tf.int64))
-    # The same tf.data options as the training pipelines (--data_tuning).
-    dataset = tf.data.Dataset.from_tensors((x, y)).repeat().with_options(pipeline_options())
-    if mode == "infer":
-        forward = tf.function(lambda: student(x, training=False))
-        for _ in range(FLAGS.warmup):
-            forward()
-
-        def window():
-            start = time.perf_counter()
-            for _ in range(FLAGS.steps):
-                forward()
-            return batch * FLAGS.steps / (time.perf_counter() - start)
-
-        return window, FLAGS.steps
-    spe = FLAGS.steps_per_execution
-    warmup = max(FLAGS.warmup, spe)
-    model.fit(dataset, steps_per_epoch=warmup - warmup % spe, epochs=1, verbose=0, shuffle=False)
-    steps = max(spe, FLAGS.steps - FLAGS.steps % spe)
-
-    def window():
-        start = time.perf_counter()
-        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-        return batch * steps / (time.perf_counter() - start)
-
-    return window, steps
+    timer = throughput.build_step(
+        model_name, mode, teacher_name, method=method, batch_size=FLAGS.batch_size,
+        steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile,
+        mixed_precision=FLAGS.mixed_precision, data_tuning=FLAGS.data_tuning)
+    timer.warm_up(FLAGS.warmup)
+    steps = FLAGS.steps if mode == "infer" else timer.whole_steps(FLAGS.steps)
+    return (lambda: timer.window(steps)), steps
 
 
 def _bench_keras(model_name, mode, teacher_name, methods=("kd",)):
@@ -154,8 +129,57 @@ def _bench_data(record):
             for _ in range(FLAGS.repeats)], FLAGS.steps
 
 
+def _gpu_check():
+    """``--gpu`` / ``--cpu_smoke``: the GPU check (:mod:`kdkeras.gpu_check`), its report printed at the end."""
+    import tempfile
+
+    import tensorflow as tf
+
+    from kdkeras import gpu_check, host
+
+    smoke = FLAGS.cpu_smoke
+    # Memory growth before TensorFlow first uses the GPU (listing logical devices would set it up): else this
+    # process reserves nearly all of it and the check's concurrent runs find none.
+    os.environ.setdefault(host.GPU_MEMORY_VARIABLE, "growth")
+    host.configure_gpu_memory()
+    if not smoke and not tf.config.list_physical_devices("GPU"):
+        cli.fail("--gpu: TensorFlow sees no GPU here (tensorflow.config.list_physical_devices('GPU') is empty). "
+                 "--cpu_smoke runs the check's tiny version on CPU.")
+    if FLAGS.budget_s is not None and FLAGS.budget_s <= 0:
+        cli.fail(f"--budget_s must be a positive number of seconds. Received: {FLAGS.budget_s}.")
+    if FLAGS.concurrent_runs is not None and FLAGS.concurrent_runs < 2:
+        cli.fail(f"--concurrent_runs must be at least 2. Received: {FLAGS.concurrent_runs}.")
+    cases = (gpu_check.smoke_suite if smoke else gpu_check.full_suite)(FLAGS.concurrent_runs or (2 if smoke else 4))
+    if FLAGS.sections:
+        unknown = sorted(set(FLAGS.sections) - set(gpu_check.SECTIONS))
+        if unknown:
+            cli.fail(f"Unknown section {', '.join(unknown)} in --sections. Valid choices: "
+                     f"{', '.join(gpu_check.SECTIONS)}.")
+        cases = [c for c in cases if c.section in FLAGS.sections]
+    steps = gpu_check.SMOKE_STEPS if smoke else gpu_check.FULL_STEPS
+    given = {name: FLAGS[name].value for name in ("warmup", "steps", "repeats", "batch_size")
+             if FLAGS[name].present}
+    output = FLAGS.output or (os.path.join(tempfile.gettempdir(), "kdkeras_gpu_check_cpu_smoke.json") if smoke
+                              else gpu_check.DEFAULT_OUTPUT)
+    from kdkeras import runtime
+
+    with runtime.quiet_retracing():  # every case is a new model
+        record = gpu_check.run_check(output, smoke=smoke, budget_s=FLAGS.budget_s,
+                                     concurrent_runs=FLAGS.concurrent_runs, cases=cases, steps=gpu_check.Steps(**{
+                                         **dataclasses.asdict(steps), **given}),
+                                     command=" ".join(["kdkeras bench", *sys.argv[1:]]))
+    json_path, md_path = gpu_check.output_paths(output)
+    from kdkeras.gpu_check import report
+
+    print(report.render(record))
+    print(f"Wrote {json_path} and {md_path}")
+
+
 def main(argv):
     del argv
+    if FLAGS.gpu or FLAGS.cpu_smoke:
+        _gpu_check()
+        return
     mode = FLAGS.mode
     if mode != "data" and not FLAGS.model:
         cli.fail("--model is required for --mode=train and --mode=distill.")
@@ -218,6 +242,7 @@ def main(argv):
         import keras
         import tensorflow as tf
 
+        from kdkeras import throughput
         from kdkeras.data import data_tuning
 
         if mode == "data":
@@ -235,7 +260,7 @@ def main(argv):
                         "step_time_vs_kd": round(kd / statistics.median(r), 3) if kd else None}
                     for m, r in per_method.items()}
         record.update(images_per_sec=round(statistics.median(rates), 2),
-                      runs=[round(r, 2) for r in rates], steps=steps, device=_device(),
+                      runs=[round(r, 2) for r in rates], steps=steps, device=throughput.device_name(),
                       steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile,
                       mixed_precision=FLAGS.mixed_precision, data_tuning=data_tuning(),
                       onednn=host.onednn_enabled(), onednn_reason=host.onednn_reason(),

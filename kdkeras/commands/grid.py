@@ -8,9 +8,12 @@ Examples:
     kdkeras grid --config=configs/smoke_grid.yaml                      # tiny synthetic grid
     kdkeras grid --config=configs/ablations/early_kd_wrn22x2.yaml --kd_epochs=30
     kdkeras grid --table=3 --half=left --init=dirac                   # Dirac-initialised students
+    kdkeras grid --table=3 --half=left --plain=repvgg                 # NR students trained as RepVGG
     kdkeras grid --config=configs/reduced/cifar10_wrn.yaml \
         --archive=cifar-10-subset-20k.tar.gz --logdir=logs/reduced            # a suite of grids
     kdkeras grid --table=3 --gradient_flow_epochs=2               # gradient flow of every run
+    kdkeras grid --table=3 --archive=cifar-100-python.tar.gz --gpus=0,1,2,3,4,5,6,7 --workers_per_gpu=2
+                                                       # 16 worker processes on a node of 8 GPUs
     kdkeras grid --config=configs/reduced/cifar10_wrn.yaml --logdir=logs/reduced \
         --export=docs/results                                                # commit-sized copy of the results
     kdkeras grid --config=configs/benchmarks/cifar100_crd.yaml --archive=cifar-100-python.tar.gz \
@@ -23,6 +26,10 @@ A pair grid (a list of teacher-student pairs, configs/benchmarks/) writes
 table.md and table.csv (methods x pairs) and comparison.md, every cell beside
 the published numbers of its data file; --students and --teachers then take
 model names (resnet20, resnet56).
+With --gpus, the command starts --workers_per_gpu worker processes per GPU
+(shards of the grid, each with CUDA_VISIBLE_DEVICES and GPU memory growth or
+--gpu_memory_mb), waits for them and writes <logdir>/<grid>/workers/
+(workers.json and a log per worker); docs/distributed.md, "A node of 8 GPUs".
 A suite config (a list of grids) also writes <logdir>/<suite>/summary.md and
 summary.csv. Tables show the final-epoch test accuracy (the paper's
 protocol), and, where the runs report them, the test accuracy at the best
@@ -51,11 +58,11 @@ flags.DEFINE_string("export", None, "Write the tables from the runs finished so 
                     "result files of every finished run (results.json, history.csv, config.yaml) into this "
                     "folder, e.g. to commit them; trains nothing.")
 flags.DEFINE_integer("seeds", None, "Seeds per cell (overrides the config).")
-# The run settings that a grid's flags set for every run of it, over the config's (and the dataset and init).
+# The run settings that a grid's flags set for every run of it, over the config's (and the dataset, init and plain).
 _OVERRIDES = ("data_dir", "archive", "download", "data_mirror", "epochs", "batch_size", "lr", "train_size",
               "test_size", "val_size",
               "precise_bn", "strategy", "kd_epochs")
-cli.define_run_flags(only=("dataset", *_OVERRIDES, "init"),
+cli.define_run_flags(only=("dataset", *_OVERRIDES, "init", "plain", "anneal_fraction"),
                      help={"dataset": "cifar100, cifar10, synthetic or folder (overrides the config).",
                            "epochs": "Epochs of every run (default: the paper's recipe).",
                            "batch_size": "Batch size of every run.",
@@ -64,17 +71,72 @@ cli.define_run_flags(only=("dataset", *_OVERRIDES, "init"),
                                        "best-validation-epoch tables).",
                            "kd_epochs": "KD only in the first N epochs of every KD run (early-hint ablation).",
                            "init": "Kernel initialisation of every student: he or dirac (replaces an init axis; "
-                                   "teachers keep he)."})
+                                   "teachers keep he).",
+                           "plain": "Residual-free training of every NR student and NR baseline: repvgg, diracnet "
+                                    "or anneal (replaces a plain axis; R baselines and teachers stay as they are; "
+                                    "docs/models.md).",
+                           "anneal_fraction": "With --plain=anneal: the fraction of the training steps over which "
+                                              "the skips' weight falls to 0."})
 cli.define_logdir_flag("Root folder of all runs (shared between shards).")
 cli.define_instrument_flags()
+flags.DEFINE_list("gpus", None, "Run the grid as worker processes on these GPUs of this machine, e.g. 0,1,2,3: "
+                  "--workers_per_gpu each, worker j on GPU j mod len(gpus) (CUDA_VISIBLE_DEVICES) with its own shard; "
+                  "they share --logdir and its claims (docs/distributed.md).")
+flags.DEFINE_integer("workers_per_gpu", 1, "With --gpus: worker processes per GPU (several small runs share a GPU).")
+flags.DEFINE_integer("gpu_memory_mb", None, "With --gpus: each worker's GPU memory limit in MiB (default: memory "
+                     "growth, each worker takes what it needs).")
+
+#: The launcher's own flags, never passed on to its workers (``--shard`` is each worker's own).
+_LAUNCHER_FLAGS = ("gpus", "workers_per_gpu", "gpu_memory_mb", "shard")
+
+
+def _worker_flags() -> list[str]:
+    """The flags given to this command, as its workers get them (without the launcher's own)."""
+    out = []
+    for name in FLAGS:
+        flag = FLAGS[name]
+        if name == flag.name and flag.present and name not in _LAUNCHER_FLAGS:
+            out.append(flag.serialize())
+    return out
+
+
+def _run_workers(name, cells, index, count) -> None:
+    """``--gpus``: the grid as worker processes, K per GPU (:mod:`kdkeras.experiments.grid.workers`)."""
+    import os
+
+    from kdkeras import grid
+    from kdkeras.experiments.grid import workers
+
+    team = workers.assign(FLAGS.gpus, FLAGS.workers_per_gpu, (index, count), FLAGS.gpu_memory_mb)
+    if FLAGS.export:
+        cli.fail("--export trains nothing: run it without --gpus.")
+    if FLAGS.dry_run:
+        grid.print_plan(name, cells, grid.shard(cells, index, count), index, count)
+        workers.print_assignment(team)
+        return
+    from kdkeras.training import check_logdir
+
+    check_logdir(FLAGS.logdir)
+    cli.check_instrument_flags()
+    folder = os.path.join(FLAGS.logdir, name, "workers")
+    failed = workers.launch(team, _worker_flags(), folder)
+    if failed:
+        cli.fail(f"{len(failed)} of {len(team)} grid workers failed; their logs are in {folder}.", exit_code=1)
 
 
 def main(argv):
     del argv
-    from kdkeras import grid
+    import os
+
+    from kdkeras import grid, host
 
     if bool(FLAGS.table) == bool(FLAGS.config):
         cli.fail("pass exactly one of --table=N (1-6) or --config=PATH.")
+    if FLAGS.gpus is None and (FLAGS["workers_per_gpu"].present or FLAGS.gpu_memory_mb is not None):
+        cli.fail("--workers_per_gpu and --gpu_memory_mb go with --gpus=0,1,... (the GPUs to start workers on).")
+    if host.GPU_MEMORY_VARIABLE in os.environ:  # a worker of --gpus (or a user's setting): before TensorFlow's GPU use
+        print(f"Grid shard {FLAGS.shard or '0/1'} on {host.gpu_assignment()}", flush=True)
+        host.configure_gpu_memory()
     name, specs = grid.load_grids(FLAGS.config or grid.table_config_path(FLAGS.table))
     if FLAGS.seeds is not None and FLAGS.seeds < 1:
         cli.fail(f"--seeds must be a positive integer. Received: {FLAGS.seeds}.")
@@ -91,10 +153,20 @@ def main(argv):
             spec.settings["init"] = FLAGS.init
             if FLAGS.init != "he":
                 spec.name += f"-{FLAGS.init}"  # its own tables, next to the he_normal ones
+        if FLAGS.plain is not None:
+            spec.axes.pop("plain", None)
+            spec.settings["plain"] = FLAGS.plain
+            if FLAGS.plain != "none":
+                spec.name += f"-{FLAGS.plain}"  # its own tables, next to the residual-trained ones
+        if FLAGS.anneal_fraction is not None:
+            spec.settings["anneal_fraction"] = FLAGS.anneal_fraction
     if len(specs) == 1:
         name = specs[0].name
     index, count = grid.parse_shard(FLAGS.shard)
     cells = grid.plan_all(specs, FLAGS.logdir, FLAGS.half, FLAGS.students, FLAGS.teachers)
+    if FLAGS.gpus is not None:
+        _run_workers(name, cells, index, count)
+        return
     mine = grid.shard(cells, index, count)
     if FLAGS.lease_s is not None:
         from kdkeras import claims

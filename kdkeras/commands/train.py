@@ -4,6 +4,7 @@ Examples:
     kdkeras train --model=wrn22x2_R_g2
     kdkeras train --model=resnet18_NR_G4 --archive=~/data/cifar-100-python.tar.gz
     kdkeras train --model=wrn16x1_R_g2 --dataset=synthetic --epochs=2   # smoke run
+    kdkeras train --model=wrn16x1_NR_g2 --plain=repvgg   # trained as RepVGG, saved as the folded NR net
 
 The run folder is <logdir>/<dataset>/<model>-s<seed>[-<hash>]; repeating a
 finished command prints its stored result, an interrupted one resumes.

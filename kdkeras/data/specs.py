@@ -80,6 +80,8 @@ class DatasetSpec:
     meta_file: str = ""
     label_key: bytes = b""
     names_key: bytes = b""
+    train_examples: int = 0  # the full training split (0: it depends on the source)
+    test_examples: int = 0
 
 
 _SYNTH_MEAN = 127.0 / 255.0
@@ -106,6 +108,8 @@ SPECS = {
         meta_file="meta",
         label_key=b"fine_labels",
         names_key=b"fine_label_names",
+        train_examples=50_000,
+        test_examples=10_000,
     ),
     "cifar10": DatasetSpec(
         key="cifar10",
@@ -120,6 +124,8 @@ SPECS = {
         meta_file="batches.meta",
         label_key=b"labels",
         names_key=b"label_names",
+        train_examples=50_000,
+        test_examples=10_000,
     ),
     "synthetic": DatasetSpec(
         key="synthetic",

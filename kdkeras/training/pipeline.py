@@ -7,13 +7,13 @@
 3. :func:`build_run_model`: the compiled student or distiller;
 4. :func:`training_callbacks` and :func:`record_callbacks`;
 5. :func:`fit_run`;
-6. :func:`final_measurements`, then ``model.keras`` and ``results.json``.
+6. :func:`final_measurements`, then ``model.keras`` (:func:`export_student`) and ``results.json``.
 
 Tuning trials (:mod:`kdkeras.tuning`) and benchmarks call the same step
 functions, so a setting cannot change a run without changing them too.
 Repeating a finished run returns its stored results; repeating an
 interrupted one resumes from its last finished epoch
-(``keras.callbacks.BackupAndRestore``, :mod:`kdkeras.training.resume`).
+(``kdkeras.callbacks.BackupAndRestore``, :mod:`kdkeras.training.resume`).
 """
 
 from __future__ import annotations
@@ -151,18 +151,37 @@ def make_run_data(config):
 
 
 def build_student(config, num_classes: int, input_shape):
-    """The run's (student) model from the registry, with the run's dropout for WRNs and its ``init``.
+    """The run's (student) model from the registry, with the run's dropout for WRNs, its ``plain`` and ``init``.
 
-    ``init=dirac`` re-initialises every 3x3 convolution after the build
+    ``plain`` other than ``none`` builds the training-time structure of that
+    residual-free rival (:func:`kdkeras.models.plain.build_plain`; the run
+    saves it folded, :func:`export_student`). ``init=dirac`` re-initialises
+    every 3x3 convolution after the build
     (:func:`kdkeras.initializers.initialize_convolutions`).
     """
     from kdkeras.initializers import initialize_convolutions
-    from kdkeras.models import build_model
+    from kdkeras.models import build_plain
 
     options = {"dropout": config.dropout} if config.model.startswith("wrn") else {}
-    model = build_model(config.model, num_classes=num_classes, input_shape=input_shape, **options)
+    model = build_plain(config.model, getattr(config, "plain", "none"), num_classes=num_classes,
+                        input_shape=input_shape, **options)
     initialize_convolutions(model, getattr(config, "init", "he"))
     return model
+
+
+def export_student(config, student, warn: bool = True):
+    """The network a run saves: the student, or for ``plain`` other than ``none`` its folded NR network.
+
+    The training checkpoints keep the student as it trains (branches, skips),
+    so a resumed run continues exactly; ``model.keras`` and the reported
+    parameter and MAC counts are those of the plain network
+    (:func:`kdkeras.models.plain.fold`).
+    """
+    if getattr(config, "plain", "none") == "none":
+        return student
+    from kdkeras.models import fold
+
+    return fold(student, warn=warn)
 
 
 def make_optimizer(config, steps_per_epoch: int, lr: float | None = None):
@@ -205,6 +224,8 @@ def build_run_model(config, data, teacher=None, strategy=None):
     """
     import keras
 
+    # The setting, or its GPU default; it must divide the epoch (Keras runs whole calls across an epoch's end).
+    steps_per_execution = runtime.steps_per_execution(config.steps_per_execution, data.steps_per_epoch)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         keras.utils.set_random_seed(config.seed)
@@ -221,7 +242,7 @@ def build_run_model(config, data, teacher=None, strategy=None):
             for method in model.distillation_losses:  # per-example state (memory banks) sized to the data
                 if method.needs_data_size:
                     method.set_data_size(data.info.train_examples)
-            model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution,
+            model.compile(optimizer=optimizer, steps_per_execution=steps_per_execution,
                           jit_compile=config.jit_compile)
         else:
             model = student
@@ -229,7 +250,7 @@ def build_run_model(config, data, teacher=None, strategy=None):
                 optimizer=optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                steps_per_execution=config.steps_per_execution,
+                steps_per_execution=steps_per_execution,
                 jit_compile=config.jit_compile,
             )
     return model, student
@@ -244,7 +265,8 @@ def training_callbacks(config, data, *, evaluate_test: bool = True) -> list:
     """The callbacks that shape training and the metrics it logs, in order.
 
     A non-finite loss stops first; then ``lr`` / ``epoch_time_s``, the
-    dropout RNG of the epoch (:class:`~kdkeras.callbacks.EpochKeyedDropout`), the KD
+    dropout RNG of the epoch (:class:`~kdkeras.callbacks.EpochKeyedDropout`),
+    the skips' weight of ``--plain=anneal`` (:class:`~kdkeras.models.plain.SkipAnneal`), the KD
     schedule (``--kd_epochs``), the test split's metrics (``test_*``; never
     in a tuning trial, ``evaluate_test=False``) and the per-epoch precise-BN
     accuracy (``--precise_bn_every_epoch``). Tuning trials use exactly
@@ -254,6 +276,10 @@ def training_callbacks(config, data, *, evaluate_test: bool = True) -> list:
                                    StopOnNonFiniteLoss)
 
     callbacks = [StopOnNonFiniteLoss(), EpochStats(), EpochKeyedDropout(data.steps_per_epoch)]
+    if getattr(config, "plain", "none") == "anneal":
+        from kdkeras.models.plain import SkipAnneal
+
+        callbacks.append(SkipAnneal(data.steps_per_epoch, config.epochs, config.anneal_fraction))
     if config.distill and config.kd_epochs:
         callbacks.append(KDSchedule(config.kd_epochs, config.alpha))
     if evaluate_test:
@@ -273,14 +299,12 @@ def record_callbacks(folder: RunFolder, initial_epoch: int) -> list:
     between the two resumes from the previous backup and rewrites that
     epoch's row instead of leaving a gap.
     """
-    import keras
+    from kdkeras.callbacks import BackupAndRestore, HistoryCSV, TensorBoard
 
-    from kdkeras.callbacks import HistoryCSV, TensorBoard
-
+    # kdkeras's BackupAndRestore and TensorBoard are async_safe: fit reads no step's logs on the host for them.
     return [
         HistoryCSV(folder.history_path, initial_epoch=initial_epoch),
-        keras.callbacks.BackupAndRestore(folder.backup_dir, save_freq="epoch", delete_checkpoint=False,
-                                         double_checkpoint=True),
+        BackupAndRestore(folder.backup_dir, save_freq="epoch", delete_checkpoint=False, double_checkpoint=True),
         TensorBoard(folder.tensorboard_dir),
     ]
 
@@ -399,8 +423,9 @@ def summarise(config, model, student, data, folder: RunFolder, work: RunFolder, 
         with contextlib.suppress(OSError):
             os.rmdir(os.path.dirname(work.path))
         return {"run_dir": folder.path}
-    folder.save_model(student, data.info)
-    counts = profile(student)
+    network = export_student(config, student)
+    folder.save_model(network, data.info)
+    counts = profile(network)
     info = data.info
     results = {
         "run": folder.name,
@@ -481,8 +506,8 @@ def train_and_evaluate(config, logdir: str = "logs", *, callbacks=(), log=_print
     initial_epoch = _resume_epoch(strategy, folder, work, chief, log)
     if chief:
         folder.write_config(config)
-        if not initial_epoch:
-            folder.save_initial_weights(student)
+        if not initial_epoch:  # the weights of the network model.keras holds
+            folder.save_initial_weights(export_student(config, student, warn=False))
     _log_start(config, data, student, folder, work, initial_epoch, log)
     all_callbacks = [*training_callbacks(config, data), *record_callbacks(work, initial_epoch),
                      *callbacks]  # 4. callbacks

@@ -95,7 +95,9 @@ def table_configs(spec: GridSpec, half=None, students=None, teachers=None):
     ``role`` is ``"baseline"`` (the R version of ``student``), ``"nr_baseline"``
     or ``"kd"`` (``student`` from ``teacher``); students and teachers are grid
     tokens like ``"NR_g8"`` / ``"R_G1"``. The single place that maps a table
-    cell to its run, used by :func:`plan` and :func:`collect`.
+    cell to its run, used by :func:`plan` and :func:`collect`. A ``plain``
+    setting (``--plain``, or a ``plain`` axis) trains the NR runs its way; the
+    R baseline stays the R network (its run is shared by every ``plain`` value).
     """
     selected = select(spec, half, students, teachers)
     for seed, combination in ((s, c) for s in range(spec.seeds) for c in axis_combinations(spec)):
@@ -105,7 +107,8 @@ def table_configs(spec: GridSpec, half=None, students=None, teachers=None):
             for student in h["students"]:
                 nr = _model(spec.net, student)
                 r = _model(spec.net, "R_" + student.split("_", 1)[1])
-                yield name, "baseline", student, None, config_lib.resolve({**base, "model": r})
+                r_base = {k: v for k, v in base.items() if k not in config_lib.PLAIN_FIELDS}
+                yield name, "baseline", student, None, config_lib.resolve({**r_base, "model": r})
                 yield name, "nr_baseline", student, None, config_lib.resolve({**base, "model": nr})
                 for teacher in h["teachers"]:
                     cfg = config_lib.resolve({**base, "model": nr, "teacher": _model(spec.net, teacher)})

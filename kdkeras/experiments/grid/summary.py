@@ -42,8 +42,10 @@ def _paired(a: dict, b: dict) -> list[float]:
 
 
 def _method_label(cfg) -> str:
-    """How a student was distilled: ``kd``, ``fitnets``, ``kd, init=dirac``."""
-    return cfg.method + (f", init={cfg.init}" if cfg.init != "he" else "")
+    """How a student was distilled: ``kd``, ``fitnets``, ``kd, init=dirac``, ``kd, plain=repvgg``."""
+    plain = getattr(cfg, "plain", "none")
+    return (cfg.method + (f", init={cfg.init}" if cfg.init != "he" else "")
+            + (f", plain={plain}" if plain != "none" else ""))
 
 
 def summary_rows(specs, logdir: str) -> list[dict]:
