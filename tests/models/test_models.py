@@ -17,12 +17,39 @@ def _fresh_session():
     keras.backend.clear_session()
 
 
-#: One model per family runs in the quick tier; every other registered model is marked slow.
+#: One model per family runs in the quick tier; the others of :data:`SWEPT` are marked slow.
 QUICK = {"wrn22x2_NR_G4", "resnet18_R_g8", "mobilenetv2_NR_G16"}
 
 
-@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in list_models()])
+def swept_models() -> list[str]:
+    """The registered models this file runs: every grouping of WRN-22x2 (R and NR), and of each other net
+    its R and NR versions at a g and a G grouping (WRN-22x10, the widest: its README pair). The builders are
+    shared, and every one of the 108 models is built and counted against Tables 8 and 9 in
+    tests/test_profiling.py."""
+    names = list_models()
+    keep = {n for n in names if n.startswith("wrn22x2_")} | QUICK
+    for n in names:
+        net, residual, grouping = n.rsplit("_", 2)
+        if net == "wrn22x10":  # the widest: the README's main pair (R_g2 teacher, NR_G4 student)
+            chosen = ("g2",) if residual == "R" else ("G4",)
+        else:
+            chosen = ("g4", "G16" if residual == "R" else "G1")
+        if net != "wrn22x2" and grouping in chosen:
+            keep.add(n)
+    return [n for n in names if n in keep]
+
+
+SWEPT = swept_models()
+
+
+def test_the_sweep_covers_every_net_residual_flag_and_grouping():
+    names = list_models()
+    assert {n.rsplit("_", 2)[0] for n in SWEPT} == {n.rsplit("_", 2)[0] for n in names}
+    assert {n.rsplit("_", 1)[1] for n in SWEPT} == {n.rsplit("_", 1)[1] for n in names}
+    assert {tuple(n.rsplit("_", 2)[:2]) for n in SWEPT} == {tuple(n.rsplit("_", 2)[:2]) for n in names}
+
+
+@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in SWEPT])
 def test_registered_model(name, tmp_path):
     model = build_model(name, num_classes=100, input_shape=(32, 32, 3))
     assert model.name == name
