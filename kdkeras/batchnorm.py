@@ -50,7 +50,8 @@ def student_of(model):
     return getattr(model, "student", model)
 
 
-def _layers(model, kind) -> list:
+def nested_layers(model, kind) -> list:
+    """Every layer of ``model`` that is a ``kind``, nested models and sublayer lists included, in layer order."""
     found, seen = [], set()
 
     def visit(layer):
@@ -68,12 +69,12 @@ def _layers(model, kind) -> list:
 
 def batchnorm_layers(model) -> list:
     """Every ``keras.layers.BatchNormalization`` (subclasses included) of ``model``, in layer order."""
-    return _layers(model, keras.layers.BatchNormalization)
+    return nested_layers(model, keras.layers.BatchNormalization)
 
 
 def dropout_layers(model) -> list:
     """Every ``keras.layers.Dropout`` (subclasses included) of ``model``."""
-    return _layers(model, keras.layers.Dropout)
+    return nested_layers(model, keras.layers.Dropout)
 
 
 def get_statistics(model) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -313,16 +313,9 @@ def anneal_scale(step: int, total_steps: int, fraction: float = DEFAULT_ANNEAL_F
 
 def skip_layers(model) -> list:
     """Every :class:`ScaledSkipAdd` of ``model``, nested models (a distiller's student) included."""
-    found, seen, stack = [], set(), [model]
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, ScaledSkipAdd):
-            found.append(layer)
-        stack.extend(getattr(layer, "layers", None) or ())
-    return found
+    from kdkeras.batchnorm import nested_layers
+
+    return nested_layers(model, ScaledSkipAdd)
 
 
 class SkipAnneal(keras.callbacks.Callback):
