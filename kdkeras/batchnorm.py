@@ -43,28 +43,12 @@ import keras
 import numpy as np
 
 from kdkeras.errors import UsageError
+from kdkeras.layers import nested_layers
 
 
 def student_of(model):
     """The model whose BatchNorm layers matter: a distiller's student, else ``model``."""
     return getattr(model, "student", model)
-
-
-def nested_layers(model, kind) -> list:
-    """Every layer of ``model`` that is a ``kind``, nested models and sublayer lists included, in layer order."""
-    found, seen = [], set()
-
-    def visit(layer):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        if isinstance(layer, kind):
-            found.append(layer)
-        for child in getattr(layer, "layers", ()) or ():
-            visit(child)
-
-    visit(model)
-    return found
 
 
 def batchnorm_layers(model) -> list:

@@ -254,3 +254,20 @@ class GlobalBatchDropout(keras.layers.Dropout):
         keep = tf.slice(uniform, begin, local) >= self.rate
         scale = tf.constant(1.0 / (1.0 - self.rate), inputs.dtype)
         return tf.where(keep, inputs * scale, tf.zeros((), inputs.dtype))
+
+
+def nested_layers(model, kind) -> list:
+    """Every layer of ``model`` that is a ``kind``, nested models and sublayer lists included, in layer order."""
+    found, seen = [], set()
+
+    def visit(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, kind):
+            found.append(layer)
+        for child in getattr(layer, "layers", ()) or ():
+            visit(child)
+
+    visit(model)
+    return found

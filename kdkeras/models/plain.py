@@ -58,7 +58,7 @@ from keras import ops
 
 from kdkeras.errors import UsageError
 from kdkeras.initializers import dirac_kernel
-from kdkeras.layers import FastBatchNormalization, GroupedConv2D
+from kdkeras.layers import FastBatchNormalization, GroupedConv2D, nested_layers
 from kdkeras.models.blocks import BN_KWARGS
 from kdkeras.models.registry import ModelSpec, build_model, net_entry, parse_model_name
 
@@ -313,8 +313,6 @@ def anneal_scale(step: int, total_steps: int, fraction: float = DEFAULT_ANNEAL_F
 
 def skip_layers(model) -> list:
     """Every :class:`ScaledSkipAdd` of ``model``, nested models (a distiller's student) included."""
-    from kdkeras.batchnorm import nested_layers
-
     return nested_layers(model, ScaledSkipAdd)
 
 
