@@ -189,6 +189,25 @@ def gpu_assignment() -> str:
             f"{_describe_gpu_memory(gpu_memory_setting())}")
 
 
+def cpu_list(cpus) -> str:
+    """``0-3,8,10-11``: core numbers as ranges."""
+    cpus, out = sorted(cpus), []
+    for c in cpus:
+        if out and c == out[-1][1] + 1:
+            out[-1][1] = c
+        else:
+            out.append([c, c])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
+
+
+def cpu_assignment() -> str:
+    """This process's CPU cores and TensorFlow threads as the environment sets them, in one line."""
+    cpus = os.sched_getaffinity(0)
+    return (f"CPU{'s' if len(cpus) > 1 else ''} {cpu_list(cpus)}, TensorFlow threads: "
+            f"TF_NUM_INTRAOP_THREADS={os.environ.get('TF_NUM_INTRAOP_THREADS', 'unset')}, "
+            f"TF_NUM_INTEROP_THREADS={os.environ.get('TF_NUM_INTEROP_THREADS', 'unset')}")
+
+
 def _gpu_present() -> bool:
     import tensorflow as tf
 

@@ -24,10 +24,11 @@ def script_command(script, *args):
     return [sys.executable, os.path.join(ROOT, "scripts", script), *args]
 
 
-def run_script(script, *args, cwd=None, timeout=300):
-    """Runs ``scripts/<script>`` with ``args``; returns the completed process (text output)."""
+def run_script(script, *args, cwd=None, timeout=300, **popen):
+    """Runs ``scripts/<script>`` with ``args`` (``popen``: more arguments of :func:`subprocess.run`); returns the
+    completed process (text output)."""
     return subprocess.run(script_command(script, *args), capture_output=True, text=True, cwd=cwd,
-                          env=script_env(), timeout=timeout, check=False)
+                          env=script_env(), timeout=timeout, check=False, **popen)
 
 
 def relative_error(actual, expected):

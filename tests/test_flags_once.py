@@ -176,7 +176,7 @@ LISTED = {
         "seeds": "int", "shard": "str", "strategy": "str", "students": "list", "table": "int",
         "take_over": "bool=true", "teachers": "list", "test_size": "int", "train_size": "int", "val_size": "int",
         "plain": "str", "anneal_fraction": "float",
-        "gpus": "list", "workers_per_gpu": "int=1", "gpu_memory_mb": "int",
+        "gpus": "list", "workers_per_gpu": "int=1", "gpu_memory_mb": "int", "cpu_workers": "int",
     },
     "tune.py": {
         "alpha": "float", "alpha_range": "str", "archive": "str", "augment": "bool", "batch_size": "int", "pad_mode": "str", "recipe": "str",

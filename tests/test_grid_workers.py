@@ -86,3 +86,51 @@ def test_workers_are_spread_over_the_gpus_and_split_the_machines_shard():
 def test_bad_worker_settings_are_one_line_errors(gpus, per_gpu, memory, message):
     with pytest.raises(UsageError, match=message.replace(".", r"\.").replace("(", r"\(")):
         workers.assign(gpus, per_gpu, gpu_memory_mb=memory)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--cpu_workers=2 needs 2 CPU cores")
+def test_two_cpu_workers_each_on_its_own_core_train_every_run_once(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_GRID)
+    logdir = tmp_path / "logs"
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    result = run_script("grid.py", f"--config={config}", f"--logdir={logdir}", "--cpu_workers=2", timeout=600,
+                        preexec_fn=lambda: os.sched_setaffinity(0, cores))
+    folder = logdir / "tiny_workers" / "workers"
+    logs = {p.name: p.read_text() for p in folder.glob("worker-*.log")} if folder.exists() else {}
+    assert result.returncode == 0, result.stderr[-2000:] + "\n".join(v[-2000:] for v in logs.values())
+    record = json.loads((folder / workers.WORKERS_FILE).read_text())
+    assert [(w["index"], w["gpu"], w["cpus"], w["shard"], w["returncode"]) for w in record["workers"]] == [
+        (0, None, [cores[0]], "0/2", 0), (1, None, [cores[1]], "1/2", 0)]
+    for w in record["workers"]:
+        assert w["env"] == {"CUDA_VISIBLE_DEVICES": "", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+        # The worker's own first line: the core it runs on (read by the worker from its affinity) and its threads.
+        assert logs[f"worker-{w['index']}.log"].count(
+            f"Grid shard {w['shard']} on CPU {w['cpus'][0]}, TensorFlow threads: TF_NUM_INTRAOP_THREADS=1, "
+            f"TF_NUM_INTEROP_THREADS=1") == 1
+    finished = [line.split()[1].rstrip(":") for text in logs.values() for line in text.splitlines()
+                if line.startswith("Finished ")]
+    cells = grid.plan(grid.load_grid(str(config)), str(logdir))
+    assert sorted(finished) == sorted(os.path.basename(c.run_dir) for c in cells)  # each run trained exactly once
+    assert "2 of 2 workers finished" in result.stdout
+    assert "worker 0: CPU" in result.stdout
+
+
+def test_cpu_workers_share_out_the_cores_and_split_the_machines_shard():
+    team = workers.assign_cpus(3, cpus=[0, 1, 2, 3, 4, 5, 6, 7])
+    assert [(w.cpus, w.shard_text, w.env["TF_NUM_INTRAOP_THREADS"]) for w in team] == [
+        ((0, 1), "0/3", "2"), ((2, 3, 4), "1/3", "3"), ((5, 6, 7), "2/3", "3")]
+    assert all(w.gpu is None and w.env["CUDA_VISIBLE_DEVICES"] == "" for w in team)
+    machine = workers.assign_cpus(2, shard=(1, 3), cpus=[4, 9])
+    assert [(w.cpus, w.shard_text) for w in machine] == [((4,), "1/6"), ((9,), "4/6")]
+    assert workers.describe(machine[1]) == "worker 1: CPU 9, shard 4/6, 1 TensorFlow thread"
+    assert host.cpu_list([0, 1, 2, 3, 8, 10, 11]) == "0-3,8,10-11"
+
+
+@pytest.mark.parametrize("count, message", [
+    (0, "--cpu_workers must be a positive integer. Received: 0."),
+    (5, "--cpu_workers=5 is more workers than the 4 CPU cores this process may use: give at most --cpu_workers=4."),
+])
+def test_bad_cpu_worker_settings_are_one_line_errors(count, message):
+    with pytest.raises(UsageError, match=message.replace(".", r"\.")):
+        workers.assign_cpus(count, cpus=[0, 1, 2, 3])

@@ -329,6 +329,10 @@ def check_grid(result, workspace):
         if claimed:  # "# the 53 runs of Table 3"
             assert match.group(1) == claimed.group(1), result.stdout[-3000:]
         assert not result.new_paths, result.new_paths  # a dry run writes nothing
+        if "cpu_workers" in result.command.flags():  # the workers it would start, a line each
+            workers = int(result.command.flags()["cpu_workers"])
+            assert re.search(rf"^{workers} workers on CPUs \S+:$", result.stdout, re.M), result.stdout[-3000:]
+            assert len(re.findall(r"^  worker \d+: CPU", result.stdout, re.M)) == workers, result.stdout[-3000:]
         return
     match = re.search(r"^Tables written to (\S+)$", result.stdout, re.M)
     assert match, result.stdout[-3000:]
@@ -425,7 +429,8 @@ RULES = {
                   check=check_run),
     "distill": Rule({**TRAINING, "student": keep, "teacher": teacher, "temperature": keep, "alpha": keep,
                      "kd_epochs": to(1)}, add=tiny_run, check=check_run),
-    "grid": Rule({"table": keep, "config": keep, "dry_run": keep, "logdir": keep, "archive": grid_archive},
+    "grid": Rule({"table": keep, "config": keep, "dry_run": keep, "logdir": keep, "archive": grid_archive,
+                  "cpu_workers": keep},
                  add=grid_extra, slow=lambda flags: "dry_run" not in flags and flags.get("config") not in PLANNED_ONLY,
                  check=check_grid),
     "bench": Rule({"model": keep, "mode": keep, "teacher": keep, "steps": to(2), "framework": torch_framework,

@@ -1,4 +1,4 @@
-"""``--gpus=0,1,... --workers_per_gpu=K``: a grid as worker processes, K per GPU, on one machine.
+"""A grid as worker processes on one machine: ``--gpus=0,1,... --workers_per_gpu=K`` or ``--cpu_workers=N``.
 
 The command with ``--gpus`` trains nothing itself: it starts ``len(gpus) x K``
 processes of the same grid command, worker ``j`` with
@@ -12,6 +12,15 @@ processes of the same grid command, worker ``j`` with
 * ``KDKERAS_GPU_MEMORY``: ``growth`` (each process takes GPU memory as it
   needs it; TensorFlow's default reserves nearly all of it in the first
   process), or ``--gpu_memory_mb`` each (:func:`kdkeras.host.configure_gpu_memory`).
+
+With ``--cpu_workers=N`` it starts N processes instead, worker ``j`` with
+its shard as above, pinned to the ``j``-th of N near-equal, disjoint parts of
+the cores this process may use (``os.sched_getaffinity``), with as many
+TensorFlow threads (``TF_NUM_INTRAOP_THREADS``, ``TF_NUM_INTEROP_THREADS``)
+and no GPU (``CUDA_VISIBLE_DEVICES=""``). The small networks of the reduced
+studies use several cores poorly within one step, so on a CPU several
+single-core runs side by side train more images per second than one run on
+all cores (docs/distributed.md, "Several runs on one CPU").
 
 The workers are ordinary shards: they share ``--logdir`` and its run claims
 (:mod:`kdkeras.claims`), so every run trains once, a KD run waits for its
@@ -42,12 +51,13 @@ WORKERS_FILE = "workers.json"
 
 @dataclasses.dataclass(frozen=True)
 class Worker:
-    """One worker process: its index, its GPU, its shard ``(i, n)`` and the environment variables it gets."""
+    """One worker process: its index, its GPU or CPU cores, its shard ``(i, n)`` and the environment it gets."""
 
     index: int
-    gpu: str
+    gpu: str | None
     shard: tuple
     env: dict
+    cpus: tuple = ()  # --cpu_workers: the cores it is pinned to
 
     @property
     def shard_text(self) -> str:
@@ -100,18 +110,55 @@ def assign(gpus, workers_per_gpu: int, shard=(0, 1), gpu_memory_mb: int | None =
                    {"CUDA_VISIBLE_DEVICES": gpus[j % len(gpus)], **memory}) for j in range(count)]
 
 
+def assign_cpus(count: int, shard=(0, 1), cpus=None) -> list[Worker]:
+    """``--cpu_workers=N``: N workers, each pinned to its own part of the cores (see the module docstring).
+
+    Args:
+        count: worker processes (N).
+        shard: this machine's part ``(i, n)`` of the grid (``--shard``; ``(0, 1)``: all of it).
+        cpus: the cores to share out (default: those this process may run on).
+
+    Raises:
+        UsageError: ``count`` not a positive integer, or more workers than cores.
+    """
+    cpus = sorted(os.sched_getaffinity(0) if cpus is None else cpus)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise UsageError(f"--cpu_workers must be a positive integer. Received: {count!r}.")
+    if count > len(cpus):
+        raise UsageError(f"--cpu_workers={count} is more workers than the {len(cpus)} CPU cores this process may "
+                         f"use: give at most --cpu_workers={len(cpus)}.")
+    first, parts = shard
+    out = []
+    for j in range(count):
+        part = tuple(cpus[j * len(cpus) // count:(j + 1) * len(cpus) // count])
+        threads = str(len(part))
+        out.append(Worker(j, None, (first + parts * j, parts * count),
+                          {"CUDA_VISIBLE_DEVICES": "", "TF_NUM_INTRAOP_THREADS": threads,
+                           "TF_NUM_INTEROP_THREADS": threads}, part))
+    return out
+
+
 def describe(worker: Worker) -> str:
-    """``worker 2: GPU 0, shard 2/4, KDKERAS_GPU_MEMORY=growth``."""
+    """``worker 2: GPU 0, shard 2/4, KDKERAS_GPU_MEMORY=growth`` or ``worker 1: CPUs 2-3, shard 1/2, 2 threads``."""
     from kdkeras import host
 
+    if worker.gpu is None:
+        threads = worker.env["TF_NUM_INTRAOP_THREADS"]
+        return (f"worker {worker.index}: CPU{'s' if len(worker.cpus) > 1 else ''} {host.cpu_list(worker.cpus)}, "
+                f"shard {worker.shard_text}, {threads} TensorFlow thread{'s' if threads != '1' else ''}")
     return (f"worker {worker.index}: GPU {worker.gpu}, shard {worker.shard_text}, "
             f"{host.GPU_MEMORY_VARIABLE}={worker.env[host.GPU_MEMORY_VARIABLE]}")
 
 
 def print_assignment(workers, out=print) -> None:
     """The workers a launch would start, one line each (``--dry_run``)."""
-    gpus = sorted({w.gpu for w in workers}, key=int)
-    out(f"{len(workers)} workers on GPU {', '.join(gpus)} ({len(workers) // len(gpus)} per GPU):")
+    from kdkeras import host
+
+    if workers[0].gpu is None:
+        out(f"{len(workers)} workers on CPUs {host.cpu_list(c for w in workers for c in w.cpus)}:")
+    else:
+        gpus = sorted({w.gpu for w in workers}, key=int)
+        out(f"{len(workers)} workers on GPU {', '.join(gpus)} ({len(workers) // len(gpus)} per GPU):")
     for worker in workers:
         out(f"  {describe(worker)}")
 
@@ -157,10 +204,13 @@ def launch(workers, args, folder: str, *, log=print, poll_s: float = 1.0) -> lis
         for worker in workers:
             path = os.path.join(folder, worker.log_name)
             logs.append(open(path, "w"))
+            pin = (lambda cpus=worker.cpus: os.sched_setaffinity(0, cpus)) if worker.cpus else None
             procs.append(subprocess.Popen(_command(args, worker), stdout=logs[-1], stderr=subprocess.STDOUT,
-                                          env=_env(worker)))
-            record["workers"].append({"index": worker.index, "gpu": worker.gpu, "shard": worker.shard_text,
-                                      "env": worker.env, "pid": procs[-1].pid, "log": path, "returncode": None})
+                                          env=_env(worker), preexec_fn=pin))
+            entry = {"index": worker.index, "gpu": worker.gpu, "shard": worker.shard_text, "env": worker.env}
+            if worker.cpus:
+                entry["cpus"] = list(worker.cpus)
+            record["workers"].append({**entry, "pid": procs[-1].pid, "log": path, "returncode": None})
             log(f"{describe(worker)}, pid {procs[-1].pid} -> {path}")
         write()
         while any(p.poll() is None for p in procs):
