@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -207,28 +208,8 @@ def test_bad_lease_length(monkeypatch, value):
 
 
 @pytest.mark.slow
-def test_smoke_grid_end_to_end_and_resume(tmp_path):
-    spec = grid.load_grid(SMOKE)
-    logdir = str(tmp_path)
-    cells = grid.plan(spec, logdir)
-    assert [c.kind for c in cells].count("kd") == 5
-    messages = []
-    outcomes = grid.run(spec, cells, logdir, log=messages.append, verbose=0)
-    assert outcomes == {"trained": len(cells)}
-    assert all(grid.state(c) == "done" for c in cells)
-    # A second invocation trains nothing.
-    assert grid.run(spec, cells, logdir, log=messages.append, verbose=0) == {"done": len(cells)}
-
-    folder = grid.write_tables(spec, logdir, log=messages.append)
-    for name in ("table.md", "table.csv", "table.png"):
-        assert os.path.getsize(os.path.join(folder, name)) > 0
-    text = open(os.path.join(folder, "table.md")).read()
-    assert "NR-g2" in text and "R-G4" in text and "Distil. gain" in text
-    assert not os.path.exists(os.path.join(folder, "comparison.md"))  # synthetic: no paper values
-
-
-@pytest.mark.slow
-def test_concurrent_shards_train_every_cell_once(tmp_path):
+def test_concurrent_shards_train_every_cell_once_then_resume_and_tables(tmp_path):
+    """The smoke grid end to end: two concurrent shards train every cell once; a rerun trains nothing; the tables."""
     command = [sys.executable, os.path.join(ROOT, "scripts", "grid.py"), f"--config={SMOKE}",
                f"--logdir={tmp_path}"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -237,12 +218,27 @@ def test_concurrent_shards_train_every_cell_once(tmp_path):
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-2000:]
+    spec = grid.load_grid(SMOKE)
+    cells = grid.plan(spec, str(tmp_path))
+    assert [c.kind for c in cells].count("kd") == 5
     finished = [line.split()[1].rstrip(":") for out, _ in outputs for line in out.splitlines()
                 if line.startswith("Finished ")]
-    cells = grid.plan(grid.load_grid(SMOKE), str(tmp_path))
     assert sorted(finished) == sorted(c.label for c in cells)  # each run trained exactly once
+    trained = [int(m) for out, _ in outputs for m in re.findall(r"^\S+: (\d+) trained", out, re.M)]
+    assert sum(trained) == len(cells), [out[-1000:] for out, _ in outputs]
+    assert all(grid.state(c) == "done" for c in cells)
     dry = subprocess.run(command + ["--dry_run"], capture_output=True, text=True, env=env)
     assert f"{len(cells)} done" in dry.stdout
+    # A second invocation trains nothing.
+    messages = []
+    assert grid.run(spec, cells, str(tmp_path), log=messages.append, verbose=0) == {"done": len(cells)}
+
+    folder = grid.write_tables(spec, str(tmp_path), log=messages.append)
+    for name in ("table.md", "table.csv", "table.png"):
+        assert os.path.getsize(os.path.join(folder, name)) > 0
+    text = open(os.path.join(folder, "table.md")).read()
+    assert "NR-g2" in text and "R-G4" in text and "Distil. gain" in text
+    assert not os.path.exists(os.path.join(folder, "comparison.md"))  # synthetic: no paper values
 
 
 PREEMPT_GRID = """
