@@ -120,3 +120,37 @@ def test_a_grid_trains_its_nr_runs_plain_and_keeps_its_r_baselines(tmp_path):
     assert plain["wrn10x1_R_g2"] == {("baseline", "none")}  # the R baseline, shared by both axis values
     assert plain["wrn10x1_R_G4"] == {("baseline", "none")}  # a teacher
     assert plain["wrn10x1_NR_g2"] == {("baseline", "none"), ("baseline", "repvgg"), ("kd", "none"), ("kd", "repvgg")}
+
+
+PLAIN_PAIRS = """
+name: plain_pairs
+dataset: synthetic
+seeds: 1
+settings: {epochs: 1, train_size: 16, test_size: 16, batch_size: 16, plain: repvgg}
+axes:
+  method: [kd]
+pairs:
+  - {teacher: resnet56, student: resnet20}
+  - {teacher: vgg13, student: vgg8}
+"""
+
+
+def test_a_pair_grid_with_plain_trains_each_student_as_its_plain_nr_network(tmp_path):
+    """A pair grid's students are R names; ``plain`` trains the NR network of each, and a pair without one is n/a."""
+    from kdkeras import grid
+
+    path = tmp_path / "pairs.yaml"
+    path.write_text(PLAIN_PAIRS)
+    spec = grid.load_grid(str(path))
+    cells = grid.plan(spec, str(tmp_path))
+    runs = sorted((c.kind, c.config.model, c.config.teacher, c.config.plain) for c in cells)
+    # The teacher as it is; the student and the KD run on resnet20_NR, trained as RepVGG; nothing of vgg13 -> vgg8.
+    assert runs == [("baseline", "resnet20_NR", None, "repvgg"), ("baseline", "resnet56", None, "none"),
+                    ("kd", "resnet20_NR", "resnet56", "repvgg")]
+    reasons = {(pair, role): reason for pair, role, _, reason in grid.pair_configs(spec) if reason}
+    assert set(reasons) == {("vgg13 -> vgg8", role) for role in ("teacher", "student", "kd")}
+    assert reasons[("vgg13 -> vgg8", "kd")].startswith("plain=repvgg is not available for vgg8 (family vgg)")
+    # The table step shows the pair as not applicable, with the reason.
+    folder = grid.write_tables(spec, str(tmp_path), log=lambda *a: None)
+    table = open(os.path.join(folder, "table.md")).read()
+    assert "n/a [1]" in table and "plain=repvgg is not available for vgg8" in table

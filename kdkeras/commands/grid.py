@@ -74,7 +74,8 @@ cli.define_run_flags(only=("dataset", *_OVERRIDES, "init", "plain", "anneal_frac
                                    "teachers keep he).",
                            "plain": "Residual-free training of every NR student and NR baseline: repvgg, diracnet "
                                     "or anneal (replaces a plain axis; R baselines and teachers stay as they are; "
-                                    "docs/models.md).",
+                                    "in a pair grid, each student's NR network trained so, and a pair whose "
+                                    "student has none is not applicable; docs/models.md).",
                            "anneal_fraction": "With --plain=anneal: the fraction of the training steps over which "
                                               "the skips' weight falls to 0."})
 cli.define_logdir_flag("Root folder of all runs (shared between shards).")

@@ -366,6 +366,15 @@ class SkipAnneal(keras.callbacks.Callback):
 # --------------------------------------------------------------------------
 
 
+def plain_unavailable(model: str, plain: str) -> str | None:
+    """Why ``plain`` does not apply to the family of the model name ``model``, or ``None`` if it does."""
+    family = net_entry(parse_model_name(model).net).family
+    if family in PLAIN_FAMILIES:
+        return None
+    return (f"plain={plain} is not available for {model} (family {family}): it applies to the WRN family "
+            f"(wrn<d>x<k>), ResNet-18 and the CIFAR ResNets (resnet8 ... resnet110, resnet8x4, resnet32x4).")
+
+
 def check_plain(model: str, plain: str) -> None:
     """Raises a one-line :class:`UsageError` unless ``plain`` applies to the model name ``model``.
 
@@ -378,11 +387,9 @@ def check_plain(model: str, plain: str) -> None:
     if plain == "none":
         return
     spec = parse_model_name(model)
-    family = net_entry(spec.net).family
-    if family not in PLAIN_FAMILIES:
-        raise UsageError(f"plain={plain} is not available for {model} (family {family}): it applies to the WRN "
-                         f"family (wrn<d>x<k>), ResNet-18 and the CIFAR ResNets (resnet8 ... resnet110, resnet8x4, "
-                         f"resnet32x4).")
+    unavailable = plain_unavailable(model, plain)
+    if unavailable:
+        raise UsageError(unavailable)
     if spec.residual:
         nr = ModelSpec(spec.net, False, spec.group_mode, spec.group_value).name
         what = "anneal trains its R structure and deploys it" if plain == "anneal" else "it deploys it"

@@ -159,10 +159,33 @@ def pair_configs(spec: GridSpec, half=None, students=None, teachers=None):
         base = {**spec.settings, **combination, "dataset": spec.dataset, "seed": seed}
         for pair in pairs:
             label = pair_label(pair)
-            kd = config_lib.resolve({**base, "model": pair["student"], "teacher": pair["teacher"]})
-            yield label, "teacher", config_lib.teacher_config(kd), None
-            yield label, "student", config_lib.resolve({**base, "model": pair["student"]}), None
-            yield label, "kd", kd, not_applicable(pair, kd)
+            student, unplain = plain_student(pair["student"], base.get("plain") or "none")
+            settings = {k: v for k, v in base.items() if k not in config_lib.PLAIN_FIELDS} if unplain else base
+            kd = config_lib.resolve({**settings, "model": student, "teacher": pair["teacher"]})
+            yield label, "teacher", config_lib.teacher_config(kd), unplain  # a pair without a plain student: none
+            yield label, "student", config_lib.resolve({**settings, "model": student}), unplain
+            yield label, "kd", kd, unplain or not_applicable(pair, kd)
+
+
+def plain_student(student: str, plain: str) -> tuple[str, str | None]:
+    """A pair grid's student under ``plain`` (``--plain`` or a ``plain`` axis): ``(model, reason)``.
+
+    Without ``plain`` (``none``) the student is itself. With it, the student
+    trains residual-free and deploys without skips, so its runs are those of
+    its NR network (``resnet20`` -> ``resnet20_NR``); a student of a family
+    that ``plain`` does not apply to (VGG, MobileNetV2, the ShuffleNets) has
+    a reason instead, and the pair's runs (its teacher's too) are not applicable.
+    """
+    from kdkeras.models.plain import plain_unavailable
+    from kdkeras.models.registry import ModelSpec, parse_model_name
+
+    if plain == "none":
+        return student, None
+    unavailable = plain_unavailable(student, plain)  # "plain=repvgg is not available for vgg8 (family vgg): ..."
+    if unavailable:
+        return student, unavailable
+    spec = parse_model_name(student)
+    return ModelSpec(spec.net, False, spec.group_mode, spec.group_value).name, None
 
 
 def _roles(spec: GridSpec, half=None, students=None, teachers=None):
