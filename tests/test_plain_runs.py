@@ -78,7 +78,8 @@ def test_an_anneal_killed_mid_way_resumes_where_it_was(tmp_path):
     """Killed after epoch 1 of 2 (skip weight 2/3 then), resumed: the uninterrupted run's history and model."""
     config = config_lib.resolve({"model": "resnet8_NR", "plain": "anneal", "anneal_fraction": 1.0, **TINY,
                                  "epochs": 2})
-    whole = train_and_evaluate(config, str(tmp_path / "whole"), verbose=0, log=lambda m: None)
+    started = []
+    whole = train_and_evaluate(config, str(tmp_path / "whole"), verbose=0, log=started.append)
     killed = str(tmp_path / "killed")
     with pytest.raises(Interrupt):
         train_and_evaluate(config, killed, callbacks=[stop_after(0)], verbose=0, log=lambda m: None)
@@ -100,6 +101,11 @@ def test_an_anneal_killed_mid_way_resumes_where_it_was(tmp_path):
     nr = build_model("resnet8_NR", num_classes=network.output_shape[-1], input_shape=network.input_shape[1:])
     assert not any(isinstance(layer, keras.layers.Add) for layer in network.layers)
     assert count_params(network) == count_params(nr) == resumed["params"]
+    # The start line gives both counts: the R structure it trains (its projection shortcuts too) and the NR network.
+    r = count_params(build_model("resnet8", num_classes=network.output_shape[-1], input_shape=network.input_shape[1:]))
+    assert r > resumed["params"]
+    assert f"2 epochs on synthetic (64 train / 32 test images), {r:,} params while training as anneal, " \
+           f"{resumed['params']:,} deployed -> " in started[0], started[:2]
     assert [layer.name for layer in network.layers] == [layer.name for layer in nr.layers]
     stored = json.load(open(os.path.join(resumed["run_dir"], "results.json")))
     assert stored["test_accuracy"] == pytest.approx(whole["test_accuracy"])

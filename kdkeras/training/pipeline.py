@@ -555,8 +555,13 @@ def _log_start(config, data, student, folder, work, initial_epoch, log) -> None:
             else f"{config.model} on hard targets")
     info = data.info
     val = f" / {info.val_examples} validation" if info.val_examples else ""
-    log(f"Training {what}: {config.epochs} epochs on {config.dataset} "
-        f"({info.train_examples} train{val} / {info.test_examples} test images), "
-        f"{profile(student).params:,} params -> {folder.path}")
+    params = f"{profile(student).params:,} params"
+    if config.plain != "none":  # the branches or skips it trains with are folded away at export
+        from kdkeras.models import build_model
+
+        deployed = build_model(config.model, num_classes=info.num_classes, input_shape=info.image_shape)
+        params = f"{params} while training as {config.plain}, {profile(deployed).params:,} deployed"
+    log(f"Training {what}: {config.epochs} epoch{'s' if config.epochs != 1 else ''} on {config.dataset} "
+        f"({info.train_examples} train{val} / {info.test_examples} test images), {params} -> {folder.path}")
     log("Learning rate: " + describe_schedule(config.lr, config.lr_schedule, config.lr_milestones or (),
                                               config.lr_gamma, config.epochs))
