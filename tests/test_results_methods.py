@@ -1,0 +1,90 @@
+"""docs/results.md's every-method table, recomputed by hand from the committed result files of its runs.
+
+The table marked ``<!-- table: methods_wrn16x1 -->`` in docs/results.md is
+recomputed here from ``docs/results/methods_wrn16x1/cifar10/*/`` (``config.yaml``
+and ``results.json`` of each run), without kdkeras's table code: per row, the
+final-epoch test accuracy of each seed and, in brackets, the test accuracy at
+the epoch the validation split selects; one seed shows its value, several
+their mean ± sample standard deviation and their number. Every committed run
+has its row, and every row its runs.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNS = os.path.join(ROOT, "docs", "results", "methods_wrn16x1", "cifar10")
+PAGE = os.path.join(ROOT, "docs", "results.md")
+MARKER = "<!-- table: methods_wrn16x1 -->"
+#: The method's row label, as the page spells it.
+NAMES = {"kd": "KD", "fitnets": "FitNets", "at": "AT", "nst": "NST", "pkt": "PKT", "ctkd": "CTKD", "ls": "LS",
+         "dist": "DIST", "rkd": "RKD", "sp": "SP", "vid": "VID", "crd": "CRD", "mlkd": "MLKD", "dkd": "DKD",
+         "reviewkd": "ReviewKD"}
+
+
+def _label(config):
+    if config["teacher"] is None:
+        return "R baseline" if config["model"] == "wrn16x1_R_g2" else "NR baseline"
+    label = f"NR + {NAMES[config['method']]}"
+    if config["method"] == "dist" and config["temperature"] != 4.0:
+        label += f" (T = {config['temperature']:g})"
+    return label
+
+
+def _runs():
+    """``{row label: {seed: (final test accuracy, test accuracy at the best validation epoch)}}`` in %."""
+    rows = {}
+    for name in sorted(os.listdir(RUNS)):
+        folder = os.path.join(RUNS, name)
+        if not os.path.isfile(os.path.join(folder, "results.json")):
+            continue
+        with open(os.path.join(folder, "config.yaml")) as f:
+            config = yaml.safe_load(f)
+        with open(os.path.join(folder, "results.json")) as f:
+            results = json.load(f)
+        assert results["epochs"] == 15 and results["val_examples"] == 2000, name  # the protocol of the page
+        seeds = rows.setdefault(_label(config), {})
+        assert config["seed"] not in seeds, (name, "two runs of one row and seed")
+        seeds[config["seed"]] = (100.0 * results["test_accuracy"], 100.0 * results["test_accuracy_at_best_val"])
+    return rows
+
+
+def _stat(values):
+    values = list(values)
+    if len(values) == 1:
+        return f"{values[0]:.2f}%"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}%"
+
+
+def _cell(seeds):
+    final, at_val = zip(*(seeds[s] for s in sorted(seeds)))
+    text = f"{_stat(final)} [{_stat(at_val)}]"
+    return text if len(seeds) == 1 else f"{text} (n={len(seeds)})"
+
+
+def _table():
+    """``{row label: cell text}`` of the marked table."""
+    with open(PAGE) as f:
+        text = f.read()
+    if MARKER not in text:
+        pytest.fail(f"docs/results.md has no {MARKER} table")
+    lines = text.split(MARKER, 1)[1].strip().splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == ["run", "test accuracy"], lines[0]
+    table = {}
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        label, cell = (c.strip() for c in line.strip().strip("|").split("|"))
+        table[label] = cell
+    return table
+
+
+def test_the_every_method_table_is_recomputed_from_its_runs():
+    runs, table = _runs(), _table()
+    assert set(table) == set(runs), (sorted(set(runs) - set(table)), sorted(set(table) - set(runs)))
+    for label, seeds in runs.items():
+        assert table[label] == _cell(seeds), label
