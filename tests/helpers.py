@@ -92,3 +92,42 @@ def free_ports(n):
     for s in sockets:
         s.close()
     return ports
+
+
+def committed_runs(folder):
+    """``(name, config, results)`` of each finished run under ``folder`` (its ``config.yaml`` and
+    ``results.json``), in name order: the committed result files that docs/results.md's tables come from."""
+    import json
+
+    import yaml
+
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(os.path.join(path, "results.json")):
+            continue
+        with open(os.path.join(path, "config.yaml")) as f:
+            config = yaml.safe_load(f)
+        with open(os.path.join(path, "results.json")) as f:
+            yield name, config, json.load(f)
+
+
+def marked_table(path, marker):
+    """``(header, rows)`` of the Markdown table right after the line ``marker`` in ``path``: the header's
+    cells and each row's cells, stripped (a page without the marker fails the test)."""
+    import pytest
+
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if marker not in text:
+        pytest.fail(f"{os.path.relpath(path)} has no {marker} table")
+    lines = text.split(marker, 1)[1].strip().splitlines()
+
+    def cells(line):
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(cells(line))
+    return cells(lines[0]), rows

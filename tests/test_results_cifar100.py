@@ -9,13 +9,11 @@ over the seeds both runs of a difference have. A cell shown as ``—`` has no
 finished run yet; a cell with one seed shows its value alone.
 """
 
-import json
 import os
 import re
 
 import numpy as np
-import pytest
-import yaml
+from helpers import committed_runs, marked_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = os.path.join(ROOT, "docs", "results", "reduced_cifar100", "cifar100")
@@ -35,14 +33,7 @@ COLUMNS = ["R baseline", "NR baseline", "NR + KD (from R)", "WRN-16x4 teacher", 
 def _runs():
     """``{(net, role, dropout): {seed: final test accuracy in %}}`` of the committed runs."""
     cells = {}
-    for name in sorted(os.listdir(RUNS)) if os.path.isdir(RUNS) else []:
-        folder = os.path.join(RUNS, name)
-        if not os.path.isfile(os.path.join(folder, "results.json")):
-            continue
-        with open(os.path.join(folder, "config.yaml")) as f:
-            config = yaml.safe_load(f)
-        with open(os.path.join(folder, "results.json")) as f:
-            results = json.load(f)
+    for name, config, results in committed_runs(RUNS):
         assert config["epochs"] == results["epochs"] == 30 and config["val_size"] == 2500, name
         net, residual, grouping = config["model"].split("_")
         assert grouping == "g2", name
@@ -73,20 +64,9 @@ def _paired(a, b):
 
 def _table():
     """``{row label: {column: text}}`` of the marked table in docs/results.md."""
-    with open(PAGE) as f:
-        text = f.read()
-    if MARKER not in text:
-        pytest.fail(f"docs/results.md has no {MARKER} table")
-    lines = text.split(MARKER, 1)[1].strip().splitlines()
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    header, rows = marked_table(PAGE, MARKER)
     assert header[1:] == COLUMNS, header
-    table = {}
-    for line in lines[2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        table[cells[0]] = dict(zip(COLUMNS, cells[1:]))
-    return table
+    return {cells[0]: dict(zip(COLUMNS, cells[1:])) for cells in rows}
 
 
 def test_the_cifar100_table_is_recomputed_from_its_runs():

@@ -9,12 +9,10 @@ their mean ± sample standard deviation and their number. Every committed run
 has its row, and every row its runs.
 """
 
-import json
 import os
 
 import numpy as np
-import pytest
-import yaml
+from helpers import committed_runs, marked_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = os.path.join(ROOT, "docs", "results", "methods_wrn16x1", "cifar10")
@@ -38,14 +36,7 @@ def _label(config):
 def _runs():
     """``{row label: {seed: (final test accuracy, test accuracy at the best validation epoch)}}`` in %."""
     rows = {}
-    for name in sorted(os.listdir(RUNS)):
-        folder = os.path.join(RUNS, name)
-        if not os.path.isfile(os.path.join(folder, "results.json")):
-            continue
-        with open(os.path.join(folder, "config.yaml")) as f:
-            config = yaml.safe_load(f)
-        with open(os.path.join(folder, "results.json")) as f:
-            results = json.load(f)
+    for name, config, results in committed_runs(RUNS):
         assert results["epochs"] == 15 and results["val_examples"] == 2000, name  # the protocol of the page
         seeds = rows.setdefault(_label(config), {})
         assert config["seed"] not in seeds, (name, "two runs of one row and seed")
@@ -68,19 +59,9 @@ def _cell(seeds):
 
 def _table():
     """``{row label: cell text}`` of the marked table."""
-    with open(PAGE) as f:
-        text = f.read()
-    if MARKER not in text:
-        pytest.fail(f"docs/results.md has no {MARKER} table")
-    lines = text.split(MARKER, 1)[1].strip().splitlines()
-    assert [c.strip() for c in lines[0].strip("|").split("|")] == ["run", "test accuracy"], lines[0]
-    table = {}
-    for line in lines[2:]:
-        if not line.startswith("|"):
-            break
-        label, cell = (c.strip() for c in line.strip().strip("|").split("|"))
-        table[label] = cell
-    return table
+    header, rows = marked_table(PAGE, MARKER)
+    assert header == ["run", "test accuracy"], header
+    return {label: cell for label, cell in rows}
 
 
 def test_the_every_method_table_is_recomputed_from_its_runs():
