@@ -33,11 +33,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+def _fail(message):
+    """A usage mistake: one line, exit code 2."""
+    print(f"cpu_workers.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def _start(args, logdir, worker=None):
     """One ``kdkeras train`` process (pinned and threaded as ``worker`` says, if given)."""
     env = {**os.environ, "PYTHONPATH": ROOT + (os.pathsep + os.environ["PYTHONPATH"]
                                                 if os.environ.get("PYTHONPATH") else ""),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
+           "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}  # both rounds on the CPU
     pin = None
     if worker is not None:
         env.update(worker.env)
@@ -69,7 +75,7 @@ def _round(args, folder, team):
         log.close()
         if code != 0:
             with open(os.path.join(logdir, "train.log")) as f:
-                sys.exit(f"error: a benchmark run failed (exit code {code}):\n{f.read()[-2000:]}")
+                sys.exit(f"A benchmark run failed (exit code {code}); the end of its log:\n{f.read()[-2000:]}")
     return [round(_rate(logdir, args.train_size), 1) for logdir, _, _ in procs]
 
 
@@ -80,11 +86,14 @@ def main():
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--train_size", type=int, default=5120)
     parser.add_argument("--test_size", type=int, default=1024)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="at least 2 (the first is not timed)")
     parser.add_argument("--output", default=None, help="JSON record (default: print only)")
     args = parser.parse_args()
+    if args.epochs < 2:
+        _fail(f"--epochs must be at least 2 (the first epoch, which traces the graph, is not timed). "
+              f"Received: {args.epochs}.")
 
-    import kdkeras  # noqa: F401  (the package's own import: oneDNN on, as in every kdkeras process)
+    from kdkeras import cli  # noqa: F401  (first: oneDNN on, TensorFlow's start-up logging quiet, as in a command)
     from kdkeras import host
     from kdkeras.errors import UsageError
     from kdkeras.experiments.grid import workers
@@ -92,8 +101,8 @@ def main():
 
     try:
         team = workers.assign_cpus(args.workers)
-    except UsageError as err:
-        sys.exit(f"error: {err}")
+    except UsageError as err:  # its message names the grid's flag
+        _fail(str(err).replace("--cpu_workers", "--workers"))
     every = sorted(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory(prefix="kdkeras-cpu-workers-") as folder:
         [one] = _round(args, os.path.join(folder, "one"), [None])

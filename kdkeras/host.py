@@ -202,7 +202,7 @@ def cpu_list(cpus) -> str:
 
 def cpu_assignment() -> str:
     """This process's CPU cores and TensorFlow threads as the environment sets them, in one line."""
-    cpus = os.sched_getaffinity(0)
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     return (f"CPU{'s' if len(cpus) > 1 else ''} {cpu_list(cpus)}, TensorFlow threads: "
             f"TF_NUM_INTRAOP_THREADS={os.environ.get('TF_NUM_INTRAOP_THREADS', 'unset')}, "
             f"TF_NUM_INTEROP_THREADS={os.environ.get('TF_NUM_INTEROP_THREADS', 'unset')}")

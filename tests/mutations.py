@@ -47,7 +47,7 @@ class Case:
     path: str
     subs: tuple
     tests: tuple
-    # CI runs these cases (the test suite's time): one mutant per guarded file and test, the others by hand.
+    # CI runs these cases (10 of them, for the test suite's time); the others run by hand.
     quick: bool = True
 
 

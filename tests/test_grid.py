@@ -224,8 +224,10 @@ def test_concurrent_shards_train_every_cell_once_then_resume_and_tables(tmp_path
     finished = [line.split()[1].rstrip(":") for out, _ in outputs for line in out.splitlines()
                 if line.startswith("Finished ")]
     assert sorted(finished) == sorted(c.label for c in cells)  # each run trained exactly once
-    trained = [int(m) for out, _ in outputs for m in re.findall(r"^\S+: (\d+) trained", out, re.M)]
-    assert sum(trained) == len(cells), [out[-1000:] for out, _ in outputs]
+    # Each shard's summary line ("smoke_grid: 1 skipped, 1 taken over, 5 trained"): every cell trained once.
+    summaries = [line for out, _ in outputs for line in out.splitlines() if re.match(r"smoke_grid: \d+ ", line)]
+    trained = [int(n) for line in summaries for n in re.findall(r"(\d+) (?:trained|taken over)\b", line)]
+    assert len(summaries) == 2 and sum(trained) == len(cells), [out[-1000:] for out, _ in outputs]
     assert all(grid.state(c) == "done" for c in cells)
     dry = subprocess.run(command + ["--dry_run"], capture_output=True, text=True, env=env)
     assert f"{len(cells)} done" in dry.stdout

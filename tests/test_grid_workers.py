@@ -88,7 +88,8 @@ def test_bad_worker_settings_are_one_line_errors(gpus, per_gpu, memory, message)
         workers.assign(gpus, per_gpu, gpu_memory_mb=memory)
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--cpu_workers=2 needs 2 CPU cores")
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda pid: ())(0)) < 2,
+                    reason="--cpu_workers=2 needs 2 CPU cores and Linux's sched_setaffinity")
 def test_two_cpu_workers_each_on_its_own_core_train_every_run_once(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_GRID)

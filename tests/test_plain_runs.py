@@ -160,3 +160,16 @@ def test_a_pair_grid_with_plain_trains_each_student_as_its_plain_nr_network(tmp_
     folder = grid.write_tables(spec, str(tmp_path), log=lambda *a: None)
     table = open(os.path.join(folder, "table.md")).read()
     assert "n/a [1]" in table and "plain=repvgg is not available for vgg8" in table
+
+
+def test_a_pair_grid_refuses_a_plain_axis(tmp_path):
+    """Its Teacher and Student rows would mix both values' students: --plain (one value) instead, in one line."""
+    from kdkeras import grid
+
+    path = tmp_path / "pairs.yaml"
+    path.write_text(PLAIN_PAIRS.replace(", plain: repvgg}", "}")
+                    .replace("  method: [kd]", "  method: [kd]\n  plain: [none, repvgg]"))
+    with pytest.raises(UsageError) as err:
+        grid.load_grid(str(path))
+    assert str(err.value).startswith("A pair grid has no 'plain' axis") and "--plain=repvgg|diracnet|anneal" in \
+        str(err.value) and "\n" not in str(err.value)

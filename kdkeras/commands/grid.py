@@ -105,7 +105,7 @@ def _worker_flags() -> list[str]:
     return out
 
 
-def _run_workers(name, cells, index, count) -> None:
+def _run_workers(name, specs, cells, index, count) -> None:
     """``--gpus`` or ``--cpu_workers``: the grid as worker processes (:mod:`kdkeras.experiments.grid.workers`)."""
     import os
 
@@ -120,6 +120,7 @@ def _run_workers(name, cells, index, count) -> None:
         cli.fail(f"--export trains nothing: run it without --{'gpus' if FLAGS.gpus is not None else 'cpu_workers'}.")
     if FLAGS.dry_run:
         grid.print_plan(name, cells, grid.shard(cells, index, count), index, count)
+        grid.print_not_applicable(specs, FLAGS.students, FLAGS.teachers)
         workers.print_assignment(team)
         return
     from kdkeras.training import check_logdir
@@ -177,7 +178,7 @@ def main(argv):
     index, count = grid.parse_shard(FLAGS.shard)
     cells = grid.plan_all(specs, FLAGS.logdir, FLAGS.half, FLAGS.students, FLAGS.teachers)
     if FLAGS.gpus is not None or FLAGS.cpu_workers is not None:
-        _run_workers(name, cells, index, count)
+        _run_workers(name, specs, cells, index, count)
         return
     mine = grid.shard(cells, index, count)
     if FLAGS.lease_s is not None:

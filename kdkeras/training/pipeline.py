@@ -538,6 +538,28 @@ def _resume_epoch(strategy, folder: RunFolder, work: RunFolder, chief: bool, log
     return agreed
 
 
+def _deployed_params(config, info) -> int:
+    """The parameters of the network a plain run deploys (its NR model), counted on a throwaway build.
+
+    The build draws Keras's default initializer seeds from Python's and NumPy's
+    global generators; their states are put back, so that a fresh start (which
+    logs this) and a resumed run (which does not) draw the same numbers after it.
+    """
+    import random
+
+    import numpy as np
+
+    from kdkeras.models import build_model
+    from kdkeras.profiling import profile
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        return profile(build_model(config.model, num_classes=info.num_classes, input_shape=info.image_shape)).params
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
 def _log_start(config, data, student, folder, work, initial_epoch, log) -> None:
     from kdkeras.profiling import profile
     from kdkeras.recipes import describe_schedule
@@ -557,10 +579,7 @@ def _log_start(config, data, student, folder, work, initial_epoch, log) -> None:
     val = f" / {info.val_examples} validation" if info.val_examples else ""
     params = f"{profile(student).params:,} params"
     if config.plain != "none":  # the branches or skips it trains with are folded away at export
-        from kdkeras.models import build_model
-
-        deployed = build_model(config.model, num_classes=info.num_classes, input_shape=info.image_shape)
-        params = f"{params} while training as {config.plain}, {profile(deployed).params:,} deployed"
+        params = f"{params} while training as {config.plain}, {_deployed_params(config, info):,} deployed"
     log(f"Training {what}: {config.epochs} epoch{'s' if config.epochs != 1 else ''} on {config.dataset} "
         f"({info.train_examples} train{val} / {info.test_examples} test images), {params} -> {folder.path}")
     log("Learning rate: " + describe_schedule(config.lr, config.lr_schedule, config.lr_milestones or (),

@@ -151,6 +151,8 @@ def pair_configs(spec: GridSpec, half=None, students=None, teachers=None):
     ``"student"`` (the student on hard targets, same settings) or ``"kd"``.
     ``reason`` is ``None``, or for a KD run that the pair's ``not_applicable``
     excludes, why: such a run is tabulated as not applicable, never planned.
+    Under ``plain``, a pair whose student has no plain form has the reason on
+    all three of its runs (:func:`plain_student`).
     The combination's values override the grid's settings. The single place
     that maps a pair grid's cell to its run, used by :func:`plan` and its tables.
     """
@@ -170,10 +172,13 @@ def pair_configs(spec: GridSpec, half=None, students=None, teachers=None):
 def plain_student(student: str, plain: str) -> tuple[str, str | None]:
     """A pair grid's student under ``plain`` (``--plain`` or a ``plain`` axis): ``(model, reason)``.
 
-    Without ``plain`` (``none``) the student is itself. With it, the student
+    Without ``plain`` (``none``) the student is itself. ``plain`` is one value
+    for the whole pair grid (a ``plain`` axis is refused:
+    :func:`~kdkeras.experiments.grid.spec.check_pairs`). With it, the student
     trains residual-free and deploys without skips, so its runs are those of
     its NR network (``resnet20`` -> ``resnet20_NR``); a student of a family
-    that ``plain`` does not apply to (VGG, MobileNetV2, the ShuffleNets) has
+    that ``plain`` does not apply to (VGG, MobileNetV2, the ShuffleNets, the
+    standard zoo's WRNs) has
     a reason instead, and the pair's runs (its teacher's too) are not applicable.
     """
     from kdkeras.models.plain import plain_unavailable

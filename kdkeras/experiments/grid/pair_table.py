@@ -4,7 +4,8 @@ Rows are the pair's hard-target runs (``Teacher``, ``Student``) and one row
 per distillation method (per axis combination); columns are the pairs
 (``teacher -> student``). A cell holds the finished seeds' mean ± std and
 their number, ``—`` when no seed has finished, and ``n/a`` (with its reason)
-for a run that the grid's ``not_applicable`` excludes: nothing is filled in.
+for a run that the grid's ``not_applicable`` excludes, or under ``--plain``
+for every run of a pair whose student has no plain form: nothing is filled in.
 """
 
 from __future__ import annotations

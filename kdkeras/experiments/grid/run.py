@@ -85,7 +85,7 @@ def print_not_applicable(specs, students=None, teachers=None, out=print) -> int:
             continue
         reasons = {}
         for pair, role, cfg, reason in pair_configs(spec, None, students, teachers):
-            if reason is not None:
+            if reason is not None and role == "kd":  # a pair without a plain student: its KD runs say it
                 axes = ", ".join(f"{k}={getattr(cfg, k)}" for k in spec.axes)
                 reasons.setdefault(reason, []).append(f"{pair} ({axes or cfg.method}, seed {cfg.seed})")
         for reason, cells in reasons.items():

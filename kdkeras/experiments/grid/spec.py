@@ -174,7 +174,8 @@ def load_grid(path: str) -> GridSpec:
 def check_pairs(pairs, axes: dict, where: str) -> list[dict]:
     """A grid's ``pairs`` as ``[{"teacher", "student", "not_applicable": [{setting: [values], "reason"}]}]``.
 
-    Raises a one-line :class:`UsageError` for a malformed list: a pair without
+    Raises a one-line :class:`UsageError` for a malformed list: a ``plain``
+    axis (a grid's ``--plain`` or ``plain`` setting is one value), a pair without
     both model names, a pair twice, an unknown key, or a ``not_applicable``
     entry without a reason, without a setting, or naming a value that the
     grid's axis of that setting does not have.
@@ -182,6 +183,9 @@ def check_pairs(pairs, axes: dict, where: str) -> list[dict]:
     if not isinstance(pairs, list) or not pairs:
         raise UsageError(f"'pairs' in '{where}' must list teacher-student pairs, e.g. "
                          f"[{{teacher: resnet56, student: resnet20}}].")
+    if "plain" in axes:  # its Teacher and Student rows would mix the students of both values
+        raise UsageError(f"A pair grid has no 'plain' axis ('{where}'): give --plain=repvgg|diracnet|anneal (or "
+                         f"'plain' in its settings) for a grid of its own.")
     out, seen = [], set()
     valid = [f for f in config_lib.FIELDS if f not in NON_AXIS_FIELDS]
     for pair in pairs:

@@ -119,8 +119,12 @@ def assign_cpus(count: int, shard=(0, 1), cpus=None) -> list[Worker]:
         cpus: the cores to share out (default: those this process may run on).
 
     Raises:
-        UsageError: ``count`` not a positive integer, or more workers than cores.
+        UsageError: ``count`` not a positive integer, more workers than cores, or
+            a system without ``os.sched_getaffinity`` (not Linux).
     """
+    if cpus is None and not hasattr(os, "sched_getaffinity"):
+        raise UsageError("--cpu_workers pins each worker to its own cores, which this operating system does not "
+                         "let a process do (Linux does): start shards by hand instead (--shard=i/n).")
     cpus = sorted(os.sched_getaffinity(0) if cpus is None else cpus)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise UsageError(f"--cpu_workers must be a positive integer. Received: {count!r}.")
