@@ -24,11 +24,38 @@ def script_command(script, *args):
     return [sys.executable, os.path.join(ROOT, "scripts", script), *args]
 
 
-def run_script(script, *args, cwd=None, timeout=300, **popen):
-    """Runs ``scripts/<script>`` with ``args`` (``popen``: more arguments of :func:`subprocess.run`); returns the
-    completed process (text output)."""
-    return subprocess.run(script_command(script, *args), capture_output=True, text=True, cwd=cwd,
-                          env=script_env(), timeout=timeout, check=False, **popen)
+def run_script(script, *args, cwd=None, timeout=300, fresh=False, env=None, **popen):
+    """Runs ``scripts/<script>`` with ``args`` as a user would; returns the completed process (text output).
+
+    ``env``: the script's environment (default :func:`script_env`). The process is a child of this worker's
+    fork server (tests/forkserver.py: TensorFlow already imported, the same script code) unless ``fresh``,
+    ``popen`` (more arguments of :func:`subprocess.run`) or an ``env`` that changes what an import reads
+    asks for a new interpreter: a test of start-up itself passes ``fresh=True``.
+    """
+    return run_command(script_command(script, *args), cwd=cwd, timeout=timeout, fresh=fresh, env=env, **popen)
+
+
+def run_command(argv, *, cwd=None, timeout=300, fresh=False, env=None, **popen):
+    """:func:`run_script` for any ``argv`` of this interpreter (``[sys.executable, script or -m module, ...]``)."""
+    env = script_env() if env is None else env
+    if not fresh and not popen and argv[0] == sys.executable and _fork_server().accepts(env):
+        return _fork_server().run(argv, cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout, check=False,
+                          **popen)
+
+
+def _fork_server():
+    """The client of tests/forkserver.py: one per process, whether this file is imported as ``helpers`` or
+    ``tests.helpers``."""
+    module = sys.modules.get("tests.forkserver")
+    if module is None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("tests.forkserver", os.path.join(ROOT, "tests", "forkserver.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["tests.forkserver"] = module
+        spec.loader.exec_module(module)
+    return module.CLIENT
 
 
 def relative_error(actual, expected):

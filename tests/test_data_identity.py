@@ -15,7 +15,7 @@ from kdkeras.training import train_and_evaluate
 from kdkeras.training.teachers import check_teacher_data
 from kdkeras.training.run_folder import run_dir
 from tests.cifar_archives import CIFAR10, write_cifar
-from tests.helpers import error_lines, script_command, script_env
+from tests.helpers import error_lines, run_script, script_command, script_env
 
 #: A tiny baseline on a CIFAR-10 archive (the path is added per test).
 TINY = {"model": "wrn10x1_R_g2", "dataset": "cifar10", "epochs": 1, "batch_size": 16, "train_size": 32,
@@ -171,10 +171,8 @@ def test_a_teacher_from_other_data_is_refused(archives, tmp_path):
 def test_distill_refuses_a_teacher_file_of_other_data_in_one_line(archives, tmp_path):
     a, b = archives
     teacher = _teacher_folder(tmp_path, a)
-    done = subprocess.run(script_command("distill.py", "--student=wrn10x1_NR_g2", f"--teacher={teacher}",
-                                        "--dataset=cifar10", f"--archive={b}", "--epochs=1",
-                                        f"--logdir={tmp_path / 'logs'}"),
-                          capture_output=True, text=True, env=script_env(), timeout=300)
+    done = run_script("distill.py", "--student=wrn10x1_NR_g2", f"--teacher={teacher}", "--dataset=cifar10",
+                      f"--archive={b}", "--epochs=1", f"--logdir={tmp_path / 'logs'}")
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = error_lines(done.stderr)
     assert "was trained on cifar10 data" in line and "--noteacher_data_check" in line

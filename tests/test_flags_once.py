@@ -16,6 +16,8 @@ import sys
 
 import pytest
 
+from tests.helpers import run_command
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The folders whose Python files may define flags.
 SOURCES = ("kdkeras", "scripts")
@@ -237,8 +239,7 @@ def test_scripts_list_the_flags_they_listed(script):
         expected.update({s.flag: _METHOD_FLAG_TYPES[s.type] for s in methods.all_settings()})
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("KDKERAS_DEBUG", None)
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), "--help"],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = run_command([sys.executable, os.path.join(ROOT, "scripts", script), "--help"], env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     listed = _flags_in_help(result.stdout)
     assert set(listed) == set(expected), (sorted(set(expected) - set(listed)), sorted(set(listed) - set(expected)))

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-from helpers import ROOT, script_env
+from helpers import ROOT, run_command, script_env
 
 README = os.path.join(ROOT, "README.md")
 #: Seconds one command may take (the grids train up to a dozen tiny runs).
@@ -540,14 +540,11 @@ class Workspace:
             return self.results[command.text]
         before = self._files()
         start = time.monotonic()
-        with contextlib.ExitStack() as stack:
-            out = stack.enter_context(open(os.path.join(self.root, stdout_file), "w")) if stdout_file else None
-            proc = subprocess.run(argv, cwd=self.root, env=script_env(**env), stdout=out or subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, timeout=TIMEOUT, check=False)
+        proc = run_command(argv, cwd=self.root, env=script_env(**env), timeout=TIMEOUT)
         stdout = proc.stdout
-        if stdout_file:
-            with open(os.path.join(self.root, stdout_file)) as f:
-                stdout = f.read()
+        if stdout_file:  # the shell's `> FILE`
+            with open(os.path.join(self.root, stdout_file), "w") as f:
+                f.write(stdout)
         new_paths = sorted(self._files() - before)
         new_runs = sorted({os.path.dirname(p) for p in new_paths
                            if re.fullmatch(r"logs/[^/]+/[^/]+/results\.json", p)})

@@ -7,14 +7,13 @@ import sys
 
 import pytest
 
+import helpers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_script(script, *args, cwd=None):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("KDKERAS_DEBUG", None)
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args],
-                          capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+def run_script(script, *args, cwd=None, **options):
+    return helpers.run_script(script, *args, cwd=cwd, **options)
 
 
 def error_lines(stderr):
@@ -178,8 +177,7 @@ def run_kdkeras(*args, cwd=None):
     """``python -m kdkeras ARGS``: the ``kdkeras`` command of an installed package."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("KDKERAS_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "kdkeras", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
+    return helpers.run_command([sys.executable, "-m", "kdkeras", *args], cwd=cwd, env=env)
 
 
 def test_the_kdkeras_command_lists_every_script_and_rejects_unknown_ones(tmp_path):

@@ -7,13 +7,14 @@ import sys
 import numpy as np
 import pytest
 
+from tests.helpers import run_command
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _convert(*args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "convert.py"), *args],
-                          capture_output=True, text=True, env=ENV, timeout=600)
+    return run_command([sys.executable, os.path.join(ROOT, "scripts", "convert.py"), *args], env=ENV, timeout=600)
 
 
 def test_a_repdistiller_checkpoint_becomes_a_keras_teacher_with_the_same_logits(tmp_path):

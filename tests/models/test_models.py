@@ -22,19 +22,20 @@ QUICK = {"wrn22x2_NR_G4", "resnet18_R_g8", "mobilenetv2_NR_G16"}
 
 
 def swept_models() -> list[str]:
-    """The registered models this file runs: every grouping of WRN-22x2 (R and NR), and of each other net
-    its R and NR versions at a g and a G grouping (WRN-22x10, the widest: its README pair). The builders are
-    shared, and every one of the 108 models is built and counted against Tables 8 and 9 in
+    """The registered models this file runs: of each network its R and NR versions, together at a g grouping
+    (a number of groups) and a G grouping (channels per group), G1 (the depthwise form) included; WRN-22x10,
+    the widest, at its README pair only (R_g2 teacher, NR_G4 student). Every grouping of every network uses
+    the same builders and the same grouped layer (tests/test_layers.py checks that layer at each grouping
+    against NumPy), and all 108 models are built and counted against Tables 8 and 9 in
     tests/test_profiling.py."""
     names = list_models()
-    keep = {n for n in names if n.startswith("wrn22x2_")} | QUICK
+    chosen = {"wrn22x2": {"R": ("g2", "G2", "G8"), "NR": ("g16", "G1", "G16")},
+              "wrn22x10": {"R": ("g2",), "NR": ("G4",)}}
+    default = {"R": ("g4", "G16"), "NR": ("G1",)}
+    keep = set(QUICK)
     for n in names:
         net, residual, grouping = n.rsplit("_", 2)
-        if net == "wrn22x10":  # the widest: the README's main pair (R_g2 teacher, NR_G4 student)
-            chosen = ("g2",) if residual == "R" else ("G4",)
-        else:
-            chosen = ("g4", "G16" if residual == "R" else "G1")
-        if net != "wrn22x2" and grouping in chosen:
+        if grouping in chosen.get(net, default)[residual]:
             keep.add(n)
     return [n for n in names if n in keep]
 

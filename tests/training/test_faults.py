@@ -23,6 +23,7 @@ import pytest
 from kdkeras import config as config_lib
 from kdkeras import training
 from kdkeras.training import run_folder as run_folder_lib
+from tests.helpers import run_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "smoke_grid.yaml")
@@ -174,13 +175,12 @@ def _drive(tmp_path, fault, *args, timeout=300, **env):
     driver = tmp_path / "driver.py"
     if not driver.exists():
         driver.write_text(DRIVER)
-    return subprocess.run([sys.executable, str(driver), fault, *args], capture_output=True, text=True,
-                          env=_env(**env), timeout=timeout, cwd=str(tmp_path), check=False)
+    return run_command([sys.executable, str(driver), fault, *args], env=_env(**env), timeout=timeout,
+                       cwd=str(tmp_path))
 
 
 def _script(script, *args, **env):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args], capture_output=True,
-                          text=True, env=_env(**env), timeout=300, check=False)
+    return run_command([sys.executable, os.path.join(ROOT, "scripts", script), *args], env=_env(**env))
 
 
 def _error_lines(stderr):
