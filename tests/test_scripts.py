@@ -53,6 +53,17 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, script, args, fragm
     assert not logdir.exists()  # nothing written before the error
 
 
+def test_a_new_process_prints_the_error_and_nothing_of_tensorflows_start_up(tmp_path):
+    """A new interpreter (not a fork of tests/forkserver.py, which has imported TensorFlow already) in a user's
+    environment, without TF_CPP_MIN_LOG_LEVEL: TensorFlow's native start-up lines are muted."""
+    env = helpers.script_env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    result = run_script("train.py", "--model=wrn23x2_R_g2", f"--logdir={tmp_path}", env=env, fresh=True)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == error_lines(result.stderr), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_missing_dataset_is_a_fast_clear_error(tmp_path):
     result = run_script("train.py", "--model=wrn10x1_R_g2", f"--data_dir={tmp_path}/tfds",
                         f"--logdir={tmp_path}/logs")
