@@ -70,10 +70,12 @@ class Client:
         self.env = None
         self.lock = threading.Lock()
 
-    def accepts(self, env):
+    def accepts(self, env, server_env):
+        """Whether a run in ``env`` can be forked from this client's server, started in ``server_env`` (the
+        tests' usual script environment) if it has not started yet."""
         if self.lock.locked() or os.environ.get("KDKERAS_TEST_FORKSERVER") == "0":
             return False  # a run already in flight (from another thread), or turned off
-        return self.process is None or forkable(env, self.env)
+        return forkable(env, self.env if self.process is not None else server_env)
 
     def _start(self, env):
         import atexit
@@ -93,14 +95,14 @@ class Client:
             self.process.stdin.close()
             self.process.wait(timeout=30)
 
-    def run(self, argv, *, cwd, env, timeout):
+    def run(self, argv, *, cwd, env, server_env, timeout):
         import json
 
         if not self.lock.acquire(blocking=False):
             raise RuntimeError("tests/forkserver.py runs one script at a time; check accepts() first")
         try:
             if self.process is None or self.process.poll() is not None:
-                self._start(env)
+                self._start(server_env)
             request = {"argv": list(argv[1:]), "cwd": os.path.abspath(cwd or os.getcwd()), "env": dict(env),
                        "timeout": timeout}
             self.process.stdin.write(json.dumps(request) + "\n")

@@ -19,6 +19,16 @@ def script_env(**variables):
     return env
 
 
+def checkout_env():
+    """``{"PYTHONPATH": ...}`` that makes a new process import this checkout's kdkeras, or ``{}`` where it already
+    does (an editable install of this checkout, as in CI): an unchanged PYTHONPATH lets the run be forked."""
+    import kdkeras
+
+    if os.path.abspath(kdkeras.__file__).startswith(ROOT + os.sep):
+        return {}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+
+
 def script_command(script, *args):
     """The command line running ``scripts/<script>`` with ``args``."""
     return [sys.executable, os.path.join(ROOT, "scripts", script), *args]
@@ -38,8 +48,13 @@ def run_script(script, *args, cwd=None, timeout=300, fresh=False, env=None, **po
 def run_command(argv, *, cwd=None, timeout=300, fresh=False, env=None, **popen):
     """:func:`run_script` for any ``argv`` of this interpreter (``[sys.executable, script or -m module, ...]``)."""
     env = script_env() if env is None else env
-    if not fresh and not popen and argv[0] == sys.executable and _fork_server().accepts(env):
-        return _fork_server().run(argv, cwd=cwd, env=env, timeout=timeout)
+    server = _fork_server()
+    forked = not fresh and not popen and argv[0] == sys.executable and server.accepts(env, script_env())
+    if os.environ.get("KDKERAS_TEST_FORKSERVER_LOG"):  # which runs were forked, to find the ones that were not
+        with open(os.environ["KDKERAS_TEST_FORKSERVER_LOG"], "a") as log:
+            log.write(f"{'forked' if forked else 'fresh'} {' '.join(argv[1:3])}\n")
+    if forked:
+        return server.run(argv, cwd=cwd, env=env, server_env=script_env(), timeout=timeout)
     return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout, check=False,
                           **popen)
 

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import subprocess
 
 import pytest
 import yaml
@@ -15,7 +14,7 @@ from kdkeras.training import train_and_evaluate
 from kdkeras.training.teachers import check_teacher_data
 from kdkeras.training.run_folder import run_dir
 from tests.cifar_archives import CIFAR10, write_cifar
-from tests.helpers import error_lines, run_script, script_command, script_env
+from tests.helpers import error_lines, run_script
 
 #: A tiny baseline on a CIFAR-10 archive (the path is added per test).
 TINY = {"model": "wrn10x1_R_g2", "dataset": "cifar10", "epochs": 1, "batch_size": 16, "train_size": 32,

@@ -11,12 +11,11 @@ import ast
 import dataclasses
 import os
 import re
-import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import run_command
+from tests.helpers import run_command, script_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The folders whose Python files may define flags.
@@ -237,8 +236,7 @@ def test_scripts_list_the_flags_they_listed(script):
     expected = dict(LISTED[script])
     if script in ("distill.py", "tune.py"):
         expected.update({s.flag: _METHOD_FLAG_TYPES[s.type] for s in methods.all_settings()})
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("KDKERAS_DEBUG", None)
+    env = script_env()
     result = run_command([sys.executable, os.path.join(ROOT, "scripts", script), "--help"], env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     listed = _flags_in_help(result.stdout)

@@ -2,12 +2,11 @@
 
 import json
 import os
-import subprocess
 
 import keras
 import numpy as np
 import pytest
-from helpers import ROOT, Interrupt, error_lines, script_command, script_env, stop_after
+from helpers import Interrupt, checkout_env, error_lines, run_script, script_env, stop_after
 
 from kdkeras import config as config_lib
 from kdkeras.callbacks import read_history
@@ -61,9 +60,8 @@ def test_bad_plain_settings_are_one_line_errors(settings, fragment):
 
 
 def test_plain_errors_from_the_command_line_exit_2_in_one_line():
-    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)  # this checkout's kdkeras
-    result = subprocess.run(script_command("train.py", "--model=wrn10x1_R_g2", "--plain=repvgg", "--dataset=synthetic"),
-                            capture_output=True, text=True, env=script_env(PYTHONPATH=path), timeout=300)
+    result = run_script("train.py", "--model=wrn10x1_R_g2", "--plain=repvgg", "--dataset=synthetic",
+                        env=script_env(**checkout_env()))
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = error_lines(result.stderr)
     assert "plain=repvgg takes the NR model name: --model=wrn10x1_NR_g2" in line

@@ -186,8 +186,7 @@ def test_bench_rejects_bad_methods(args, message):
 
 def run_kdkeras(*args, cwd=None):
     """``python -m kdkeras ARGS``: the ``kdkeras`` command of an installed package."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("KDKERAS_DEBUG", None)
+    env = helpers.script_env()
     return helpers.run_command([sys.executable, "-m", "kdkeras", *args], cwd=cwd, env=env)
 
 

@@ -145,7 +145,7 @@ def _distill(tmp_path, method):
     args = [sys.executable, os.path.join(ROOT, "scripts", "distill.py"), "--student=wrn10x1_NR_g2",
             f"--teacher={_teacher_file(tmp_path)}", "--dataset=synthetic", "--epochs=1", "--train_size=32",
             "--test_size=16", "--batch_size=16", f"--method={method}", f"--logdir={tmp_path / 'logs'}"]
-    return run_command(args, env=dict(os.environ), timeout=600)
+    return run_command(args, timeout=600)
 
 
 def test_a_combination_of_methods_runs_through_distill_py(tmp_path):

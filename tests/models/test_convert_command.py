@@ -1,16 +1,15 @@
 """``kdkeras convert``: a PyTorch checkpoint file in, a ``.keras`` teacher out (scripts/convert.py)."""
 
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import run_command
+from tests.helpers import run_command, script_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV = script_env()
 
 
 def _convert(*args):

@@ -23,7 +23,7 @@ import pytest
 from kdkeras import config as config_lib
 from kdkeras import training
 from kdkeras.training import run_folder as run_folder_lib
-from tests.helpers import run_command
+from tests.helpers import checkout_env, run_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "smoke_grid.yaml")
@@ -164,7 +164,7 @@ else:
 
 def _env(**extra):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KDKERAS_ROOT": ROOT, "KDKERAS_TINY": json.dumps(TINY),
-           "PYTHONPATH": os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+           **checkout_env()}
     env.pop("KDKERAS_DEBUG", None)
     env.pop("KDKERAS_MIN_FREE_MB", None)
     env.update(extra)
