@@ -68,12 +68,13 @@ class Client:
 
         self.process = None
         self.env = None
+        self.disabled = False
         self.lock = threading.Lock()
 
     def accepts(self, env, server_env):
         """Whether a run in ``env`` can be forked from this client's server, started in ``server_env`` (the
         tests' usual script environment) if it has not started yet."""
-        if self.lock.locked() or os.environ.get("KDKERAS_TEST_FORKSERVER") == "0":
+        if self.disabled or self.lock.locked() or os.environ.get("KDKERAS_TEST_FORKSERVER") == "0":
             return False  # a run already in flight (from another thread), or turned off
         return forkable(env, self.env if self.process is not None else server_env)
 
@@ -89,6 +90,8 @@ class Client:
         if not line or "ready" not in json.loads(line):
             raise RuntimeError(f"tests/forkserver.py did not start (exit code {self.process.poll()})")
         atexit.register(self.stop)
+        # CUDA does not survive a fork, and the server's imports have initialised it: GPU hosts run fresh.
+        self.disabled = json.loads(line)["gpus"] > 0
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:
@@ -96,22 +99,32 @@ class Client:
             self.process.wait(timeout=30)
 
     def run(self, argv, *, cwd, env, server_env, timeout):
+        """The completed process of ``argv`` forked from the server, or ``None`` where it cannot be (a GPU host)."""
         import json
 
         if not self.lock.acquire(blocking=False):
             raise RuntimeError("tests/forkserver.py runs one script at a time; check accepts() first")
         try:
+            folder = os.path.abspath(cwd or os.getcwd())
+            if not os.path.isdir(folder):  # as subprocess.run raises
+                raise FileNotFoundError(2, "No such file or directory", folder)
             if self.process is None or self.process.poll() is not None:
                 self._start(server_env)
-            request = {"argv": list(argv[1:]), "cwd": os.path.abspath(cwd or os.getcwd()), "env": dict(env),
-                       "timeout": timeout}
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
-            line = self.process.stdout.readline()
-            if not line:
+            if self.disabled:
+                return None  # the caller runs it in a new interpreter
+            request = {"argv": list(argv[1:]), "cwd": folder, "env": dict(env), "timeout": timeout}
+            try:
+                self.process.stdin.write(json.dumps(request) + "\n")
+                self.process.stdin.flush()
+                line = self.process.stdout.readline()
+                if not line:
+                    raise RuntimeError("tests/forkserver.py stopped while running " + " ".join(argv[1:]))
+                reply = json.loads(line)
+            except BaseException:  # interrupted mid-run: its reply would be read as the next run's
+                self.process.kill()
+                self.process.wait()
                 self.process = None
-                raise RuntimeError("tests/forkserver.py stopped while running " + " ".join(argv[1:]))
-            reply = json.loads(line)
+                raise
         finally:
             self.lock.release()
         if reply["timed_out"]:
@@ -127,21 +140,28 @@ CLIENT = Client()
 # --------------------------------------------------------------------------
 
 
+#: Environment variables the server's imports set (kdkeras.host turns oneDNN on, say): a fresh process sets them too.
+_IMPORTS_SET = {}
+
+
 def _child(request, out_path, err_path):
     """In the forked child: becomes the script's process; never returns."""
     code = 1
     try:
         os.setpgid(0, 0)  # its own group: a timeout kills what it started too
         os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.clear()  # the run's environment, plus what the preloaded imports set (as they would have)
+        os.environ.update({**_IMPORTS_SET, **request["env"]})
+        import tempfile as tempfile_module
+
+        tempfile_module.tempdir = None  # read TMPDIR again
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(os.open(out_path, os.O_WRONLY | os.O_TRUNC), 1)
         os.dup2(os.open(err_path, os.O_WRONLY | os.O_TRUNC), 2)
+        # sys.stdout and sys.stderr stay the interpreter's own objects (stderr line-buffered, backslashreplace),
+        # now writing to the files; they were flushed before the fork.
         sys.stdin = open(0, closefd=False)
-        sys.stdout = open(1, "w", closefd=False)
-        sys.stderr = open(2, "w", closefd=False)
         import numpy as np
 
         np.random.seed()  # Python's random module reseeds itself in a forked child; NumPy's does not
@@ -175,7 +195,7 @@ def _child(request, out_path, err_path):
         getattr(threading, "_shutdown", lambda: None)()
         atexit._run_exitfuncs()
     finally:
-        for stream in (sys.stdout, sys.stderr):
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             try:
                 stream.flush()
             except Exception:  # noqa: BLE001  (a closed stream: nothing left to write)
@@ -184,14 +204,25 @@ def _child(request, out_path, err_path):
 
 
 def _run(request, scratch):
-    out_path, err_path = os.path.join(scratch, "stdout"), os.path.join(scratch, "stderr")
-    for path in (out_path, err_path):
-        open(path, "w").close()
+    # New files for each run: a process a run leaves behind keeps writing to its own, not the next run's.
+    paths = []
+    for name in ("stdout", "stderr"):
+        handle, path = tempfile.mkstemp(prefix=name, dir=scratch)
+        os.close(handle)
+        paths.append(path)
+    out_path, err_path = paths
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _child(request, out_path, err_path)
+        try:
+            _child(request, out_path, err_path)
+        finally:
+            os._exit(1)  # never a second server
+    try:
+        os.setpgid(pid, pid)  # also here: a timeout before the child's own call still finds its group
+    except OSError:
+        pass
     deadline = time.monotonic() + request["timeout"]
     timed_out = False
     while True:
@@ -203,7 +234,7 @@ def _run(request, scratch):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
-                pass
+                os.kill(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
             break
         time.sleep(0.02)
@@ -211,6 +242,7 @@ def _run(request, scratch):
     for path in (out_path, err_path):
         with open(path, encoding="utf-8", errors="replace") as f:
             outputs.append(f.read())
+        os.remove(path)
     return {"returncode": os.waitstatus_to_exitcode(status), "stdout": outputs[0], "stderr": outputs[1],
             "timed_out": timed_out}
 
@@ -222,14 +254,18 @@ def serve():
 
     from absl import flags
 
-    defined = set(flags.FLAGS)
+    defined, environ = set(flags.FLAGS), dict(os.environ)
     for name in PRELOAD:
         importlib.import_module(name)
+    _IMPORTS_SET.update({k: v for k, v in os.environ.items() if environ.get(k) != v})
+    import tensorflow as tf
+
+    gpus = len(tf.config.list_physical_devices("GPU"))  # the import probed them already
     added = {name for name in set(flags.FLAGS) - defined  # the libraries' own (absl logging...) are in every run
              if (flags.FLAGS.find_module_defining_flag(name) or "").startswith("kdkeras")}
     if added:  # a child's command would find them defined already and fail
         raise SystemExit(f"forkserver: importing {PRELOAD} defined absl flags: {sorted(added)}")
-    protocol_out.write(json.dumps({"ready": os.getpid()}) + "\n")
+    protocol_out.write(json.dumps({"ready": os.getpid(), "gpus": gpus}) + "\n")
     protocol_out.flush()
     # Not a TemporaryDirectory: its clean-up is an exit function, which each child runs as its own.
     scratch = tempfile.mkdtemp(prefix="kdkeras-forkserver-")

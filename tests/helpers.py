@@ -54,7 +54,9 @@ def run_command(argv, *, cwd=None, timeout=300, fresh=False, env=None, **popen):
         with open(os.environ["KDKERAS_TEST_FORKSERVER_LOG"], "a") as log:
             log.write(f"{'forked' if forked else 'fresh'} {' '.join(argv[1:3])}\n")
     if forked:
-        return server.run(argv, cwd=cwd, env=env, server_env=script_env(), timeout=timeout)
+        done = server.run(argv, cwd=cwd, env=env, server_env=script_env(), timeout=timeout)
+        if done is not None:
+            return done
     return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout, check=False,
                           **popen)
 

@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent("""
     import atexit, os, sys
     import numpy as np
     atexit.register(lambda: print("at exit", flush=True))
-    print("argv", sys.argv[1:], "cwd", os.getcwd(), "path0", sys.path[0])
+    print("argv", sys.argv[1:], "cwd", os.getcwd(), "path0", sys.path[0], "parent", os.getppid())
     print("env", os.environ.get("KDKERAS_TEST_VALUE"), "name", __name__)
     print("random", np.random.random())
     print("to stderr", file=sys.stderr)
@@ -43,11 +43,11 @@ def test_a_forked_run_has_the_argv_folder_environment_and_exit_code_of_its_own(s
     env = helpers.script_env(KDKERAS_TEST_VALUE="seen")
     done = _run(script, "3", "x y", cwd=str(tmp_path), env=env)
     fresh = _run(script, "3", "x y", cwd=str(tmp_path), env=env, fresh=True)
-    assert helpers._fork_server().process is not None  # the first run went to the server
-    for result in (done, fresh):
+    server = helpers._fork_server().process.pid
+    for result, parent in ((done, server), (fresh, os.getpid())):  # forked from the server, and not
         assert result.returncode == 3
         lines = result.stdout.splitlines()
-        assert lines[0] == f"argv ['3', 'x y'] cwd {tmp_path} path0 {tmp_path}"
+        assert lines[0] == f"argv ['3', 'x y'] cwd {tmp_path} path0 {tmp_path} parent {parent}"
         assert lines[1] == "env seen name __main__"
         assert lines[-1] == "at exit"  # the interpreter's exit functions ran
         assert result.stderr.strip().splitlines()[-1] == "to stderr"
@@ -64,8 +64,12 @@ def test_an_uncaught_exception_is_a_traceback_and_exit_code_1_and_the_server_goe
 
 
 def test_a_run_past_its_timeout_is_killed_and_raises(script, tmp_path):
+    import time
+
+    start = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired):
         _run(script, "0", "--sleep", cwd=str(tmp_path), timeout=2)
+    assert time.monotonic() - start < 30  # killed, not waited for (it sleeps 60 s)
     assert _run(script, "0", cwd=str(tmp_path)).returncode == 0
 
 
@@ -85,6 +89,11 @@ def test_an_environment_that_changes_an_import_gets_a_new_process(script, tmp_pa
     fresh = helpers.run_command([sys.executable, str(pid_script)], env=helpers.script_env(TF_ENABLE_ONEDNN_OPTS="0"))
     assert int(forked.stdout) == server
     assert int(fresh.stdout) == os.getpid()
+
+
+def test_a_missing_folder_raises_as_subprocess_does(script, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        _run(script, "0", cwd=str(tmp_path / "missing"))
 
 
 def test_a_script_runs_as_python_m():
