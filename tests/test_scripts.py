@@ -12,12 +12,8 @@ import helpers
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_script(script, *args, cwd=None, **options):
-    return helpers.run_script(script, *args, cwd=cwd, **options)
-
-
-def error_lines(stderr):
-    return [line for line in stderr.splitlines() if ": error: " in line]
+run_script = helpers.run_script
+error_lines = helpers.error_lines
 
 
 @pytest.mark.parametrize(
@@ -186,8 +182,7 @@ def test_bench_rejects_bad_methods(args, message):
 
 def run_kdkeras(*args, cwd=None):
     """``python -m kdkeras ARGS``: the ``kdkeras`` command of an installed package."""
-    env = helpers.script_env()
-    return helpers.run_command([sys.executable, "-m", "kdkeras", *args], cwd=cwd, env=env)
+    return helpers.run_command([sys.executable, "-m", "kdkeras", *args], cwd=cwd)
 
 
 def test_the_kdkeras_command_lists_every_script_and_rejects_unknown_ones(tmp_path):
