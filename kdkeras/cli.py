@@ -21,6 +21,7 @@ import errno
 import functools
 import logging
 import os
+import re
 import sys
 
 from kdkeras.errors import UsageError
@@ -168,6 +169,36 @@ def _list_flags_in_help(main) -> None:
 _HELP_FLAGS = frozenset({"--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"})
 
 
+def flag_error_message(err: Exception) -> str:
+    """One line for a flag that did not parse: an unknown name (with absl's suggestions) or a bad value."""
+    from absl import flags
+
+    if isinstance(err, flags.UnrecognizedFlagError):
+        message = f"unknown flag --{err.flagname}"
+        suggestions = re.search(r"Did you mean: (.+) \?$", str(err))
+        if suggestions:
+            names = [name.strip() for name in suggestions.group(1).split(",")]
+            message += f"; did you mean {' or '.join('--' + name for name in names)}?"
+    else:
+        message = " ".join(str(err).split())
+        boolean = re.match(r"flag --(\w+)=(.*?): \('Non-boolean argument to boolean flag'", message)
+        if boolean:  # absl words this one as a tuple
+            name, value = boolean.groups()
+            message = (f"flag --{name}={value}: not a boolean; pass --{name} or --no{name} "
+                       f"(or --{name}=true / false)")
+    return f"{message} (--helpshort lists this command's flags)."
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, with a flag that does not parse reported as a user mistake (one line, exit 2)."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        fail(flag_error_message(err))
+
+
 def run(main) -> None:
     """``absl.app.run(main)``: user errors as one line (exit 2), internal errors in short (exit 1)."""
     from absl import app
@@ -203,7 +234,7 @@ def run(main) -> None:
             sys.exit(INTERNAL_EXIT_CODE)
 
     try:
-        app.run(guarded)
+        app.run(guarded, flags_parser=_parse_flags)
     except SystemExit as err:
         # absl exits with 1 after printing the help it was asked for; asking for help is no failure.
         if err.code == 1 and _HELP_FLAGS.intersection(sys.argv[1:]):

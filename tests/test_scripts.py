@@ -37,6 +37,9 @@ error_lines = helpers.error_lines
         ("grid.py", ["--table=1", "--shard=5/2"], "0 <= i < n"),
         ("grid.py", ["--table=1", "--students=NR_g3"], "Valid students"),
         ("grid.py", [], "exactly one of --table"),
+        ("train.py", ["--modle=wrn22x2_R_g2"], "unknown flag --modle; did you mean --model?"),
+        ("grid.py", ["--table=1", "--epochs=abc"], "flag --epochs=abc: invalid literal"),
+        ("distill.py", ["--deterministic=maybe"], "--deterministic=maybe: not a boolean; pass --deterministic or --nodeterministic"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path, script, args, fragment):
