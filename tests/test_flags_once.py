@@ -171,7 +171,7 @@ LISTED = {
     },
     "grid.py": {
         "archive": "str", "batch_size": "int", "config": "str", "data_dir": "str", "data_mirror": "str",
-        "dataset": "str", "download": "bool", "dry_run": "bool=false", "epochs": "int", "export": "str",
+        "dataset": "str", "download": "bool", "dry_run": "bool=false", "epochs": "int", "export": "str", "export_teachers": "bool=false",
         "gradient_flow_epochs": "int=0", "gradient_flow_every": "int=10", "half": "enum(left|right)", "init": "str",
         "kd_epochs": "int", "lease_s": "float", "logdir": "str=logs", "lr": "float", "precise_bn": "int",
         "seeds": "int", "shard": "str", "strategy": "str", "students": "list", "table": "int",

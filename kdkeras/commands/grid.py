@@ -57,6 +57,9 @@ flags.DEFINE_bool("dry_run", False, "List the cells and their state (done, runni
 flags.DEFINE_string("export", None, "Write the tables from the runs finished so far, then copy them and the small "
                     "result files of every finished run (results.json, history.csv, config.yaml) into this "
                     "folder, e.g. to commit them; trains nothing.")
+flags.DEFINE_bool("export_teachers", False, "With --export: also copy the model.keras of every finished teacher "
+                  "run, so that the copy, put back into a log folder, still distils the students left to train "
+                  "from the same teachers (mind the size of large teachers).")
 flags.DEFINE_integer("seeds", None, "Seeds per cell (overrides the config).")
 # The run settings that a grid's flags set for every run of it, over the config's (and the dataset, init and plain).
 _OVERRIDES = ("data_dir", "archive", "download", "data_mirror", "epochs", "batch_size", "lr", "train_size",
@@ -150,6 +153,8 @@ def main(argv):
     if host.GPU_MEMORY_VARIABLE in os.environ:  # a worker of --gpus (or a user's setting): before TensorFlow's GPU use
         print(f"Grid shard {FLAGS.shard or '0/1'} on {host.gpu_assignment()}", flush=True)
         host.configure_gpu_memory()
+    if FLAGS.export_teachers and not FLAGS.export:
+        cli.fail("--export_teachers goes with --export=FOLDER (the copy the teachers' models join).")
     name, specs = grid.load_grids(FLAGS.config or grid.table_config_path(FLAGS.table))
     if FLAGS.seeds is not None and FLAGS.seeds < 1:
         cli.fail(f"--seeds must be a positive integer. Received: {FLAGS.seeds}.")
@@ -203,7 +208,7 @@ def main(argv):
     if len(specs) > 1:
         grid.write_summary(name, specs, FLAGS.logdir)
     if FLAGS.export:
-        grid.export(name, specs, FLAGS.logdir, FLAGS.export)
+        grid.export(name, specs, FLAGS.logdir, FLAGS.export, teachers=FLAGS.export_teachers)
 
 
 if __name__ == "__main__":

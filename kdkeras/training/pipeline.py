@@ -60,7 +60,13 @@ def resolve_teacher(config, logdir: str, log=_print, verbose="auto", train_teach
         check_teacher_data(config, config.teacher, check=teacher_data_check, log=log)
         return load_model_file(config.teacher, "teacher"), config.teacher
     teacher_dir = ensure_teacher_run(config, logdir, log=log, verbose=verbose, train_teacher=train_teacher)
-    return load_model_file(RunFolder(teacher_dir).model_path, "teacher"), teacher_dir
+    model_path = RunFolder(teacher_dir).model_path
+    if not os.path.exists(model_path):
+        raise MissingFileError(
+            f"The teacher's run {teacher_dir} is finished but has no {os.path.basename(model_path)} (a copy made "
+            f"by `grid --export` keeps only its result files; --export_teachers keeps the teachers' models): "
+            f"put the teacher's model.keras there, or remove the folder to train the teacher again.")
+    return load_model_file(model_path, "teacher"), teacher_dir
 
 
 def ensure_teacher_run(config, logdir: str, *, log=_print, verbose="auto", train_teacher: bool = True,

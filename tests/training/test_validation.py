@@ -253,3 +253,37 @@ def test_export_of_a_partial_suite_writes_its_tables_and_skips_unfinished_runs(s
 
 def _suite_path(logdir):
     return os.path.join(os.path.dirname(logdir), "suite.yaml")
+
+
+def test_export_teachers_keeps_the_teachers_models_so_that_a_copy_still_distils(suite, tmp_path):
+    import filecmp
+
+    name, specs, logdir, _ = suite
+    runs = _results(specs, logdir)
+    copies = {"results only": tmp_path / "results_only", "with teachers": tmp_path / "with_teachers"}
+    for what, destination in copies.items():
+        extra = ("--export_teachers",) if what == "with teachers" else ()
+        result = helpers.run_script("grid.py", f"--config={_suite_path(logdir)}", f"--logdir={logdir}",
+                                    f"--export={destination}", *extra)
+        assert result.returncode == 0, result.stderr[-3000:]
+    relative = {os.path.relpath(directory, logdir): role for (_, role, _), (directory, _) in runs.items()}
+    teachers = {path for path, role in relative.items() if role == "baseline"}  # the R runs teach the KD runs
+    models = {os.path.relpath(os.path.dirname(path), copies["with teachers"])
+              for path in map(str, copies["with teachers"].rglob("model.keras"))}
+    assert models == teachers  # every teacher's model, and no other run's
+    for path in teachers:
+        assert filecmp.cmp(os.path.join(logdir, path, "model.keras"),
+                           os.path.join(copies["with teachers"], path, "model.keras"), shallow=False)
+    assert not list(copies["results only"].rglob("model.keras"))
+
+    # Each copy as a log folder with one KD run left to train: only the copy with the teachers can train it.
+    kd_run, _ = runs[("tiny_val", "kd", 1)]
+    for destination in copies.values():
+        shutil.rmtree(os.path.join(destination, os.path.relpath(kd_run, logdir)))
+    missing = helpers.run_script("grid.py", f"--config={_suite_path(logdir)}", f"--logdir={copies['results only']}")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    (line,) = helpers.error_lines(missing.stderr)
+    assert "is finished but has no model.keras" in line and "--export_teachers" in line, line
+    resumed = helpers.run_script("grid.py", f"--config={_suite_path(logdir)}", f"--logdir={copies['with teachers']}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert os.path.exists(os.path.join(copies["with teachers"], os.path.relpath(kd_run, logdir), "results.json"))
