@@ -108,3 +108,22 @@ def test_every_table_cell_is_computed_from_the_right_runs(tmp_path):
                     assert shown == f"{mean:.2f}" or shown == f"{mean:+.2f}", (half, label, student, shown)
                 else:
                     assert shown.startswith(f"{mean:.2f}") and f"{std:.2f}" in shown, (half, label, student, shown)
+
+
+def test_the_method_chosen_on_validation_is_chosen_by_validation_accuracy_alone():
+    from kdkeras.experiments.grid.summary import chosen_on_validation
+
+    def row(grid_name, method, val, test, student="NR-g2", measure="final"):
+        return {"grid": grid_name, "net": "wrn16x1", "student": student, "teacher": "R-g2", "method": method,
+                "measure": measure, "kd_val": dict(enumerate(val)), "kd": dict(enumerate(test))}
+
+    rows = [row("a", "kd", [70.0, 72.0], [80.0, 80.0]),  # best on test, not on validation
+            row("a", "fitnets", [73.0], [60.0]),  # best mean validation accuracy, one seed
+            row("b", "at", [74.0, 70.0], [50.0, 50.0]),  # its first seed beats fitnets, its mean does not
+            row("a", "nst", [99.0], [99.0], measure="at_best_val"),  # another measure's row: not a candidate
+            row("a", "kd", [90.0], [90.0], student="NR-g4")]  # alone for its student: nothing to choose
+    (chosen,) = chosen_on_validation(rows)
+    assert (chosen["grid"], chosen["method"], chosen["candidates"]) == ("a", "fitnets", 3)
+    tie = [row("a", "kd", [70.0], [1.0]), row("a", "at", [70.0], [2.0])]
+    assert chosen_on_validation(tie)[0]["method"] == "kd"  # the first in order
+    assert chosen_on_validation([row("a", "kd", [], [1.0]), row("a", "at", [], [2.0])]) == []  # no validation

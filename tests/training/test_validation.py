@@ -174,6 +174,24 @@ def test_suite_summary_pairs_seeds(suite):
     assert "| tiny_val_nodrop | NR-g2 | R-g2 | kd |" in md and "OPTIMISTIC" in md
 
 
+def test_suite_summary_names_the_setting_chosen_on_validation(suite):
+    """Both grids distil the same student from the same teacher (with and without dropout): the summary
+    chooses between them by the KD runs' mean final-epoch validation accuracy, and reports the test accuracy."""
+    name, specs, logdir, _ = suite
+    runs = _results(specs, logdir)
+    val = {spec.name: np.mean([runs[(spec.name, "kd", s)][1]["val_accuracy"] for s in (0, 1)]) for spec in specs}
+    winner = max(val, key=val.get)
+    test = [100 * runs[(winner, "kd", s)][1]["test_accuracy"] for s in (0, 1)]
+    with open(os.path.join(logdir, name, "summary.csv"), newline="") as f:
+        (row,) = [r for r in csv.DictReader(f) if r["column"] == "chosen_on_validation"]
+    assert row["grid"] == winner and row["measure"] == "final" and row["n"] == "2"
+    assert float(row["mean"]) == pytest.approx(np.mean(test), abs=1e-3)
+    assert float(row["std"]) == pytest.approx(np.std(test, ddof=1), abs=1e-3)
+    md = open(os.path.join(logdir, name, "summary.md")).read()
+    section = md.split("## Chosen on the validation split")[1]
+    assert f"| {winner}: kd | 2 | {100 * val[winner]:.2f} ± " in section, section
+
+
 def test_reduced_protocol_suite_plans_both_depths_and_the_dropout_ablation(tmp_path):
     name, specs = grid.load_grids(os.path.join(helpers.ROOT, "configs", "reduced", "cifar10_wrn.yaml"))
     cells = grid.plan_all(specs, str(tmp_path))

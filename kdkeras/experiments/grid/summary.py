@@ -86,8 +86,34 @@ def summary_rows(specs, logdir: str) -> list[dict]:
                     "r_baseline": r, "nr_baseline": nr, "kd": kd,
                     "acc_drop": _paired(r, nr), "kd_gain_over_nr": _paired(kd, nr),
                     "distil_gain": _paired(kd, r),
+                    "kd_val": _per_seed(slot["kd"][teacher], "val_accuracy") if teacher else {},
                 })
     return rows
+
+
+def chosen_on_validation(rows) -> list[dict]:
+    """Per student and teacher, the distillation method whose final-epoch validation accuracy is highest.
+
+    Among the ``"final"`` rows of :func:`summary_rows` that distil the same
+    student (network and token) from the same teacher, with at least two
+    methods (or settings) that report a validation accuracy (``--val_size``),
+    the row with the highest mean ``val_accuracy`` over its seeds; the first
+    in order on a tie. The test accuracy plays no part in the choice: it is
+    what the chosen row reports.
+
+    Returns:
+        The chosen rows, each with ``"candidates"``: how many rows it was chosen from.
+    """
+    groups = {}
+    for row in rows:
+        if row["measure"] == "final" and row["kd_val"]:
+            groups.setdefault((row["net"], row["student"], row["teacher"]), []).append(row)
+    chosen = []
+    for candidates in groups.values():
+        if len(candidates) > 1:
+            best = max(candidates, key=lambda r: sum(r["kd_val"].values()) / len(r["kd_val"]))
+            chosen.append({**best, "candidates": len(candidates)})
+    return chosen
 
 
 def write_summary(name: str, specs, logdir: str, log=print) -> str:
@@ -97,6 +123,10 @@ def write_summary(name: str, specs, logdir: str, log=print) -> str:
     NR baseline, the NR student distilled from its best teacher, ``Acc. drop``
     (R - NR), ``distilled - NR`` (what distillation recovers) and ``Distil.
     gain`` (distilled - R, as the paper's tables), mean ± std over seeds.
+    Where several methods distil one student from one teacher and the runs
+    hold out a validation split, a last section names the method chosen on
+    it (:func:`chosen_on_validation`); summary.csv repeats that row's test
+    accuracy in the column ``chosen_on_validation``.
     """
     from kdkeras.io_utils import atomic_write_text
 
@@ -118,6 +148,17 @@ def write_summary(name: str, specs, logdir: str, log=print) -> str:
                       f"{_stats(r['kd'].values())} | {_stats(r['acc_drop'])} | {_stats(r['kd_gain_over_nr'])} | "
                       f"{_stats(r['distil_gain'])} |")
         md.append("")
+    chosen = chosen_on_validation(rows)
+    if chosen:
+        md.append("## Chosen on the validation split\n")
+        md.append("Per student and teacher, the distillation method with the highest final-epoch validation "
+                  "accuracy (mean over seeds); the test accuracy is what it reports, not what chose it.\n")
+        md.append("| student | teacher | chosen (grid: method) | of | validation accuracy | final-epoch test accuracy |")
+        md.append("| --- | --- | --- | --- | --- | --- |")
+        for r in chosen:
+            md.append(f"| {r['net']} {r['student']} | {r['teacher']} | {r['grid']}: {r['method']} | "
+                      f"{r['candidates']} | {_stats(r['kd_val'].values())} | {_stats(r['kd'].values())} |")
+        md.append("")
     out = io.StringIO()
     writer = csv.writer(out)
     columns = ("r_baseline", "nr_baseline", "kd", "acc_drop", "kd_gain_over_nr", "distil_gain")
@@ -134,6 +175,13 @@ def write_summary(name: str, specs, logdir: str, log=print) -> str:
                              column, "" if stats is None else f"{stats[0]:.4f}",
                              "" if stats is None else f"{stats[1]:.4f}", len(values),
                              " ".join(f"{v:.2f}" for v in values)])
+    for r in chosen:  # the chosen row's test accuracy again, under the column that names the choice
+        values = list(r["kd"].values())
+        stats = tables.summarize(values)
+        writer.writerow([r["grid"], r["net"], r["half"], r["student"], r["teacher"] or "", r["method"] or "",
+                         r["measure"], "chosen_on_validation",
+                         "" if stats is None else f"{stats[0]:.4f}", "" if stats is None else f"{stats[1]:.4f}",
+                         len(values), " ".join(f"{v:.2f}" for v in values)])
     atomic_write_text(os.path.join(folder, "summary.md"), "\n".join(md) + "\n")
     atomic_write_text(os.path.join(folder, "summary.csv"), out.getvalue())
     log(f"Summary written to {folder}")
