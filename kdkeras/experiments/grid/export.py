@@ -18,8 +18,9 @@ EXPORTED_TABLE_FILES = ("table.md", "table.csv", "table.png", "comparison.md", "
 
 
 def teacher_run_dirs(cells, logdir: str) -> list[str]:
-    """The run folders of the teachers of ``cells``' KD runs, in order, each once."""
-    dirs = (run_dir(config_lib.teacher_config(cell.config), logdir) for cell in cells if cell.kind == "kd")
+    """The run folders of the teachers of ``cells``' KD runs, in order, each once (a teacher file has none)."""
+    dirs = (run_dir(config_lib.teacher_config(cell.config), logdir) for cell in cells
+            if cell.kind == "kd" and not config_lib.is_model_file(cell.config.teacher))
     return list(dict.fromkeys(dirs))
 
 
