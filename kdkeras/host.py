@@ -286,8 +286,9 @@ def float16_kernels() -> bool:
     """Whether float16 (mixed-precision) training runs in this process: a GPU, or CPU kernels that have it.
 
     TensorFlow's oneDNN kernels compute float16 convolutions only with
-    AVX512-FP16 (or AMX-FP16); without oneDNN, TensorFlow's own CPU kernels
-    have them (slowly). Decided once per process by running a tiny step.
+    AVX512-FP16 (or AMX-FP16); elsewhere some TensorFlow builds fall back to
+    their own CPU kernels and others fail. Without oneDNN, TensorFlow's own
+    CPU kernels have them (slowly). Decided once per process by running a tiny step.
     """
     return has_gpu() or _probe_float16_step()
 
