@@ -182,10 +182,19 @@ def flag_error_message(err: Exception) -> str:
     else:
         message = " ".join(str(err).split())
         boolean = re.match(r"flag --(\w+)=(.*?): \('Non-boolean argument to boolean flag'", message)
+        negated = re.match(r"--no(\w+)=(.*) does not take an argument$", message)
+        number = re.match(r"flag --(\w+)=(.*?): (invalid literal for int\(\)|could not convert string to float)",
+                          message)
         if boolean:  # absl words this one as a tuple
             name, value = boolean.groups()
             message = (f"flag --{name}={value}: not a boolean; pass --{name} or --no{name} "
                        f"(or --{name}=true / false)")
+        elif negated:
+            name, value = negated.groups()
+            message = f"flag --no{name}={value}: --no{name} takes no value; pass --no{name} or --{name}=false"
+        elif number:
+            name, value, kind = number.groups()
+            message = f"flag --{name}={value}: not {'an integer' if 'int' in kind else 'a number'}"
     return f"{message} (--helpshort lists this command's flags)."
 
 
@@ -195,7 +204,7 @@ def _parse_flags(argv):
 
     try:
         return flags.FLAGS(argv)
-    except flags.Error as err:
+    except (flags.Error, ValueError) as err:  # absl raises a ValueError for --noFLAG=value
         fail(flag_error_message(err))
 
 

@@ -113,17 +113,23 @@ def test_every_table_cell_is_computed_from_the_right_runs(tmp_path):
 def test_the_method_chosen_on_validation_is_chosen_by_validation_accuracy_alone():
     from kdkeras.experiments.grid.summary import chosen_on_validation
 
-    def row(grid_name, method, val, test, student="NR-g2", measure="final"):
-        return {"grid": grid_name, "net": "wrn16x1", "student": student, "teacher": "R-g2", "method": method,
-                "measure": measure, "kd_val": dict(enumerate(val)), "kd": dict(enumerate(test))}
+    def candidate(grid_name, method, val, test, student="NR-g2", teacher="R-g2", dataset="cifar10"):
+        return {"dataset": dataset, "grid": grid_name, "net": "wrn16x1", "half": "left", "student": student,
+                "teacher": teacher, "method": method, "val": dict(enumerate(val)), "test": dict(enumerate(test))}
 
-    rows = [row("a", "kd", [70.0, 72.0], [80.0, 80.0]),  # best on test, not on validation
-            row("a", "fitnets", [73.0], [60.0]),  # best mean validation accuracy, one seed
-            row("b", "at", [74.0, 70.0], [50.0, 50.0]),  # its first seed beats fitnets, its mean does not
-            row("a", "nst", [99.0], [99.0], measure="at_best_val"),  # another measure's row: not a candidate
-            row("a", "kd", [90.0], [90.0], student="NR-g4")]  # alone for its student: nothing to choose
-    (chosen,) = chosen_on_validation(rows)
-    assert (chosen["grid"], chosen["method"], chosen["candidates"]) == ("a", "fitnets", 3)
-    tie = [row("a", "kd", [70.0], [1.0]), row("a", "at", [70.0], [2.0])]
+    candidates = [
+        candidate("a", "kd", [70.0, 72.0], [80.0, 80.0]),  # best on test, not on validation
+        candidate("a", "fitnets", [73.0], [60.0]),  # best mean validation accuracy, one seed
+        candidate("b", "at", [74.0, 70.0], [50.0, 50.0]),  # its first seed beats fitnets, its mean does not
+        candidate("a", "kd", [90.0], [90.0], student="NR-g4"),  # alone for its student: nothing to choose
+        candidate("a", "kd", [99.0], [99.0], dataset="cifar100"),  # another dataset: not a rival
+        # Another teacher of the same student: chosen among its own, whatever the test split says.
+        candidate("a", "kd", [60.0], [99.0], teacher="R-G4"), candidate("a", "at", [61.0], [10.0], teacher="R-G4"),
+    ]
+    chosen = {c["teacher"]: c for c in chosen_on_validation(candidates)}
+    assert set(chosen) == {"R-g2", "R-G4"}
+    assert (chosen["R-g2"]["grid"], chosen["R-g2"]["method"], chosen["R-g2"]["of"]) == ("a", "fitnets", 3)
+    assert (chosen["R-G4"]["method"], chosen["R-G4"]["of"]) == ("at", 2)
+    tie = [candidate("a", "kd", [70.0], [1.0]), candidate("a", "at", [70.0], [2.0])]
     assert chosen_on_validation(tie)[0]["method"] == "kd"  # the first in order
-    assert chosen_on_validation([row("a", "kd", [], [1.0]), row("a", "at", [], [2.0])]) == []  # no validation
+    assert chosen_on_validation([candidate("a", "kd", [], [1.0]), candidate("a", "at", [], [2.0])]) == []

@@ -229,12 +229,15 @@ def test_mixed_precision_trains_where_float16_kernels_exist_and_says_why_not_els
     assert "--mixed_precision (float16) cannot train on this CPU" in line and "TF_ENABLE_ONEDNN_OPTS=0" in line
 
 
-#: A float16 convolution and the dtypes of its two gradients, in TensorFlow alone (no kdkeras).
+#: What a float16 training step needs, in TensorFlow alone (no kdkeras): a convolution with its two
+#: gradients, a batch norm and a matmul; prints the gradients' dtypes.
 FLOAT16_CONV = """
 import tensorflow as tf
 x, w = tf.ones((2, 8, 8, 4), tf.float16), tf.ones((3, 3, 4, 4), tf.float16)
 with tf.GradientTape() as tape:
     tape.watch([x, w])
-    y = tf.reduce_sum(tf.nn.conv2d(x, w, 1, "SAME"))
-print(*(g.dtype.name for g in tape.gradient(y, [x, w])))
+    y, _, _ = tf.compat.v1.nn.fused_batch_norm(tf.nn.conv2d(x, w, 1, "SAME"), tf.ones(4), tf.zeros(4),
+                                               is_training=True)
+    z = tf.reduce_sum(tf.matmul(tf.reshape(y, (2, -1)), tf.ones((256, 3), tf.float16)))
+print(*(g.dtype.name for g in tape.gradient(z, [x, w])))
 """

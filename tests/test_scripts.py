@@ -38,7 +38,9 @@ error_lines = helpers.error_lines
         ("grid.py", ["--table=1", "--students=NR_g3"], "Valid students"),
         ("grid.py", [], "exactly one of --table"),
         ("train.py", ["--modle=wrn22x2_R_g2"], "unknown flag --modle; did you mean --model?"),
-        ("grid.py", ["--table=1", "--epochs=abc"], "flag --epochs=abc: invalid literal"),
+        ("grid.py", ["--table=1", "--epochs=abc"], "flag --epochs=abc: not an integer"),
+        ("grid.py", ["--table=1", "--lr=fast"], "flag --lr=fast: not a number"),
+        ("train.py", ["--nodeterministic=true"], "--nodeterministic takes no value; pass --nodeterministic or"),
         ("distill.py", ["--deterministic=maybe"], "--deterministic=maybe: not a boolean; pass --deterministic or --nodeterministic"),
     ],
 )

@@ -183,13 +183,18 @@ def test_suite_summary_names_the_setting_chosen_on_validation(suite):
     winner = max(val, key=val.get)
     test = [100 * runs[(winner, "kd", s)][1]["test_accuracy"] for s in (0, 1)]
     with open(os.path.join(logdir, name, "summary.csv"), newline="") as f:
-        (row,) = [r for r in csv.DictReader(f) if r["column"] == "chosen_on_validation"]
-    assert row["grid"] == winner and row["measure"] == "final" and row["n"] == "2"
-    assert float(row["mean"]) == pytest.approx(np.mean(test), abs=1e-3)
-    assert float(row["std"]) == pytest.approx(np.std(test, ddof=1), abs=1e-3)
+        rows = {r["column"]: r for r in csv.DictReader(f) if r["column"].startswith("chosen_on_validation")}
+    assert set(rows) == {"chosen_on_validation", "chosen_on_validation_val"}
+    for column, values in (("chosen_on_validation", test),
+                           ("chosen_on_validation_val", [100 * runs[(winner, "kd", s)][1]["val_accuracy"]
+                                                         for s in (0, 1)])):
+        row = rows[column]
+        assert row["grid"] == winner and row["measure"] == "final" and row["n"] == "2"
+        assert float(row["mean"]) == pytest.approx(np.mean(values), abs=1e-3)
+        assert float(row["std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-3)
     md = open(os.path.join(logdir, name, "summary.md")).read()
     section = md.split("## Chosen on the validation split")[1]
-    assert f"| {winner}: kd | 2 | {100 * val[winner]:.2f} ± " in section, section
+    assert f"| {winner}, left: kd | 2 | {100 * val[winner]:.2f} ± " in section, section
 
 
 def test_reduced_protocol_suite_plans_both_depths_and_the_dropout_ablation(tmp_path):

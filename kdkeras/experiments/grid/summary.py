@@ -86,33 +86,58 @@ def summary_rows(specs, logdir: str) -> list[dict]:
                     "r_baseline": r, "nr_baseline": nr, "kd": kd,
                     "acc_drop": _paired(r, nr), "kd_gain_over_nr": _paired(kd, nr),
                     "distil_gain": _paired(kd, r),
-                    "kd_val": _per_seed(slot["kd"][teacher], "val_accuracy") if teacher else {},
                 })
     return rows
 
 
-def chosen_on_validation(rows) -> list[dict]:
-    """Per student and teacher, the distillation method whose final-epoch validation accuracy is highest.
+def validation_candidates(specs, logdir: str) -> list[dict]:
+    """Every KD setting of ``specs`` as a candidate for :func:`chosen_on_validation`.
 
-    Among the ``"final"`` rows of :func:`summary_rows` that distil the same
-    student (network and token) from the same teacher, with at least two
-    methods (or settings) that report a validation accuracy (``--val_size``),
-    the row with the highest mean ``val_accuracy`` over its seeds; the first
-    in order on a tie. The test accuracy plays no part in the choice: it is
-    what the chosen row reports.
+    One candidate per grid, half (axis combination), student and teacher:
+    ``{"dataset", "grid", "net", "half", "student", "teacher", "method", "val",
+    "test"}``, where ``val`` and ``test`` map each finished seed to its
+    final-epoch validation and test accuracy (percent).
+    """
+    candidates = {}
+    for spec in specs:
+        for half, role, student, teacher, cfg in table_configs(spec):
+            if role != "kd":
+                continue
+            candidate = candidates.setdefault((spec.name, half, student, teacher), {
+                "dataset": spec.dataset, "grid": spec.name, "net": spec.net, "half": half,
+                "student": token_label(student), "teacher": token_label(teacher), "method": _method_label(cfg),
+                "runs": {}})
+            candidate["runs"][cfg.seed] = run_dir(cfg, logdir)
+    out = []
+    for candidate in candidates.values():
+        runs = candidate.pop("runs")
+        out.append({**candidate, "val": _per_seed(runs, "val_accuracy"), "test": _per_seed(runs, "test_accuracy")})
+    return out
+
+
+def chosen_on_validation(candidates) -> list[dict]:
+    """Per dataset, student and teacher, the KD setting whose final-epoch validation accuracy is highest.
+
+    Among the :func:`validation_candidates` that distil the same student
+    (network and token) from the same teacher on the same dataset, with at
+    least two methods or settings that report a validation accuracy
+    (``--val_size``), the one with the highest mean ``val`` over its seeds;
+    the first in order on a tie. The test accuracy plays no part in the
+    choice, nor in which candidates compete: it is what the chosen one reports.
 
     Returns:
-        The chosen rows, each with ``"candidates"``: how many rows it was chosen from.
+        The chosen candidates, each with ``"of"``: how many it was chosen from.
     """
     groups = {}
-    for row in rows:
-        if row["measure"] == "final" and row["kd_val"]:
-            groups.setdefault((row["net"], row["student"], row["teacher"]), []).append(row)
+    for candidate in candidates:
+        if candidate["val"]:
+            key = (candidate["dataset"], candidate["net"], candidate["student"], candidate["teacher"])
+            groups.setdefault(key, []).append(candidate)
     chosen = []
-    for candidates in groups.values():
-        if len(candidates) > 1:
-            best = max(candidates, key=lambda r: sum(r["kd_val"].values()) / len(r["kd_val"]))
-            chosen.append({**best, "candidates": len(candidates)})
+    for group in groups.values():
+        if len(group) > 1:
+            best = max(group, key=lambda c: sum(c["val"].values()) / len(c["val"]))
+            chosen.append({**best, "of": len(group)})
     return chosen
 
 
@@ -125,8 +150,9 @@ def write_summary(name: str, specs, logdir: str, log=print) -> str:
     gain`` (distilled - R, as the paper's tables), mean ± std over seeds.
     Where several methods distil one student from one teacher and the runs
     hold out a validation split, a last section names the method chosen on
-    it (:func:`chosen_on_validation`); summary.csv repeats that row's test
-    accuracy in the column ``chosen_on_validation``.
+    it (:func:`chosen_on_validation`); summary.csv gives its validation and
+    test accuracies as the ``column`` values ``chosen_on_validation_val`` and
+    ``chosen_on_validation``.
     """
     from kdkeras.io_utils import atomic_write_text
 
@@ -148,16 +174,18 @@ def write_summary(name: str, specs, logdir: str, log=print) -> str:
                       f"{_stats(r['kd'].values())} | {_stats(r['acc_drop'])} | {_stats(r['kd_gain_over_nr'])} | "
                       f"{_stats(r['distil_gain'])} |")
         md.append("")
-    chosen = chosen_on_validation(rows)
+    chosen = chosen_on_validation(validation_candidates(specs, logdir))
     if chosen:
         md.append("## Chosen on the validation split\n")
-        md.append("Per student and teacher, the distillation method with the highest final-epoch validation "
-                  "accuracy (mean over seeds); the test accuracy is what it reports, not what chose it.\n")
-        md.append("| student | teacher | chosen (grid: method) | of | validation accuracy | final-epoch test accuracy |")
-        md.append("| --- | --- | --- | --- | --- | --- |")
-        for r in chosen:
-            md.append(f"| {r['net']} {r['student']} | {r['teacher']} | {r['grid']}: {r['method']} | "
-                      f"{r['candidates']} | {_stats(r['kd_val'].values())} | {_stats(r['kd'].values())} |")
+        md.append("Per dataset, student and teacher, the distillation method or setting with the highest "
+                  "final-epoch validation accuracy (mean over its seeds, n of them); the test accuracy is what it "
+                  "reports, not what chose it.\n")
+        md.append("| student | teacher | chosen (grid, half: method) | of | validation accuracy | "
+                  "final-epoch test accuracy | n |")
+        md.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for c in chosen:
+            md.append(f"| {c['net']} {c['student']} | {c['teacher']} | {c['grid']}, {c['half']}: {c['method']} | "
+                      f"{c['of']} | {_stats(c['val'].values())} | {_stats(c['test'].values())} | {len(c['test'])} |")
         md.append("")
     out = io.StringIO()
     writer = csv.writer(out)
@@ -175,13 +203,14 @@ def write_summary(name: str, specs, logdir: str, log=print) -> str:
                              column, "" if stats is None else f"{stats[0]:.4f}",
                              "" if stats is None else f"{stats[1]:.4f}", len(values),
                              " ".join(f"{v:.2f}" for v in values)])
-    for r in chosen:  # the chosen row's test accuracy again, under the column that names the choice
-        values = list(r["kd"].values())
-        stats = tables.summarize(values)
-        writer.writerow([r["grid"], r["net"], r["half"], r["student"], r["teacher"] or "", r["method"] or "",
-                         r["measure"], "chosen_on_validation",
-                         "" if stats is None else f"{stats[0]:.4f}", "" if stats is None else f"{stats[1]:.4f}",
-                         len(values), " ".join(f"{v:.2f}" for v in values)])
+    for c in chosen:  # the chosen setting's validation accuracy (what chose it) and test accuracy (what it reports)
+        for column, values in (("chosen_on_validation_val", list(c["val"].values())),
+                               ("chosen_on_validation", list(c["test"].values()))):
+            stats = tables.summarize(values)
+            writer.writerow([c["grid"], c["net"], c["half"], c["student"], c["teacher"], c["method"], "final",
+                             column, "" if stats is None else f"{stats[0]:.4f}",
+                             "" if stats is None else f"{stats[1]:.4f}", len(values),
+                             " ".join(f"{v:.2f}" for v in values)])
     atomic_write_text(os.path.join(folder, "summary.md"), "\n".join(md) + "\n")
     atomic_write_text(os.path.join(folder, "summary.csv"), out.getvalue())
     log(f"Summary written to {folder}")
