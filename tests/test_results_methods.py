@@ -5,8 +5,10 @@ recomputed here from ``docs/results/methods_wrn16x1/cifar10/*/`` (``config.yaml`
 and ``results.json`` of each run), without kdkeras's table code: per row, the
 final-epoch test accuracy of each seed and, in brackets, the test accuracy at
 the epoch the validation split selects; one seed shows its value, several
-their mean ± sample standard deviation and their number. Every committed run
-has its row, and every row its runs.
+their mean ± sample standard deviation and their number; beside it, the
+difference from NR + KD, taken per seed and then averaged (± its sample
+standard deviation over the seeds). Every committed run has its row, and
+every row its runs.
 """
 
 import os
@@ -57,15 +59,29 @@ def _cell(seeds):
     return text if len(seeds) == 1 else f"{text} (n={len(seeds)})"
 
 
+def _versus_kd(seeds, kd):
+    """The final-epoch difference from NR + KD, taken per seed (the seeds both have), then averaged; points."""
+    differences = [seeds[s][0] - kd[s][0] for s in sorted(set(seeds) & set(kd))]
+    if not differences:
+        return "—"
+    text = f"{np.mean(differences):+.2f}"
+    return text if len(differences) == 1 else f"{text} ± {np.std(differences, ddof=1):.2f}"
+
+
+def _row(label, runs):
+    """The marked table's cells of one row: test accuracy, and the difference from NR + KD."""
+    return [_cell(runs[label]), "—" if label == "NR + KD" else _versus_kd(runs[label], runs["NR + KD"])]
+
+
 def _table():
-    """``{row label: cell text}`` of the marked table."""
+    """``{row label: [cell texts]}`` of the marked table."""
     header, rows = marked_table(PAGE, MARKER)
-    assert header == ["run", "test accuracy"], header
-    return {label: cell for label, cell in rows}
+    assert header == ["run", "test accuracy", "minus NR + KD, per seed"], header
+    return {label: cells for label, *cells in rows}
 
 
 def test_the_every_method_table_is_recomputed_from_its_runs():
     runs, table = _runs(), _table()
     assert set(table) == set(runs), (sorted(set(runs) - set(table)), sorted(set(table) - set(runs)))
-    for label, seeds in runs.items():
-        assert table[label] == _cell(seeds), label
+    for label in runs:
+        assert table[label] == _row(label, runs), label
