@@ -194,23 +194,19 @@ def write_summary(name: str, specs, logdir: str, log=print) -> str:
                      "n", "values"])
     from kdkeras import tables
 
+    def write_row(r, measure, column, values):
+        stats = tables.summarize(values)
+        writer.writerow([r["grid"], r["net"], r["half"], r["student"], r["teacher"] or "", r["method"] or "",
+                         measure, column, "" if stats is None else f"{stats[0]:.4f}",
+                         "" if stats is None else f"{stats[1]:.4f}", len(values),
+                         " ".join(f"{v:.2f}" for v in values)])
+
     for r in rows:
         for column in columns:
-            values = list(r[column].values()) if isinstance(r[column], dict) else r[column]
-            stats = tables.summarize(values)
-            writer.writerow([r["grid"], r["net"], r["half"], r["student"], r["teacher"] or "", r["method"] or "",
-                             r["measure"],
-                             column, "" if stats is None else f"{stats[0]:.4f}",
-                             "" if stats is None else f"{stats[1]:.4f}", len(values),
-                             " ".join(f"{v:.2f}" for v in values)])
+            write_row(r, r["measure"], column, list(r[column].values()) if isinstance(r[column], dict) else r[column])
     for c in chosen:  # the chosen setting's validation accuracy (what chose it) and test accuracy (what it reports)
-        for column, values in (("chosen_on_validation_val", list(c["val"].values())),
-                               ("chosen_on_validation", list(c["test"].values()))):
-            stats = tables.summarize(values)
-            writer.writerow([c["grid"], c["net"], c["half"], c["student"], c["teacher"], c["method"], "final",
-                             column, "" if stats is None else f"{stats[0]:.4f}",
-                             "" if stats is None else f"{stats[1]:.4f}", len(values),
-                             " ".join(f"{v:.2f}" for v in values)])
+        write_row(c, "final", "chosen_on_validation_val", list(c["val"].values()))
+        write_row(c, "final", "chosen_on_validation", list(c["test"].values()))
     atomic_write_text(os.path.join(folder, "summary.md"), "\n".join(md) + "\n")
     atomic_write_text(os.path.join(folder, "summary.csv"), out.getvalue())
     log(f"Summary written to {folder}")
