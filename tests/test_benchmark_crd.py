@@ -198,6 +198,7 @@ def test_a_pair_grid_plans_baselines_first_and_no_inapplicable_run(tmp_path):
     assert kd == sorted((t, s, m, seed) for seed in (0, 1) for t, s, m in
                         [("resnet56", "resnet20", "kd"), ("resnet20", "resnet8", "kd"), ("resnet20", "resnet8", "at")])
     assert dict(cells[-1].axes) == {"method": cells[-1].config.method}
+    assert all(c.axes == () for c in cells if c.kind == "baseline")  # hard targets: no method to show
     parts = [grid.shard(cells, i, 3) for i in range(3)]
     assert sorted(c.run_dir for part in parts for c in part) == sorted(c.run_dir for c in cells)
     # Filters take model names.

@@ -24,7 +24,8 @@ class Cell:
         config: its resolved :class:`kdkeras.config.RunConfig`.
         run_dir: its run folder.
         axes: its values of the grid's axes, ``(("init", "dirac"),)``
-            (empty without axes); shown in the plan.
+            (empty without axes), those of KD settings (``method``,
+            ``temperature``, ...) on KD runs only; shown in the plan.
     """
 
     kind: str
@@ -215,7 +216,9 @@ def plan(spec: GridSpec, logdir: str, half=None, students=None, teachers=None) -
         else:
             baselines.setdefault(run_dir(cfg, logdir), cfg)
     def cell(kind, run_dir, cfg):
-        return Cell(kind, cfg, run_dir, tuple((k, getattr(cfg, k)) for k in spec.axes))
+        # A baseline trains on hard targets: the KD axes (method, temperature, ...) do not apply to it.
+        axes = [k for k in spec.axes if kind == "kd" or k not in config_lib.KD_FIELDS]
+        return Cell(kind, cfg, run_dir, tuple((k, getattr(cfg, k)) for k in axes))
 
     cells = [cell("baseline", d, c) for d, c in baselines.items()]
     cells += [cell("kd", d, c) for d, c in kd.items()]
