@@ -175,3 +175,39 @@ def marked_table(path, marker):
             break
         rows.append(cells(line))
     return cells(lines[0]), rows
+
+
+#: The row label of each distillation method in docs/results.md's tables.
+METHOD_LABELS = {"kd": "KD", "fitnets": "FitNets", "at": "AT", "nst": "NST", "pkt": "PKT", "ctkd": "CTKD", "ls": "LS",
+                 "dist": "DIST", "rkd": "RKD", "sp": "SP", "vid": "VID", "crd": "CRD", "mlkd": "MLKD", "dkd": "DKD",
+                 "reviewkd": "ReviewKD", "rd": "RD"}
+
+
+def seed_stat(values, unit="%"):
+    """docs/results.md's text for per-seed values: ``m ± s`` (sample std) and ``unit``, the value alone for one."""
+    import numpy as np
+
+    values = list(values)
+    if len(values) == 1:
+        return f"{values[0]:.2f}{unit}"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}{unit}"
+
+
+def seed_cell(seeds):
+    """A results table's accuracy cell from ``{seed: (final test accuracy, test accuracy at the best validation
+    epoch)}``: ``final [at best val]``, with the seed count when there are several."""
+    final, at_val = zip(*(seeds[s] for s in sorted(seeds)))
+    text = f"{seed_stat(final)} [{seed_stat(at_val)}]"
+    return text if len(seeds) == 1 else f"{text} (n={len(seeds)})"
+
+
+def paired_difference(seeds, reference):
+    """The final-epoch difference from ``reference`` (both ``{seed: (final, ...)}``), taken per seed (the seeds
+    both have) and then averaged, in points: ``+m ± s``, ``+m`` for one seed, ``—`` for none."""
+    import numpy as np
+
+    differences = [seeds[s][0] - reference[s][0] for s in sorted(set(seeds) & set(reference))]
+    if not differences:
+        return "—"
+    text = f"{np.mean(differences):+.2f}"
+    return text if len(differences) == 1 else f"{text} ± {np.std(differences, ddof=1):.2f}"

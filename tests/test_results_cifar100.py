@@ -12,8 +12,7 @@ finished run yet; a cell with one seed shows its value alone.
 import os
 import re
 
-import numpy as np
-from helpers import committed_runs, marked_table
+from helpers import committed_runs, marked_table, seed_stat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = os.path.join(ROOT, "docs", "results", "reduced_cifar100", "cifar100")
@@ -51,11 +50,7 @@ def _runs():
 def _stat(values):
     """The table's text for per-seed values: ``m ± s`` (sample std), ``m`` alone for one seed, ``—`` for none."""
     values = list(values)
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+    return seed_stat(values, unit="") if values else "—"
 
 
 def _paired(a, b):

@@ -13,23 +13,18 @@ every row its runs.
 
 import os
 
-import numpy as np
-from helpers import committed_runs, marked_table
+from helpers import METHOD_LABELS, committed_runs, marked_table, paired_difference, seed_cell
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = os.path.join(ROOT, "docs", "results", "methods_wrn16x1", "cifar10")
 PAGE = os.path.join(ROOT, "docs", "results.md")
 MARKER = "<!-- table: methods_wrn16x1 -->"
-#: The method's row label, as the page spells it.
-NAMES = {"kd": "KD", "fitnets": "FitNets", "at": "AT", "nst": "NST", "pkt": "PKT", "ctkd": "CTKD", "ls": "LS",
-         "dist": "DIST", "rkd": "RKD", "sp": "SP", "vid": "VID", "crd": "CRD", "mlkd": "MLKD", "dkd": "DKD",
-         "reviewkd": "ReviewKD"}
 
 
 def _label(config):
     if config["teacher"] is None:
         return "R baseline" if config["model"] == "wrn16x1_R_g2" else "NR baseline"
-    label = f"NR + {NAMES[config['method']]}"
+    label = f"NR + {METHOD_LABELS[config['method']]}"
     if config["method"] == "dist" and config["temperature"] != 4.0:
         label += f" (T = {config['temperature']:g})"
     return label
@@ -46,31 +41,9 @@ def _runs():
     return rows
 
 
-def _stat(values):
-    values = list(values)
-    if len(values) == 1:
-        return f"{values[0]:.2f}%"
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}%"
-
-
-def _cell(seeds):
-    final, at_val = zip(*(seeds[s] for s in sorted(seeds)))
-    text = f"{_stat(final)} [{_stat(at_val)}]"
-    return text if len(seeds) == 1 else f"{text} (n={len(seeds)})"
-
-
-def _versus_kd(seeds, kd):
-    """The final-epoch difference from NR + KD, taken per seed (the seeds both have), then averaged; points."""
-    differences = [seeds[s][0] - kd[s][0] for s in sorted(set(seeds) & set(kd))]
-    if not differences:
-        return "—"
-    text = f"{np.mean(differences):+.2f}"
-    return text if len(differences) == 1 else f"{text} ± {np.std(differences, ddof=1):.2f}"
-
-
 def _row(label, runs):
     """The marked table's cells of one row: test accuracy, and the difference from NR + KD."""
-    return [_cell(runs[label]), "—" if label == "NR + KD" else _versus_kd(runs[label], runs["NR + KD"])]
+    return [seed_cell(runs[label]), "—" if label == "NR + KD" else paired_difference(runs[label], runs["NR + KD"])]
 
 
 def _table():
