@@ -104,6 +104,7 @@ def ensure_teacher_run(config, logdir: str, *, log=_print, verbose="auto", train
         if claimed:
             try:
                 if not distribute.chief_value(strategy, folder.is_finished()):
+                    check_pair(config)
                     log(f"Teacher {teacher_cfg.model} has no finished run at {folder.path}: "
                         f"training it first with the same recipe.")
                     train_and_evaluate(teacher_cfg, logdir, log=log, verbose=verbose)
@@ -119,6 +120,28 @@ def ensure_teacher_run(config, logdir: str, *, log=_print, verbose="auto", train
         time.sleep(poll_s)
         finished = distribute.chief_value(strategy, folder.is_finished())
     return folder.path
+
+
+def check_pair(config) -> None:
+    """Builds a KD run's distiller around an untrained teacher of the named architecture.
+
+    A pair that the run's method cannot distil (RD's stage shapes, a tap the
+    teacher lacks, ...) then fails with its one-line error before the teacher
+    trains, which can take hours, instead of after. Reads no images: the
+    dataset's classes and image shape are static (a folder dataset's come
+    from its folder).
+    """
+    import keras
+
+    from kdkeras import data as data_lib
+    from kdkeras.distiller import distiller_for_run
+
+    info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
+    teacher = build_student(config_lib.teacher_config(config), info.num_classes, info.image_shape)
+    student = build_student(config, info.num_classes, info.image_shape)
+    distiller_for_run(student, teacher, config)
+    del teacher, student
+    keras.utils.set_random_seed(config.seed)  # as if nothing had been built
 
 
 # --------------------------------------------------------------------------

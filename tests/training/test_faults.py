@@ -525,6 +525,19 @@ def test_missing_teacher_run_without_training_it_is_one_line_exit_2(tmp_path):
     assert not os.path.exists(os.path.join(str(logdir), "synthetic"))  # no run folder started either
 
 
+def test_a_pair_the_method_cannot_distil_fails_before_its_teacher_trains(tmp_path):
+    """RD needs equal stage shapes: wrn10x2's stage1 is twice as wide as wrn10x1's. The one-line error comes
+    before the teacher (by name, no run yet) trains, not after; nothing is left in the log folder."""
+    logdir = tmp_path / "logs"
+    result = _script("distill.py", "--student=wrn10x1_NR_g2", "--teacher=wrn10x2_R_g2", "--method=rd",
+                     "--dataset=synthetic", "--epochs=1", "--train_size=128", "--test_size=64", f"--logdir={logdir}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    (line,) = _error_lines(result.stderr)
+    assert "RD feeds the student's stage1 to the teacher's later stages" in line, line
+    assert "training it first" not in result.stdout and "Epoch 1/1" not in result.stdout, result.stdout
+    assert os.listdir(logdir / "synthetic") == []  # no teacher run, no claim left behind
+
+
 def test_untrusted_truncated_or_misfit_teacher_files_fail_before_training(tmp_path):
     import keras
 
