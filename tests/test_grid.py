@@ -179,6 +179,21 @@ def test_a_fresh_lease_from_another_host_is_respected(tmp_path):
     assert claims.owner(cell.run_dir).host == "node7.cluster"  # untouched
 
 
+def test_the_plan_names_what_each_cell_trains(tmp_path):
+    """Baselines train on hard targets (no KD axis shown); a KD cell of a grid whose method is a setting, not
+    an axis, still names its method unless it is Hinton KD."""
+    path = tmp_path / "rd.yaml"
+    path.write_text("name: rd\nnet: wrn10x1\ndataset: synthetic\nhalves: {left: {students: [NR_g2], teachers: "
+                    "[R_g2]}}\nsettings: {method: rd}\n")
+    for config, expected in ((str(path), ", method=rd)"), (SMOKE, ")")):
+        cells = grid.plan(grid.load_grid(config), str(tmp_path))
+        lines = []
+        grid.print_plan("x", cells, cells, 0, 1, out=lines.append)
+        kd = [line for line in lines if " kd " in line]
+        assert kd and all(line.split(" -> ")[0].endswith(expected) for line in kd), lines
+        assert not any("method=" in line for line in lines if " baseline " in line), lines
+
+
 def test_a_held_lease_is_renewed_by_its_heartbeat(tmp_path, monkeypatch):
     monkeypatch.setenv(claims.LEASE_ENV, "2")  # flufl.lock keeps lease ends in whole seconds
     run_dir = str(tmp_path / "synthetic" / "x-s0")

@@ -66,6 +66,8 @@ def print_plan(spec, cells, mine, index, count, out=print) -> None:
         claim = claims.owner(cell.run_dir) if s in ("running", "interrupted") else None
         held = f" [{claim.describe()}]" if claim is not None else ""
         axes = "".join(f", {k}={v}" for k, v in cell.axes)
+        if cell.kind == "kd" and cell.config.method != "kd" and "method" not in dict(cell.axes):
+            axes += f", method={cell.config.method}"  # a grid's setting, not an axis: still not Hinton KD
         out(f"  {s:<12} {cell.kind:<9} {cell.config.model}{teacher} (seed {cell.config.seed}{axes}) -> "
             f"{cell.run_dir}{held}")
     out("  " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
