@@ -552,7 +552,7 @@ def _resume_epoch(strategy, folder: RunFolder, work: RunFolder, chief: bool, log
     backup and of the chief's history (its own may lack the rows of the
     epochs it did not record before the kill), read from the shared run folder.
     """
-    initial_epoch = resume.prepare(work.backup_dir, log=log)
+    initial_epoch = resume.prepare(work.backup_dir, log=log, history_path=work.history_path)
     agreed = distribute.chief_value(strategy, initial_epoch)
     if chief or agreed == initial_epoch:
         return agreed

@@ -9,6 +9,7 @@ in docs/reliability.md.
 
 from __future__ import annotations
 
+import csv
 import filecmp
 import json
 import os
@@ -87,7 +88,32 @@ def backup_epoch(backup_dir: str) -> int:
     return 0
 
 
-def prepare(backup_dir: str, log=_print) -> int:
-    """Repairs the backup of an interrupted run; returns the epoch it resumes from (0: a new run)."""
-    repair_backup(backup_dir, log=log)
-    return backup_epoch(backup_dir)
+def _history_rows(history_path: str) -> int:
+    """How many epoch rows a ``history.csv`` holds (0 if it is missing or unreadable)."""
+    try:
+        with open(history_path, newline="") as f:
+            return sum(1 for _ in csv.DictReader(f))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return 0
+
+
+def prepare(backup_dir: str, log=_print, history_path: str | None = None) -> int:
+    """Repairs the backup of an interrupted run; returns the epoch it resumes from (0: a new run).
+
+    With ``history_path``, a run that recorded finished epochs but has no
+    backup to resume from (killed after its first epoch's history row, before
+    that epoch's backup was complete) says that it starts over.
+    """
+    messages = []
+
+    def both(message):
+        messages.append(message)
+        log(message)
+
+    repair_backup(backup_dir, log=both)
+    epoch = backup_epoch(backup_dir)
+    rows = _history_rows(history_path) if history_path and not epoch else 0
+    if rows and not any("starting over" in m for m in messages):
+        log(f"{history_path} records {rows} finished epoch{'s' if rows != 1 else ''} but no backup of "
+            f"{'them' if rows != 1 else 'it'} was completed (interrupted while saving): starting over.")
+    return epoch

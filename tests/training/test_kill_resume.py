@@ -128,6 +128,31 @@ def test_repair_backup_falls_back_to_the_previous_checkpoint(tmp_path):
     assert backup_epoch(folder) == 5 and len(messages) == 2
 
 
+def test_history_without_a_backup_starts_over_and_says_so(tmp_path):
+    from kdkeras.training import resume
+
+    history = tmp_path / "history.csv"
+    backup = str(tmp_path / "backup")
+    messages = []
+    assert resume.prepare(backup, log=messages.append, history_path=str(history)) == 0 and not messages  # new run
+
+    history.write_text("epoch,accuracy\n0,0.25\n")
+    assert resume.prepare(backup, log=messages.append, history_path=str(history)) == 0
+    assert messages == [f"{history} records 1 finished epoch but no backup of it was completed "
+                        "(interrupted while saving): starting over."]
+
+    os.makedirs(backup)
+    _write_pair(backup, "", 3, valid=False)  # an unreadable backup says it once, not twice
+    messages.clear()
+    assert resume.prepare(backup, log=messages.append, history_path=str(history)) == 0
+    assert len(messages) == 1 and "is unreadable" in messages[0]
+
+    os.makedirs(backup)
+    _write_pair(backup, "", 1)
+    messages.clear()
+    assert resume.prepare(backup, log=messages.append, history_path=str(history)) == 1 and not messages
+
+
 def _rows(path, skip=("epoch_time_s",)):
     with open(path, newline="") as f:
         return [{k: float(v) for k, v in row.items() if k not in skip} for row in csv.DictReader(f)]
