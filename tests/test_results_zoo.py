@@ -1,0 +1,86 @@
+"""docs/results.md's standard-zoo table, recomputed by hand from the committed result files of its runs.
+
+The table marked ``<!-- table: crd_zoo -->`` in docs/results.md is recomputed
+here, without kdkeras's table code, from ``docs/results/crd_zoo/cifar10/*/``
+(``config.yaml`` and ``results.json`` of each run of
+``configs/reduced/crd_zoo_cifar10.yaml``). Per pair (teacher -> student) it
+has the teacher, the student trained on hard targets and the student distilled
+by each method: the final-epoch test accuracy of each seed and, in brackets,
+the test accuracy at the epoch the validation split selects (one seed: its
+value; several: mean ± sample standard deviation and their number), the test
+accuracy with the precise BatchNorm statistics that ``model.keras`` keeps (what
+a student distils from), and the difference from the student trained on hard
+targets, per seed then averaged.
+"""
+
+import os
+
+from helpers import METHOD_LABELS, committed_runs, marked_table, paired_difference, seed_cell, seed_stat
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNS = os.path.join(ROOT, "docs", "results", "crd_zoo", "cifar10")
+PAGE = os.path.join(ROOT, "docs", "results.md")
+MARKER = "<!-- table: crd_zoo -->"
+#: The grid's pairs, teacher -> student, in the page's order.
+PAIRS = [("resnet56", "resnet20"), ("wrn_40_2", "wrn_16_2")]
+HEADER = ["pair", "run", "test accuracy [at the best validation epoch]", "with precise BN (model.keras)",
+          "minus the student on hard targets, per seed"]
+
+
+def _check_protocol(name, config, results):
+    """The protocol the page states: the crd recipe over 10 epochs, 10,000 training and 1,000 validation images."""
+    assert config["recipe"] == "crd" and config["train_size"] == 10000, name
+    assert results["epochs"] == 10 and results["val_examples"] == 1000, name
+
+
+def _runs():
+    """``{(teacher, student): {row label: {seed: (final test accuracy, test accuracy at the best validation
+    epoch)}}}`` in %; a teacher's run is its pair's ``teacher`` row."""
+    teachers = dict(PAIRS)
+    rows = {pair: {} for pair in PAIRS}
+    for name, config, results in committed_runs(RUNS):
+        _check_protocol(name, config, results)
+        model, teacher = config["model"], config["teacher"]
+        if teacher is None and model in teachers:
+            pair, label = (model, teachers[model]), "teacher"
+        elif teacher is None:
+            pair, label = next(p for p in PAIRS if p[1] == model), "student, hard targets"
+        else:
+            pair, label = (teacher, model), f"student + {METHOD_LABELS[config['method']]}"
+        seeds = rows[pair].setdefault(label, {})
+        assert config["seed"] not in seeds, (name, "two runs of one row and seed")
+        seeds[config["seed"]] = (100.0 * results["test_accuracy"], 100.0 * results["test_accuracy_at_best_val"],
+                                 100.0 * results["test_accuracy_precise_bn"])
+    return rows
+
+
+def _order(labels):
+    fixed = ["teacher", "student, hard targets"]
+    return [label for label in fixed if label in labels] + sorted(set(labels) - set(fixed))
+
+
+def _table():
+    table = []
+    for pair, rows in _runs().items():
+        baseline = rows.get("student, hard targets", {})
+        for label in _order(rows):
+            difference = ("—" if label in ("teacher", "student, hard targets")
+                          else paired_difference(rows[label], baseline))
+            seeds = rows[label]
+            precise = seed_stat(seeds[s][2] for s in sorted(seeds))
+            table.append([f"{pair[0]} -> {pair[1]}", label, seed_cell({s: v[:2] for s, v in seeds.items()}), precise,
+                          difference])
+    return table
+
+
+def markdown():
+    """The marked table as docs/results.md holds it."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in _table()]
+    return "\n".join(lines)
+
+
+def test_the_standard_zoo_table_is_recomputed_from_its_runs():
+    header, table = marked_table(PAGE, MARKER)
+    assert header == HEADER, header
+    assert table == _table()
