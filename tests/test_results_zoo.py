@@ -35,7 +35,7 @@ def _check_protocol(name, config, results):
 
 def _runs():
     """``{(teacher, student): {row label: {seed: (final test accuracy, test accuracy at the best validation
-    epoch)}}}`` in %; a teacher's run is its pair's ``teacher`` row."""
+    epoch, test accuracy with precise BN)}}}`` in %; a teacher's run is its pair's ``teacher`` row."""
     teachers = dict(PAIRS)
     rows = {pair: {} for pair in PAIRS}
     for name, config, results in committed_runs(RUNS):

@@ -43,37 +43,39 @@ def _torn(weights: str, meta: str) -> bool:
     return same_epoch and not filecmp.cmp(weights, weights + ".bkp", shallow=False)
 
 
-def repair_backup(backup_dir: str, log=_print) -> None:
+def repair_backup(backup_dir: str, log=_print) -> bool:
     """Makes a backup folder loadable after a kill during its writing.
 
     ``BackupAndRestore(double_checkpoint=True)`` keeps the previous epoch's
     files as ``*.bkp``. When the latest weights or metadata cannot be read
     (the process died while writing them), the previous pair replaces them;
     when neither pair is readable the backup is dropped and the run starts
-    over.
+    over. Returns whether it said so.
     """
     weights = os.path.join(backup_dir, "latest.weights.h5")
     meta = os.path.join(backup_dir, "training_metadata.json")
     if not os.path.isdir(backup_dir):
-        return
+        return False
     if _torn(weights, meta):
         # Killed after the new weights were written but before their metadata:
         # the metadata still names the previous epoch, whose weights are the copy.
         log(f"The latest backup in {backup_dir} is incomplete (interrupted while saving): "
             f"using the one before it.")
         shutil.copyfile(weights + ".bkp", weights)
-        return
+        return False
     if os.path.exists(weights) and _readable(weights, "h5") and _readable(meta, "json"):
-        return
+        return False
     if _readable(weights + ".bkp", "h5") and _readable(meta + ".bkp", "json"):
         log(f"The latest backup in {backup_dir} is incomplete (interrupted while saving): "
             f"using the one before it.")
         shutil.copyfile(weights + ".bkp", weights)
         shutil.copyfile(meta + ".bkp", meta)
-        return
-    if os.listdir(backup_dir):
+        return False
+    said = bool(os.listdir(backup_dir))
+    if said:
         log(f"The backup in {backup_dir} is unreadable (interrupted while saving): starting over.")
     shutil.rmtree(backup_dir, ignore_errors=True)
+    return said
 
 
 def backup_epoch(backup_dir: str) -> int:
@@ -104,16 +106,10 @@ def prepare(backup_dir: str, log=_print, history_path: str | None = None) -> int
     backup to resume from (killed after its first epoch's history row, before
     that epoch's backup was complete) says that it starts over.
     """
-    messages = []
-
-    def both(message):
-        messages.append(message)
-        log(message)
-
-    repair_backup(backup_dir, log=both)
+    said_starting_over = repair_backup(backup_dir, log=log)
     epoch = backup_epoch(backup_dir)
-    rows = _history_rows(history_path) if history_path and not epoch else 0
-    if rows and not any("starting over" in m for m in messages):
+    rows = _history_rows(history_path) if history_path and not epoch and not said_starting_over else 0
+    if rows:
         log(f"{history_path} records {rows} finished epoch{'s' if rows != 1 else ''} but no backup of "
             f"{'them' if rows != 1 else 'it'} was completed (interrupted while saving): starting over.")
     return epoch
