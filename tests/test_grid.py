@@ -179,6 +179,58 @@ def test_a_fresh_lease_from_another_host_is_respected(tmp_path):
     assert claims.owner(cell.run_dir).host == "node7.cluster"  # untouched
 
 
+PAIR_GRID = """
+name: pair
+net: wrn10x1
+dataset: synthetic
+seeds: 1
+halves:
+  left:
+    students: [NR_g2]
+    teachers: [R_g2]
+settings:
+  epochs: 1
+  train_size: 64
+  test_size: 64
+  batch_size: 64
+"""
+
+
+def test_a_kd_run_whose_teacher_another_process_trains_is_deferred_not_waited_for(tmp_path, monkeypatch):
+    """The grid trains its other cells first and comes back to the KD run once the teacher's claim is gone."""
+    import importlib
+
+    run_lib = importlib.import_module("kdkeras.experiments.grid.run")  # the module, not grid.run the function
+    config = tmp_path / "pair.yaml"
+    config.write_text(PAIR_GRID)
+    logdir = str(tmp_path / "logs")
+    cells = grid.plan(grid.load_grid(str(config)), logdir)
+    kd = next(c for c in cells if c.kind == "kd")
+    teacher = next(c for c in cells if c.kind == "baseline" and c.config.model == kd.config.teacher)
+    student = next(c for c in cells if c.kind == "baseline" and c is not teacher)
+    _claim_from_another_host(teacher.run_dir, time.time() + 240)  # another host is training the teacher
+    lines = []
+    assert grid.run_cell(kd, logdir, log=lines.append, wait_for_teacher=False) == "deferred"
+    assert lines == [f"Deferring {kd.label}: its teacher {os.path.basename(teacher.run_dir)} is being trained by "
+                     f"another process (held by node7.cluster:4242, lease until "
+                     f"{lines[0].split('lease until ')[1].split(')')[0]}); coming back to it after the other runs"]
+    assert run_lib.teacher_held(student, logdir) is None  # not a KD run
+
+    def other_host_stops(seconds):  # while this process waits, the other host dies: its lease lapses
+        lapsed = time.time() - 600
+        os.utime(f"{claims.lock_path(teacher.run_dir)}|node7.cluster|4242|123456", (lapsed, lapsed))
+
+    monkeypatch.setattr(run_lib.time, "sleep", other_host_stops)
+    lines = []
+    outcomes = grid.run("pair", [kd, student], logdir, log=lines.append, verbose=0, poll_s=0)
+    text = "\n".join(lines)
+    assert outcomes == {"trained": 2}, text
+    assert text.index(f"Deferring {kd.label}") < text.index(f"Finished {student.label}") < \
+        text.index(f"[+] pair: {kd.label} (back to it") < text.index(f"Finished {kd.label}"), text
+    assert "Waiting for teacher" not in text
+    assert all(grid.state(c) == "done" for c in cells)  # the teacher was trained on the way, once
+
+
 def test_the_plan_names_what_each_cell_trains(tmp_path):
     """Baselines train on hard targets (no KD axis shown); a KD cell of a grid whose method is a setting, not
     an axis, still names its method unless it is Hinton KD."""

@@ -24,15 +24,37 @@ def state(cell: Cell) -> str:
     return "to do"
 
 
-def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="auto", callbacks=None) -> str:
-    """Trains ``cell`` unless finished or claimed; waits for a claimed teacher.
+def teacher_held(cell: Cell, logdir: str) -> str | None:
+    """How another live process holds the unfinished teacher run of KD cell ``cell`` (``None`` if it does not).
+
+    Every worker of a multi-worker run gets the chief's answer.
+    """
+    from kdkeras import config as config_lib
+    from kdkeras.training import distribute
+    from kdkeras.training.run_folder import RunFolder
+
+    if cell.kind != "kd":
+        return None
+    folder = RunFolder.of(config_lib.teacher_config(cell.config), logdir)
+    strategy = distribute.make_strategy(cell.config.strategy)
+    chief = distribute.is_chief()
+    held = chief and not folder.is_finished() and claims.is_claimed(folder.path)
+    if not distribute.chief_value(strategy, held):
+        return None
+    return f"its teacher {folder.name} is being trained by another process ({claims.describe(folder.path)})"
+
+
+def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="auto", callbacks=None,
+             wait_for_teacher: bool = True) -> str:
+    """Trains ``cell`` unless finished or claimed; waits for a claimed teacher unless told not to.
 
     ``callbacks``: a function of the cell's config and run folder returning
     extra Keras callbacks for its ``fit`` (instruments such as gradient flow).
 
     Returns:
-        ``"done"`` (already finished), ``"trained"`` or ``"skipped"`` (another
-        process holds it).
+        ``"done"`` (already finished), ``"trained"``, ``"skipped"`` (another
+        process holds it) or, with ``wait_for_teacher=False``, ``"deferred"``
+        (another process is training its teacher).
     """
     from kdkeras.training import ensure_teacher_run, is_finished, train_and_evaluate
 
@@ -40,6 +62,11 @@ def run_cell(cell: Cell, logdir: str, log=print, poll_s: float = 10.0, verbose="
         claims.clear_stale(cell.run_dir)  # left by a process killed after finishing it
         return "done"
     if cell.kind == "kd":
+        if not wait_for_teacher:
+            held = teacher_held(cell, logdir)
+            if held:
+                log(f"Deferring {cell.label}: {held}; coming back to it after the other runs")
+                return "deferred"
         ensure_teacher_run(cell.config, logdir, log=log, verbose=verbose, poll_s=poll_s)
     if not claims.try_claim(cell.run_dir):
         log(f"Skipping {cell.label}: another process is training it ({claims.describe(cell.run_dir)})")
@@ -113,21 +140,35 @@ def run(spec, cells, logdir: str, log=print, verbose="auto", callbacks=None, tak
     the ones held, taking them over if their owner stops renewing its lease.
     It returns when every cell is finished, so a grid run as N processes
     completes as long as one of them survives.
+
+    A KD cell whose teacher another process is training is deferred: the
+    process trains its other cells first and comes back to it, rather than
+    waiting idle for the teacher.
     """
     name = getattr(spec, "name", spec)
     hparams.write_experiment(logdir, [c.config for c in [*cells, *take_over]], on_error=log)  # HParams tab
-    outcomes, skipped = {}, []
+    outcomes, skipped, deferred = {}, [], set()
     for i, cell in enumerate(cells, start=1):
         log(f"[{i}/{len(cells)}] {name}: {cell.label}")
-        outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks, poll_s=poll_s)
+        outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks, poll_s=poll_s,
+                           wait_for_teacher=False)
+        if outcome == "deferred":
+            deferred.add(cell.run_dir)
+            continue
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if outcome == "skipped":
             skipped.append(cell)
-    pending = [c for c in [*skipped, *take_over] if state(c) != "done"] if (take_over or skipped) else []
+    pending = [c for c in [*(c for c in cells if c.run_dir in deferred), *skipped, *take_over] if state(c) != "done"]
     waiting = False
     while pending:
         for cell in pending:
-            if state(cell) in ("to do", "interrupted"):
+            if state(cell) not in ("to do", "interrupted") or teacher_held(cell, logdir):
+                continue
+            if cell.run_dir in deferred:
+                log(f"[+] {name}: {cell.label} (back to it: its teacher is no longer held by another process)")
+                outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks, poll_s=poll_s)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            else:
                 log(f"[+] {name}: {cell.label} (taking over: {claims.describe(cell.run_dir)})")
                 outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks, poll_s=poll_s)
                 if outcome == "trained":
