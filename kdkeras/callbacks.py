@@ -270,20 +270,22 @@ class PreciseBNEvaluation(keras.callbacks.Callback):
     """Accuracy with precise BatchNorm statistics after every epoch; training is unchanged.
 
     At each epoch end the population statistics over ``num_batches`` batches
-    of ``train_plain`` (augmentation and dropout off) replace the moving
-    statistics while ``datasets`` are evaluated, then the moving statistics
-    come back, so the next epoch trains exactly as without this callback.
-    Logs ``<split>_accuracy_precise_bn`` and ``<split>_loss_precise_bn``.
+    of ``batches`` (dropout off) replace the moving statistics while
+    ``datasets`` are evaluated, then the moving statistics come back, so the
+    next epoch trains exactly as without this callback. Logs
+    ``<split>_accuracy_precise_bn`` and ``<split>_loss_precise_bn``.
 
     Args:
-        train_plain: unaugmented training batches.
-        num_batches: batches of ``train_plain`` per recomputation.
+        batches: training batches, the same whenever iterated: unaugmented
+            (:attr:`kdkeras.data.Splits.train_plain`) or one fixed draw of
+            augmented ones (:attr:`~kdkeras.data.Splits.train_augmented`).
+        num_batches: batches of ``batches`` per recomputation.
         datasets: ``{split name: dataset}`` to evaluate.
     """
 
-    def __init__(self, train_plain, num_batches, datasets):
+    def __init__(self, batches, num_batches, datasets):
         super().__init__()
-        self.train_plain = train_plain
+        self.batches = batches
         self.num_batches = int(num_batches)
         self.datasets = dict(datasets)
 
@@ -292,7 +294,7 @@ class PreciseBNEvaluation(keras.callbacks.Callback):
             return
         from kdkeras import batchnorm
 
-        statistics = batchnorm.population_statistics(self.model, self.train_plain, self.num_batches)
+        statistics = batchnorm.population_statistics(self.model, self.batches, self.num_batches)
         with batchnorm.swapped_statistics(batchnorm.student_of(self.model), statistics):
             for split, dataset in self.datasets.items():
                 values = self.model.evaluate(dataset, verbose=0, return_dict=True)

@@ -68,6 +68,11 @@ class _RunSettings:
             on hard targets only (alpha = 0; the "Trainee-Mentor" schedule
             that tests KD as an early hint). ``None``: KD in every epoch.
             With another ``method``, every term's weight is 0 after it.
+        teacher_epochs: epochs of the teacher's run when the teacher is
+            given by name (trained on the way, or a grid's teacher cell);
+            ``None``: the run's ``epochs``. Its learning-rate milestones
+            are its recipe's, scaled to its own epochs. For shortened runs in which a teacher
+            trained as long as its student is no stronger than it.
         method: the distillation method of a KD run, one of
             :func:`kdkeras.list_methods` (docs/methods.md), or several joined
             by ``+`` (``kd+at``). ``kd`` (default) is the paper's Hinton KD
@@ -95,6 +100,11 @@ class _RunSettings:
             the population statistics over this many training batches
             (augmentation and dropout off) after training ("precise BN");
             ``None``: off. The plain numbers are reported beside them.
+        precise_bn_augment: with ``precise_bn``, recompute over augmented
+            training batches instead (the run's crops and flips, one fixed
+            seeded draw, the same whenever measured), as PreciseBN in pycls
+            and detectron2 does; for recipes whose augmentation shifts the
+            statistics (the crd recipe's zero-padded crops).
         precise_bn_every_epoch: also measure the precise-BN accuracy after
             every epoch (``*_precise_bn`` columns); training is unchanged.
         dropout: WRN dropout rate (``None``: the family default, 0.3 for
@@ -171,6 +181,9 @@ class _RunSettings:
     alpha: float | None = setting(None, "Weight of the KD term (paper: 0.9).", minimum=0, maximum=1)
     kd_epochs: int | None = setting(None, "KD only in the first N epochs, then hard targets only (early-hint "
                                     "ablation; default: KD in every epoch).", minimum=1)
+    teacher_epochs: int | None = setting(None, "Epochs of a teacher given by name (trained on the way; default: "
+                                         "the run's epochs), e.g. a teacher trained longer than its student.",
+                                         minimum=1)
     method: str = setting("kd", f"Distillation method: {', '.join(list_methods())}, or several joined by + "
                           "(e.g. kd+at); default kd, the paper's Hinton KD (docs/methods.md).")
     method_weight: float | None = setting(None, "Weight of a single method other than kd (default: the method's "
@@ -186,6 +199,9 @@ class _RunSettings:
     precise_bn: int | None = setting(None, "Recompute the BatchNorm statistics over N training batches after "
                                      "training (augmentation and dropout off) and report the accuracy with them "
                                      "too.", minimum=1)
+    precise_bn_augment: bool = setting(False, "With --precise_bn: recompute over augmented training batches "
+                                       "(the run's crops and flips, one fixed seeded draw) instead of unaugmented "
+                                       "ones, as pycls and detectron2 do.")
     precise_bn_every_epoch: bool = setting(False, "With --precise_bn: also measure the precise-BN accuracy after "
                                            "every epoch (training is unchanged).")
     dropout: float | None = setting(None, "WRN dropout rate (paper's wrn<d>x<k>: 0.3; standard zoo's "
@@ -252,7 +268,8 @@ NON_IDENTITY_FIELDS = ("data_dir", "archive", "download", "data_mirror", "strate
                        "jit_compile", "deterministic",
                        "data_tuning")
 #: KD-only settings, which a teacher does not inherit from its student's command.
-KD_FIELDS = ("teacher", "temperature", "alpha", "kd_epochs", "method", "method_weight") + METHOD_SETTING_FIELDS
+KD_FIELDS = ("teacher", "temperature", "alpha", "kd_epochs", "teacher_epochs", "method",
+             "method_weight") + METHOD_SETTING_FIELDS
 #: The settings of a residual-free rival (``--plain``): they apply to NR models only.
 PLAIN_FIELDS = ("plain", "anneal_fraction")
 #: Settings of the student's model alone, which a teacher trained on the way
@@ -360,6 +377,9 @@ def validate(config: RunConfig) -> None:
     _check(not config.precise_bn_every_epoch or config.precise_bn is not None,
            "precise_bn_every_epoch needs precise_bn=N (the number of training batches to recompute the "
            "BatchNorm statistics over).")
+    _check(not config.precise_bn_augment or config.precise_bn is not None,
+           "precise_bn_augment needs precise_bn=N (the number of training batches to recompute the "
+           "BatchNorm statistics over).")
     _check(isinstance(config.seed, int) and config.seed >= 0,
            f"seed must be a non-negative integer. Received: seed={config.seed!r}.")
     _check(config.lr > 0, f"lr must be > 0. Received: lr={config.lr!r}.")
@@ -377,6 +397,14 @@ def validate(config: RunConfig) -> None:
                and config.kd_epochs > 0),
            f"kd_epochs must be a positive integer (or unset: KD in every epoch). "
            f"Received: kd_epochs={config.kd_epochs!r}.")
+    _check(config.teacher_epochs is None
+           or (isinstance(config.teacher_epochs, int) and not isinstance(config.teacher_epochs, bool)
+               and config.teacher_epochs > 0),
+           f"teacher_epochs must be a positive integer (or unset: the run's epochs). "
+           f"Received: teacher_epochs={config.teacher_epochs!r}.")
+    _check(config.teacher_epochs is None or not (config.distill and is_model_file(config.teacher)),
+           f"teacher_epochs applies to a teacher given by name (trained as a run of kdkeras); "
+           f"{config.teacher} is a trained model file. Remove teacher_epochs.")
     if config.distill and config.kd_epochs is not None:
         _check(config.kd_epochs <= config.epochs,
                f"kd_epochs must be at most epochs ({config.epochs}). Received: kd_epochs={config.kd_epochs}.")
@@ -387,7 +415,8 @@ def validate(config: RunConfig) -> None:
 
     _check(config.init in INITS, f"Unknown init '{config.init}'. Valid choices: {', '.join(INITS)}.")
     _validate_plain(config)
-    for name in ("augment", "mixed_precision", "jit_compile", "precise_bn_every_epoch", "deterministic", "download"):
+    for name in ("augment", "mixed_precision", "jit_compile", "precise_bn_augment", "precise_bn_every_epoch",
+                 "deterministic", "download"):
         _check(isinstance(getattr(config, name), bool),
                f"{name} must be true or false. Received: {name}={getattr(config, name)!r}.")
     from kdkeras.data.specs import DATA_TUNINGS
@@ -470,7 +499,9 @@ def teacher_config(config: RunConfig) -> RunConfig:
     epochs (scaled from the recipe) is scaled again from the teacher's own
     recipe; explicit milestones or gamma are inherited. The student's own
     model settings (:data:`STUDENT_FIELDS`: ``init``) are not: the teacher
-    is a plain baseline.
+    is a plain baseline. With ``teacher_epochs`` the teacher trains that many
+    epochs, on its recipe's schedule scaled to them (the student's explicit
+    milestones are not inherited).
     """
     defaults = recipe_defaults(config.model, distill=True)
     scaled = recipe_defaults(config.model, distill=True, epochs=config.epochs)
@@ -481,6 +512,9 @@ def teacher_config(config: RunConfig) -> RunConfig:
         k: current[k] for k in INHERITED_FIELDS
         if k in always or (current[k] != (scaled if k in schedule else defaults)[k])
     }
+    if config.teacher_epochs is not None:  # its own length: its recipe's milestones, scaled to it
+        inherited["epochs"] = config.teacher_epochs
+        inherited.pop("lr_milestones", None)
     return resolve({**inherited, "model": config.teacher})
 
 

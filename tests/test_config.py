@@ -137,15 +137,40 @@ def test_teacher_scales_its_own_schedule_and_inherits_an_explicit_one():
     assert run_name(teacher_config(kd)) == run_name(resolve({"model": "wrn16x1_R_g2", "epochs": 20}))
 
 
+def test_a_teacher_trained_longer_than_its_student():
+    """teacher_epochs: the teacher's run is that of the teacher alone at its own length and schedule; it names
+    the KD run, never the student's hard-target baseline."""
+    base = {"model": "wrn16x1_NR_g2", "teacher": "wrn16x1_R_g2", "epochs": 20}
+    kd = resolve({**base, "teacher_epochs": 40})
+    teacher = teacher_config(kd)
+    assert (teacher.epochs, teacher.lr_milestones, kd.epochs, kd.lr_milestones) == (40, (10, 20, 30), 20, (5, 10, 15))
+    assert run_name(teacher) == run_name(resolve({"model": "wrn16x1_R_g2", "epochs": 40}))
+    assert run_name(kd) != run_name(resolve(base))
+    student = {"model": "wrn16x1_NR_g2", "epochs": 20}
+    assert run_name(resolve({**student, "teacher_epochs": 40})) == run_name(resolve(student))
+    explicit = teacher_config(resolve({**base, "teacher_epochs": 40, "lr_milestones": [4, 8]}))
+    assert explicit.lr_milestones == (10, 20, 30)  # the student's explicit milestones are for 20 epochs
+    assert teacher_config(resolve({**base, "teacher_epochs": 20})).epochs == 20
+    for settings, fragment in (({"teacher_epochs": 0}, "teacher_epochs must be a positive integer"),
+                               ({"teacher_epochs": True}, "teacher_epochs must be a positive integer"),
+                               ({"teacher": "/runs/t/model.keras", "teacher_epochs": 5},
+                                "teacher_epochs applies to a teacher given by name")):
+        with pytest.raises(ValueError, match=fragment):
+            resolve({**base, **settings})
+
+
 def test_validation_and_precise_bn_settings():
     c = resolve({"model": "wrn16x1_R_g2", "val_size": 100, "precise_bn": 8, "precise_bn_every_epoch": True})
     assert (c.val_size, c.precise_bn, c.precise_bn_every_epoch) == (100, 8, True)
     names = {run_name(resolve({"model": "wrn16x1_R_g2", **extra}))
-             for extra in ({}, {"val_size": 100}, {"precise_bn": 8}, {"precise_bn": 8, "precise_bn_every_epoch": True})}
-    assert len(names) == 4 and "wrn16x1_R_g2-s0" in names
+             for extra in ({}, {"val_size": 100}, {"precise_bn": 8}, {"precise_bn": 8, "precise_bn_every_epoch": True},
+                           {"precise_bn": 8, "precise_bn_augment": True})}
+    assert len(names) == 5 and "wrn16x1_R_g2-s0" in names
     for settings, fragment in (({"val_size": 0}, "val_size must be a positive integer"),
                                ({"precise_bn": -1}, "precise_bn must be a positive integer"),
-                               ({"precise_bn_every_epoch": True}, "precise_bn_every_epoch needs precise_bn")):
+                               ({"precise_bn_every_epoch": True}, "precise_bn_every_epoch needs precise_bn"),
+                               ({"precise_bn_augment": True}, "precise_bn_augment needs precise_bn"),
+                               ({"precise_bn": 8, "precise_bn_augment": 1}, "precise_bn_augment must be true or false")):
         with pytest.raises(ValueError, match=fragment):
             resolve({"model": "wrn16x1_R_g2", **settings})
 

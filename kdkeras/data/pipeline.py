@@ -201,6 +201,12 @@ class Splits:
         test: test batches.
         train_plain: the training images in one seeded order, unaugmented
             (population statistics for precise BN).
+        train_augmented: the training images in another seeded order,
+            augmented as for training with one seeded draw of crops and
+            flips, the same batches whenever iterated (precise BN over
+            augmented batches, ``precise_bn_augment``). Its order and
+            augmentation depend only on the seed, never on how far training
+            got, so a resumed run measures what an uninterrupted one would.
         info: the :class:`DatasetInfo`.
         steps_per_epoch: training batches per epoch.
         train_epochs: ``train_epochs(start, stop, with_indices=False)``:
@@ -222,12 +228,18 @@ class Splits:
     info: DatasetInfo
     steps_per_epoch: int
     train_epochs: Callable[..., tf.data.Dataset]
+    train_augmented: tf.data.Dataset
 
     def eval_splits(self) -> dict:
         """``{"val": ..., "test": ...}`` (``"val"`` only when present)."""
         out = {"val": self.val} if self.val is not None else {}
         out["test"] = self.test
         return out
+
+
+#: Offset of the seed of :attr:`Splits.train_augmented` from the run's (training uses ``seed`` and ``seed + 1``,
+#: ``train_plain`` ``seed + 2``).
+PRECISE_BN_SEED = 3
 
 
 def make_splits(
@@ -300,6 +312,8 @@ def make_splits(
         steps_per_epoch=int(n // batch_size if drop_remainder else math.ceil(n / batch_size)),
         train_epochs=functools.partial(_train_epochs_pipeline, x, y, info, batch_size, seed, augment,
                                        drop_remainder),
+        # Epoch 0 of seeds (seed + PRECISE_BN_SEED, + 1): neither a training epoch's order nor its crops.
+        train_augmented=_train_epochs_pipeline(x, y, info, batch_size, seed + PRECISE_BN_SEED, augment, False, 0, 1),
     )
 
 

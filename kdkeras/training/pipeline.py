@@ -317,8 +317,13 @@ def training_callbacks(config, data, *, evaluate_test: bool = True) -> list:
         splits = {"val": data.val} if data.val is not None else {}
         if evaluate_test:
             splits["test"] = data.test
-        callbacks.append(PreciseBNEvaluation(data.train_plain, config.precise_bn, splits))
+        callbacks.append(PreciseBNEvaluation(precise_bn_batches(config, data), config.precise_bn, splits))
     return callbacks
+
+
+def precise_bn_batches(config, data):
+    """The training batches that precise BN recomputes the statistics over: augmented with ``precise_bn_augment``."""
+    return data.train_augmented if config.precise_bn_augment else data.train_plain
 
 
 def record_callbacks(folder: RunFolder, initial_epoch: int) -> list:
@@ -400,7 +405,8 @@ def final_measurements(config, model, data, history) -> dict:
       with every BatchNorm layer using the evaluated batch's statistics;
       ``batch_stats_gap`` is its difference to ``test_accuracy``.
     * With ``precise_bn``: ``test_accuracy_precise_bn`` (and ``val_...``)
-      after the moving statistics are replaced by population statistics;
+      after the moving statistics are replaced by population statistics
+      (over augmented batches with ``precise_bn_augment``);
       the model keeps those statistics (it is saved with them).
     """
     from kdkeras import batchnorm
@@ -417,7 +423,7 @@ def final_measurements(config, model, data, history) -> dict:
         out[f"{split}_accuracy_batch_stats"] = batchnorm.batch_statistics_accuracy(model, dataset)
     out["batch_stats_gap"] = out["test_accuracy_batch_stats"] - out["test_accuracy"]
     if config.precise_bn:
-        batchnorm.precise_bn(model, data.train_plain, config.precise_bn)
+        batchnorm.precise_bn(model, precise_bn_batches(config, data), config.precise_bn)
         for split, dataset in data.eval_splits().items():
             out[f"{split}_accuracy_precise_bn"] = model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"]
     return out
@@ -472,6 +478,7 @@ def summarise(config, model, student, data, folder: RunFolder, work: RunFolder, 
         "kd_epochs": config.kd_epochs if config.distill else None,
         "method": config.method if config.distill else None,
         "precise_bn": config.precise_bn,
+        "precise_bn_augment": config.precise_bn_augment if config.precise_bn else None,
         "lr_milestones": list(config.lr_milestones or ()),
         "lr_gamma": config.lr_gamma,
         "train_examples": info.train_examples,

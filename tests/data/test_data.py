@@ -671,3 +671,35 @@ def test_each_epochs_order_is_a_function_of_seed_and_epoch():
     again = data.make_splits("synthetic", train_size=24, test_size=4, batch_size=8, seed=3, augment=False)
     np.testing.assert_array_equal(labels(again, 0, 2), both)
     assert not np.array_equal(labels(other, 0, 1), first)  # another seed, another order
+
+
+def test_precise_bn_batches_are_one_fixed_draw_of_the_training_augmentation():
+    """``train_augmented``: zero-padded crops and flips of the training images (checked against NumPy windows),
+    the same batches whenever iterated or rebuilt, and neither training epoch 0's order nor its crops."""
+    x, _ = data.load_arrays("synthetic", "train", size=16)
+
+    def splits():
+        return data.make_splits("synthetic", train_size=16, test_size=4, batch_size=8, seed=5, augment="zeros")
+
+    first = splits()
+    batches = [(i.numpy(), l.numpy()) for i, l in first.train_augmented]
+    assert [b[0].shape for b in batches] == [(8, 32, 32, 3)] * 2
+    for again in ([(i.numpy(), l.numpy()) for i, l in first.train_augmented],
+                  [(i.numpy(), l.numpy()) for i, l in splits().train_augmented]):
+        for (a, la), (b, lb) in zip(batches, again, strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(la, lb)
+    padded = [np.pad(img, ((4, 4), (4, 4), (0, 0))) for img in x]  # zeros, as the crd recipe pads
+    windows = [{(oy, ox, f): (w[:, ::-1] if f else w) for oy in range(9) for ox in range(9) for f in (False, True)
+                for w in [p[oy:oy + 32, ox:ox + 32]]} for p in padded]
+    sources, keys = [], set()
+    for images, _ in batches:
+        for aug in _denormalize(images, first.info):
+            found = [(i, k) for i, w in enumerate(windows) for k, v in w.items() if np.array_equal(v, aug)]
+            assert found, "a precise-BN image is not a zero-padded window of any training image"
+            sources.append(found[0][0])
+            keys.update(k for _, k in found)
+    assert sorted(sources) == list(range(16))  # every training image once
+    assert {k[2] for k in keys} == {False, True} and len({k[:2] for k in keys}) > 5
+    epoch0 = [i.numpy() for i, _ in first.train_epochs(0, 1)]
+    assert not any(np.array_equal(a, b) for a, b in zip(epoch0, (b[0] for b in batches)))

@@ -249,3 +249,35 @@ def test_explicit_milestones_are_kept_and_followed(tmp_path):
     assert saved["lr_milestones"] == [2] and results["lr_milestones"] == [2]
     history = read_history(os.path.join(results["run_dir"], "history.csv"))
     assert [row["lr"] for row in history] == [pytest.approx(0.1), pytest.approx(0.1), pytest.approx(0.02)]
+
+
+def test_precise_bn_over_augmented_batches_is_kept_and_the_same_after_a_resume(tmp_path):
+    """``precise_bn_augment``: the saved statistics are the population statistics of the fixed augmented draw,
+    not of the unaugmented images, and an interrupted run ends with the ones an uninterrupted run has."""
+    from kdkeras import batchnorm
+    from kdkeras.training import make_run_data
+
+    settings = {"model": "wrn10x1_R_g2", **TINY, "pad_mode": "zeros", "precise_bn": 2}
+    config = config_lib.resolve({**settings, "precise_bn_augment": True, "precise_bn_every_epoch": True})
+    assert config_lib.run_name(config) != config_lib.run_name(config_lib.resolve(settings))
+    with pytest.raises(ValueError, match="precise_bn_augment needs precise_bn=N"):
+        config_lib.resolve({"model": "wrn10x1_R_g2", "precise_bn_augment": True})
+    whole = train_and_evaluate(config, str(tmp_path / "whole"), verbose=0)
+    with pytest.raises(Interrupt):
+        train_and_evaluate(config, str(tmp_path / "resumed"), callbacks=[stop_after(0)], verbose=0)
+    resumed = train_and_evaluate(config, str(tmp_path / "resumed"), verbose=0)
+    assert whole["precise_bn_augment"] is True
+    assert resumed["test_accuracy_precise_bn"] == whole["test_accuracy_precise_bn"]
+    models = [load_model(os.path.join(r["run_dir"], "model.keras")) for r in (whole, resumed)]
+    for a, b in zip(*(batchnorm.get_statistics(m) for m in models), strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    data = make_run_data(config)
+    augmented = batchnorm.population_statistics(models[0], data.train_augmented, 2)
+    plain = batchnorm.population_statistics(models[0], data.train_plain, 2)
+    for (mean, var), (plain_mean, _), bn in zip(augmented, plain, batchnorm.batchnorm_layers(models[0])):
+        np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), var, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(augmented[0][0], plain[0][0], rtol=1e-3, atol=1e-4)  # the crops moved them
+    history = read_history(os.path.join(whole["run_dir"], "history.csv"))
+    assert history[-1]["test_accuracy_precise_bn"] == pytest.approx(whole["test_accuracy_precise_bn"], abs=1e-6)
