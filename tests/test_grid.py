@@ -231,6 +231,20 @@ def test_a_kd_run_whose_teacher_another_process_trains_is_deferred_not_waited_fo
     assert all(grid.state(c) == "done" for c in cells)  # the teacher was trained on the way, once
 
 
+def test_a_grid_whose_teachers_train_longer_plans_them_so_and_says_it(tmp_path):
+    config = tmp_path / "pair.yaml"
+    config.write_text(PAIR_GRID.replace("  epochs: 1\n", "  epochs: 1\n  teacher_epochs: 3\n"))
+    cells = grid.plan(grid.load_grid(str(config)), str(tmp_path))
+    # The student's R baseline (the table's "Baseline" row) trains as long as the student; its teacher longer.
+    assert sorted((c.kind, c.config.model, c.config.epochs) for c in cells) == [
+        ("baseline", "wrn10x1_NR_g2", 1), ("baseline", "wrn10x1_R_g2", 1), ("baseline", "wrn10x1_R_g2", 3),
+        ("kd", "wrn10x1_NR_g2", 1)]
+    lines = []
+    grid.print_plan("pair", cells, cells, 0, 1, out=lines.append)
+    assert any(" wrn10x1_R_g2 (seed 0, 3 epochs) -> " in line for line in lines), lines
+    assert any(" wrn10x1_NR_g2 from wrn10x1_R_g2 (seed 0, 1 epoch) -> " in line for line in lines), lines
+
+
 def test_the_plan_names_what_each_cell_trains(tmp_path):
     """Baselines train on hard targets (no KD axis shown); a KD cell of a grid whose method is a setting, not
     an axis, still names its method unless it is Hinton KD."""

@@ -86,13 +86,16 @@ def print_plan(spec, cells, mine, index, count, out=print) -> None:
     states = {}
     name = getattr(spec, "name", spec)
     out(f"Grid {name}: {len(cells)} runs, shard {index}/{count} has {len(mine)}")
+    lengths = len({cell.config.epochs for cell in cells}) > 1  # e.g. teachers trained longer (teacher_epochs)
     for cell in mine:
         s = state(cell)
         states[s] = states.get(s, 0) + 1
         teacher = f" from {cell.config.teacher}" if cell.kind == "kd" else ""
         claim = claims.owner(cell.run_dir) if s in ("running", "interrupted") else None
         held = f" [{claim.describe()}]" if claim is not None else ""
-        axes = "".join(f", {k}={v}" for k, v in cell.axes)
+        epochs = cell.config.epochs
+        axes = (f", {epochs} epoch{'s' * (epochs != 1)}" if lengths else "") + \
+            "".join(f", {k}={v}" for k, v in cell.axes)
         if cell.kind == "kd" and cell.config.method != "kd" and "method" not in dict(cell.axes):
             axes += f", method={cell.config.method}"  # a grid's setting, not an axis: still not Hinton KD
         out(f"  {s:<12} {cell.kind:<9} {cell.config.model}{teacher} (seed {cell.config.seed}{axes}) -> "
