@@ -280,13 +280,22 @@ def parse_model_name(name: str) -> ModelSpec:
     if standard is not None:
         return standard
     parts = name.split("_")
+    if len(parts) == 2 and parts[1] in ("R", "NR") and _is_net(parts[0]):
+        raise UsageError(
+            f"Model name '{name}' lacks its grouping: add '_g<n>' (n groups) or '_G<n>' (n channels per "
+            f"group), e.g. '{name}_g2'; '_g1' is standard convolutions."
+        )
     if len(parts) != 3:
         raise UsageError(
-            f"Model name '{name}' must have three parts '<net>_<R|NR>_<g|G><n>', "
-            f"e.g. 'wrn22x10_NR_G4' or 'resnet18_R_g8'."
+            f"Unknown model '{name}'.{_did_you_mean(name)} A model name is the paper's "
+            f"'<net>_<R|NR>_<g|G><n>' (e.g. 'wrn22x10_NR_G4', 'resnet18_R_g8') or a network of the standard "
+            f"CIFAR zoo: {', '.join(list_nets(standard=True))} ('<net>_NR': without skips)."
         )
     net, res, grouping = parts
-    net_entry(net)  # validates the net part
+    try:
+        net_entry(net)  # validates the net part
+    except UsageError as err:
+        raise UsageError(f"{err}{_did_you_mean(name)}") from None
     if res not in ("R", "NR"):
         raise UsageError(
             f"Bad residual token '{res}' in model name '{name}'. Valid choices: "
@@ -303,6 +312,24 @@ def parse_model_name(name: str) -> ModelSpec:
     for channels in grouped_channels(net):
         spec.groups_for(channels)  # raises if the grouping does not divide
     return spec
+
+
+def _is_net(net: str) -> bool:
+    try:
+        net_entry(net)
+    except UsageError:
+        return False
+    return True
+
+
+def _did_you_mean(name: str) -> str:
+    """`` Did you mean 'resnet56'?`` for a near miss of a model name (its case or a typo), else ``""``."""
+    import difflib
+
+    known = list_standard_models() + list_models()
+    by_case = [k for k in known if k.lower() == name.lower()]
+    close = by_case or difflib.get_close_matches(name, known, n=3, cutoff=0.75)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def _parse_standard(name: str) -> ModelSpec | None:

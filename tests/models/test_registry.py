@@ -50,7 +50,11 @@ def test_parse_fields():
         ("wrn22x2_R_g0", ["Bad grouping 'g0'"]),
         ("wrn22x2_R_g3", ["'g3'", "16 channels", "Valid groupings", "g16"]),
         ("mobilenetv2_R_G64", ["'G64'", "Valid groupings"]),
-        ("wrn22x2_R", ["three parts"]),
+        ("wrn22x2_R", ["'wrn22x2_R' lacks its grouping", "'_g<n>'", "e.g. 'wrn22x2_R_g2'"]),
+        ("wrn22x2", ["Unknown model 'wrn22x2'", "'<net>_<R|NR>_<g|G><n>'", "resnet56", "ShuffleV2"]),
+        ("resnet57", ["Unknown model 'resnet57'", "Did you mean 'resnet56'", "standard CIFAR zoo: resnet8"]),
+        ("Resnet56", ["Did you mean 'resnet56'?"]),
+        ("wrn_16_3", ["Unknown network 'wrn'", "Did you mean 'wrn_16_2' or 'wrn_16_1'?"]),
         ("", ["non-empty"]),
     ],
 )
