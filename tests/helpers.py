@@ -211,3 +211,10 @@ def paired_difference(seeds, reference):
         return "—"
     text = f"{np.mean(differences):+.2f}"
     return text if len(differences) == 1 else f"{text} ± {np.std(differences, ddof=1):.2f}"
+
+
+def one_pair_grid(name: str, *, epochs: int, train_size: int, batch_size: int, test_size: int | None = None) -> str:
+    """A table grid's YAML text: WRN-10x1 NR_g2 distilled from R_g2 on synthetic data, one seed (3 runs)."""
+    return (f"name: {name}\nnet: wrn10x1\ndataset: synthetic\nseeds: 1\nhalves:\n  left:\n    students: [NR_g2]\n"
+            f"    teachers: [R_g2]\nsettings:\n  epochs: {epochs}\n  train_size: {train_size}\n"
+            f"  test_size: {test_size or train_size}\n  batch_size: {batch_size}\n")

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from helpers import one_pair_grid
 
 from kdkeras import config as config_lib
 from kdkeras import claims, grid
@@ -179,21 +180,7 @@ def test_a_fresh_lease_from_another_host_is_respected(tmp_path):
     assert claims.owner(cell.run_dir).host == "node7.cluster"  # untouched
 
 
-PAIR_GRID = """
-name: pair
-net: wrn10x1
-dataset: synthetic
-seeds: 1
-halves:
-  left:
-    students: [NR_g2]
-    teachers: [R_g2]
-settings:
-  epochs: 1
-  train_size: 64
-  test_size: 64
-  batch_size: 64
-"""
+PAIR_GRID = one_pair_grid("pair", epochs=1, train_size=64, batch_size=64)
 
 
 def test_a_kd_run_whose_teacher_another_process_trains_is_deferred_not_waited_for(tmp_path, monkeypatch):
@@ -324,21 +311,7 @@ def test_concurrent_shards_train_every_cell_once_then_resume_and_tables(tmp_path
     assert not os.path.exists(os.path.join(folder, "comparison.md"))  # synthetic: no paper values
 
 
-PREEMPT_GRID = """
-name: preempt
-net: wrn10x1
-dataset: synthetic
-seeds: 1
-halves:
-  left:
-    students: [NR_g2]
-    teachers: [R_g2]
-settings:
-  epochs: 6
-  train_size: 128
-  test_size: 64
-  batch_size: 64
-"""
+PREEMPT_GRID = one_pair_grid("preempt", epochs=6, train_size=128, test_size=64, batch_size=64)
 
 
 @pytest.mark.slow

@@ -13,27 +13,13 @@ import os
 
 import pytest
 
-from helpers import run_script
+from helpers import one_pair_grid, run_script
 
 from kdkeras import grid, host
 from kdkeras.errors import UsageError
 from kdkeras.experiments.grid import workers
 
-TINY_GRID = """
-name: tiny_workers
-net: wrn10x1
-dataset: synthetic
-seeds: 1
-halves:
-  left:
-    students: [NR_g2]
-    teachers: [R_g2]
-settings:
-  epochs: 1
-  train_size: 32
-  test_size: 32
-  batch_size: 32
-"""
+TINY_GRID = one_pair_grid("tiny_workers", epochs=1, train_size=32, batch_size=32)
 
 
 def test_two_workers_on_one_device_train_every_run_once(tmp_path):
