@@ -64,7 +64,7 @@ flags.DEFINE_integer("seeds", None, "Seeds per cell (overrides the config).")
 # The run settings that a grid's flags set for every run of it, over the config's (and the dataset, init and plain).
 _OVERRIDES = ("data_dir", "archive", "download", "data_mirror", "epochs", "batch_size", "lr", "train_size",
               "test_size", "val_size",
-              "precise_bn", "strategy", "kd_epochs")
+              "precise_bn", "precise_bn_augment", "strategy", "kd_epochs", "teacher_epochs")
 cli.define_run_flags(only=("dataset", *_OVERRIDES, "init", "plain", "anneal_fraction"),
                      help={"dataset": "cifar100, cifar10, synthetic or folder (overrides the config).",
                            "epochs": "Epochs of every run (default: the paper's recipe).",
