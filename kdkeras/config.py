@@ -98,7 +98,8 @@ class _RunSettings:
             protocol (train on the whole training split, no selection).
         precise_bn: recompute every BatchNorm layer's moving statistics as
             the population statistics over this many training batches
-            (augmentation and dropout off) after training ("precise BN");
+            (dropout off; unaugmented unless ``precise_bn_augment``) after
+            training ("precise BN");
             ``None``: off. The plain numbers are reported beside them.
         precise_bn_augment: with ``precise_bn``, recompute over augmented
             training batches instead (the run's crops and flips, one fixed
@@ -197,8 +198,8 @@ class _RunSettings:
                                    "(class-balanced, seeded; never trained on): val_* columns, "
                                    "best-validation-epoch results. Default: none, the paper's protocol.", minimum=1)
     precise_bn: int | None = setting(None, "Recompute the BatchNorm statistics over N training batches after "
-                                     "training (augmentation and dropout off) and report the accuracy with them "
-                                     "too.", minimum=1)
+                                     "training (dropout off; unaugmented unless --precise_bn_augment) and report "
+                                     "the accuracy with them too.", minimum=1)
     precise_bn_augment: bool = setting(False, "With --precise_bn: recompute over augmented training batches "
                                        "(the run's crops and flips, one fixed seeded draw) instead of unaugmented "
                                        "ones, as pycls and detectron2 do.")
@@ -334,6 +335,11 @@ def resolve(overrides: dict) -> RunConfig:
                              f"Received: {settings['lr_milestones']!r}.") from None
     config = RunConfig(**settings)
     validate(config)
+    if config.teacher_epochs is not None and config.distill:
+        # A teacher_epochs that changes nothing (the teacher's own length) is no setting: one run, one name.
+        plain = dataclasses.replace(config, teacher_epochs=None)
+        if teacher_config(config) == teacher_config(plain):
+            return plain
     return config
 
 
@@ -380,6 +386,9 @@ def validate(config: RunConfig) -> None:
     _check(not config.precise_bn_augment or config.precise_bn is not None,
            "precise_bn_augment needs precise_bn=N (the number of training batches to recompute the "
            "BatchNorm statistics over).")
+    _check(not config.precise_bn_augment or config.augment is not False,
+           "precise_bn_augment recomputes over augmented batches, but this run trains without augmentation "
+           "(augment=false): drop precise_bn_augment.")
     _check(isinstance(config.seed, int) and config.seed >= 0,
            f"seed must be a non-negative integer. Received: seed={config.seed!r}.")
     _check(config.lr > 0, f"lr must be > 0. Received: lr={config.lr!r}.")

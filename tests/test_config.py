@@ -150,7 +150,8 @@ def test_a_teacher_trained_longer_than_its_student():
     assert run_name(resolve({**student, "teacher_epochs": 40})) == run_name(resolve(student))
     explicit = teacher_config(resolve({**base, "teacher_epochs": 40, "lr_milestones": [4, 8]}))
     assert explicit.lr_milestones == (10, 20, 30)  # the student's explicit milestones are for 20 epochs
-    assert teacher_config(resolve({**base, "teacher_epochs": 20})).epochs == 20
+    same = resolve({**base, "teacher_epochs": 20})  # the teacher's own length: no setting, the same run
+    assert same.teacher_epochs is None and run_name(same) == run_name(resolve(base))
     for settings, fragment in (({"teacher_epochs": 0}, "teacher_epochs must be a positive integer"),
                                ({"teacher_epochs": True}, "teacher_epochs must be a positive integer"),
                                ({"teacher": "/runs/t/model.keras", "teacher_epochs": 5},
@@ -170,7 +171,9 @@ def test_validation_and_precise_bn_settings():
                                ({"precise_bn": -1}, "precise_bn must be a positive integer"),
                                ({"precise_bn_every_epoch": True}, "precise_bn_every_epoch needs precise_bn"),
                                ({"precise_bn_augment": True}, "precise_bn_augment needs precise_bn"),
-                               ({"precise_bn": 8, "precise_bn_augment": 1}, "precise_bn_augment must be true or false")):
+                               ({"precise_bn": 8, "precise_bn_augment": 1}, "precise_bn_augment must be true or false"),
+                               ({"precise_bn": 8, "precise_bn_augment": True, "augment": False},
+                                "trains without augmentation")):
         with pytest.raises(ValueError, match=fragment):
             resolve({"model": "wrn16x1_R_g2", **settings})
 

@@ -88,8 +88,11 @@ def markdown(name="crd_zoo"):
 
 @pytest.mark.parametrize("name", sorted(TABLES))
 def test_the_standard_zoo_tables_are_recomputed_from_their_runs(name):
-    if not os.path.isdir(os.path.join(ROOT, "docs", "results", name)):
-        pytest.skip(f"no runs of {TABLES[name][0]} committed yet")
-    header, table = marked_table(PAGE, f"<!-- table: {name} -->")
+    marker = f"<!-- table: {name} -->"
+    with open(PAGE) as f:
+        page = f.read()
+    if marker not in page:
+        pytest.skip(f"docs/results.md has no table of {TABLES[name][0]} yet")
+    header, table = marked_table(PAGE, marker)
     assert header == HEADER, header
     assert table == _table(name)

@@ -515,3 +515,21 @@ def test_distributed_search_with_a_chief_and_two_workers(tmp_path):
     assert logs["chief"].count(stored["distill_command"]) == 1  # the summary
     for worker in ("tuner0", "tuner1"):
         assert stored["distill_command"] not in logs[worker] and "the chief writes" in logs[worker]
+
+
+def test_the_reproduce_command_passes_teacher_epochs_only_with_a_teacher_by_name():
+    """A tuned lr names the teacher by its model file, which is that teacher already trained: no --teacher_epochs."""
+    from kdkeras.experiments.tuning.results import distill_command
+
+    config = config_lib.resolve({"model": "wrn10x1_NR_g2", "teacher": "wrn10x1_R_g2", "dataset": "synthetic",
+                                 "epochs": 2, "teacher_epochs": 4, "val_size": 16})
+    by_name = distill_command(config, {"temperature": 4.0, "alpha": 0.9, "lr": 0.1}, "logs")
+    assert "--teacher=wrn10x1_R_g2 " in by_name and "--teacher_epochs=4" in by_name
+    by_file = distill_command(config, {"temperature": 4.0, "alpha": 0.9, "lr": 0.05}, "logs")
+    assert "/model.keras" in by_file and "teacher_epochs" not in by_file
+    for command in (by_name, by_file):  # each command resolves to a valid run
+        flags = dict(arg[2:].split("=", 1) for arg in command.split()[2:])
+        settings = {"model": flags.pop("student"), **flags}
+        settings.pop("logdir", None)
+        config_lib.resolve({k: (int(v) if v.isdigit() else float(v) if k in ("lr", "temperature", "alpha") else v)
+                            for k, v in settings.items()})

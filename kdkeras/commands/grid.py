@@ -73,6 +73,8 @@ cli.define_run_flags(only=("dataset", *_OVERRIDES, "init", "plain", "anneal_frac
                            "val_size": "Validation images held out of the training split (adds the "
                                        "best-validation-epoch tables).",
                            "kd_epochs": "KD only in the first N epochs of every KD run (early-hint ablation).",
+                           "teacher_epochs": "Epochs of every KD run's teacher (default: the runs' epochs); the "
+                                             "tables get their own folder, <grid>-teacher<N>.",
                            "init": "Kernel initialisation of every student: he or dirac (replaces an init axis; "
                                    "teachers keep he).",
                            "plain": "Residual-free training of every NR student and NR baseline: repvgg, diracnet "
@@ -166,6 +168,8 @@ def main(argv):
         spec.settings.update({k: FLAGS[k].value for k in _OVERRIDES if FLAGS[k].value is not None})
         if spec.settings.get("kd_epochs") is not None:
             spec.name += f"-kd{spec.settings['kd_epochs']}"  # its own tables, next to the KD-throughout ones
+        if FLAGS.teacher_epochs is not None:
+            spec.name += f"-teacher{FLAGS.teacher_epochs}"  # its own tables, next to the config's
         if FLAGS.init is not None:
             spec.axes.pop("init", None)
             spec.settings["init"] = FLAGS.init

@@ -96,7 +96,8 @@ def ensure_teacher_run(config, logdir: str, *, log=_print, verbose="auto", train
     if not finished and not train_teacher:
         raise MissingFileError(
             f"Teacher {teacher_cfg.model} has no finished run at {folder.path}. Train it first "
-            f"(kdkeras train --model={teacher_cfg.model} with the same settings), pass "
+            f"(kdkeras train --model={teacher_cfg.model} with the same settings"
+            f"{f', --epochs={teacher_cfg.epochs}' if config.teacher_epochs else ''}), pass "
             f"--teacher=PATH.keras, or allow training it on the way (--train_teacher).")
     waited = False
     while not finished:

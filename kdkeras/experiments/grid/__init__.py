@@ -21,7 +21,8 @@ its order, with shared settings, and adds a summary across them.
 ``--shard=i/n`` takes every n-th cell of that order, so shards are disjoint
 and together complete. Each run is claimed with a lock file next to its
 folder, so two processes on a shared ``--logdir`` never train the same run;
-a KD cell whose teacher another shard is training waits for it.
+a KD cell whose teacher another shard is training waits until the shard's
+other cells are done.
 
 One job per module:
 

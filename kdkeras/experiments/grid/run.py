@@ -24,10 +24,15 @@ def state(cell: Cell) -> str:
     return "to do"
 
 
+#: ``(KD cell's run folder, logdir)`` -> its teacher's run folder (the run folder's name needs the data's
+#: fingerprint, which reads the data: computed once per cell, not at every poll).
+_TEACHER_FOLDERS: dict = {}
+
+
 def teacher_held(cell: Cell, logdir: str) -> str | None:
     """How another live process holds the unfinished teacher run of KD cell ``cell`` (``None`` if it does not).
 
-    Every worker of a multi-worker run gets the chief's answer.
+    A collective under a multi-worker strategy: every worker calls it and gets the chief's answer.
     """
     from kdkeras import config as config_lib
     from kdkeras.training import distribute
@@ -35,7 +40,10 @@ def teacher_held(cell: Cell, logdir: str) -> str | None:
 
     if cell.kind != "kd":
         return None
-    folder = RunFolder.of(config_lib.teacher_config(cell.config), logdir)
+    key = (cell.run_dir, logdir)
+    if key not in _TEACHER_FOLDERS:
+        _TEACHER_FOLDERS[key] = RunFolder.of(config_lib.teacher_config(cell.config), logdir)
+    folder = _TEACHER_FOLDERS[key]
     strategy = distribute.make_strategy(cell.config.strategy)
     chief = distribute.is_chief()
     held = chief and not folder.is_finished() and claims.is_claimed(folder.path)
@@ -155,23 +163,24 @@ def run(spec, cells, logdir: str, log=print, verbose="auto", callbacks=None, tak
         log(f"[{i}/{len(cells)}] {name}: {cell.label}")
         outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks, poll_s=poll_s,
                            wait_for_teacher=False)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if outcome == "deferred":
             deferred.add(cell.run_dir)
-            continue
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        if outcome == "skipped":
+        elif outcome == "skipped":
             skipped.append(cell)
     pending = [c for c in [*(c for c in cells if c.run_dir in deferred), *skipped, *take_over] if state(c) != "done"]
     waiting = False
     while pending:
         for cell in pending:
-            if state(cell) not in ("to do", "interrupted") or teacher_held(cell, logdir):
+            cell_state = state(cell)
+            if cell_state not in ("to do", "interrupted") or teacher_held(cell, logdir):
                 continue
-            if cell.run_dir in deferred:
+            if cell.run_dir in deferred and cell_state == "to do":
                 log(f"[+] {name}: {cell.label} (back to it: its teacher is no longer held by another process)")
                 outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks, poll_s=poll_s)
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            else:
+                if outcome == "trained":
+                    outcomes["trained"] = outcomes.get("trained", 0) + 1
+            else:  # not started here, or another process started it and stopped
                 log(f"[+] {name}: {cell.label} (taking over: {claims.describe(cell.run_dir)})")
                 outcome = run_cell(cell, logdir, log=log, verbose=verbose, callbacks=callbacks, poll_s=poll_s)
                 if outcome == "trained":

@@ -23,8 +23,8 @@ single-core runs side by side train more images per second than one run on
 all cores (docs/distributed.md, "Several runs on one CPU").
 
 The workers are ordinary shards: they share ``--logdir`` and its run claims
-(:mod:`kdkeras.claims`), so every run trains once, a KD run waits for its
-teacher, and a worker that dies has its runs taken over by the others
+(:mod:`kdkeras.claims`), so every run trains once, a KD run whose teacher
+another worker trains comes after the worker's other runs, and a worker that dies has its runs taken over by the others
 (:mod:`kdkeras.experiments.grid.run`). The launcher writes
 ``<logdir>/<grid>/workers/workers.json`` (each worker's index, GPU, shard,
 environment, process id, log file and, at the end, exit code) and one log

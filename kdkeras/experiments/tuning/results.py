@@ -74,6 +74,8 @@ def distill_command(config, values: dict, logdir: str = "logs") -> str:
     for name in config_lib.FIELDS:
         if name in ("model", "teacher", *TUNED) or current[name] == defaults[name]:
             continue
+        if name == "teacher_epochs" and config_lib.is_model_file(teacher):
+            continue  # the file is that teacher, already trained
         args.append(_flag(name, current[name]))
     args += [f"--{name}={values[name]:.6g}" for name in TUNED]
     if os.path.normpath(logdir) != "logs":
