@@ -417,10 +417,10 @@ def test_the_cifar100_study_plans_both_nets_and_the_stronger_teacher(tmp_path):
     assert {(c.config.epochs, c.config.val_size, c.config.precise_bn) for c in cells} == {(30, 2500, 64)}
     kd = sorted((c.config.model, c.config.teacher, str(c.config.dropout), c.config.seed)
                 for c in cells if c.kind == "kd")
-    arms = [("wrn16x1_NR_g2", "wrn16x1_R_g2"), ("wrn16x1_NR_g2", "wrn16x4_R_g2"), ("wrn40x1_NR_g2", "wrn40x1_R_g2")]
+    arms = [("wrn16x1_NR_g2", "wrn16x1_R_g2"), ("wrn16x1_NR_g2", "wrn16x2_R_g2"), ("wrn40x1_NR_g2", "wrn40x1_R_g2")]
     assert kd == sorted((s, t, d, seed) for s, t in arms for d in ("None", "0.0") for seed in (0, 1))
     # A teacher named by its whole name (another network) is planned as a baseline run of its own, with
     # the student's data and recipe overrides, and the shared R and NR baselines are planned once.
-    teachers = [c for c in cells if c.kind == "baseline" and c.config.model == "wrn16x4_R_g2"]
+    teachers = [c for c in cells if c.kind == "baseline" and c.config.model == "wrn16x2_R_g2"]
     assert len(teachers) == 4 and {c.config.epochs for c in teachers} == {30}
     assert len({c.run_dir for c in cells}) == len(cells) == 32

@@ -25,8 +25,8 @@ ROWS = {
     "WRN-16x1, dropout 0": ("wrn16x1", 0.0),
     "WRN-40x1, dropout 0": ("wrn40x1", 0.0),
 }
-COLUMNS = ["R baseline", "NR baseline", "NR + KD (from R)", "WRN-16x4 teacher", "NR + KD (from WRN-16x4)",
-           "Acc. drop (R - NR)", "KD - NR", "Distil. gain (KD - R)", "KD from WRN-16x4 - NR"]
+COLUMNS = ["R baseline", "NR baseline", "NR + KD (from R)", "WRN-16x2 teacher", "NR + KD (from WRN-16x2)",
+           "Acc. drop (R - NR)", "KD - NR", "Distil. gain (KD - R)", "KD from WRN-16x2 - NR"]
 
 
 def _runs():
@@ -39,10 +39,10 @@ def _runs():
         dropout = 0.3 if config["dropout"] is None else config["dropout"]  # None: the paper's WRN dropout
         if config["teacher"] is None:
             role = "R" if residual == "R" else "NR"
-            if net == "wrn16x4":
-                net, role = "wrn16x1", "teacher16x4"  # the stronger teacher of the shallow student's arm
+            if net == "wrn16x2":
+                net, role = "wrn16x1", "teacher16x2"  # the stronger teacher of the shallow student's arm
         else:
-            role = "KD16x4" if config["teacher"].startswith("wrn16x4") else "KD"
+            role = "KD16x2" if config["teacher"].startswith("wrn16x2") else "KD"
         cells.setdefault((net, role, dropout), {})[config["seed"]] = 100.0 * results["test_accuracy"]
     return cells
 
@@ -71,14 +71,14 @@ def test_the_cifar100_table_is_recomputed_from_its_runs():
     for label, row in table.items():
         net, dropout = ROWS[label]
         r, nr, kd, teacher, kd16 = (runs.get((net, role, dropout), {})
-                                    for role in ("R", "NR", "KD", "teacher16x4", "KD16x4"))
+                                    for role in ("R", "NR", "KD", "teacher16x2", "KD16x2"))
         expected = {
             "R baseline": _stat(r.values()), "NR baseline": _stat(nr.values()), "NR + KD (from R)": _stat(kd.values()),
-            "WRN-16x4 teacher": _stat(teacher.values()) if net == "wrn16x1" else "n/a",
-            "NR + KD (from WRN-16x4)": _stat(kd16.values()) if net == "wrn16x1" else "n/a",
+            "WRN-16x2 teacher": _stat(teacher.values()) if net == "wrn16x1" else "n/a",
+            "NR + KD (from WRN-16x2)": _stat(kd16.values()) if net == "wrn16x1" else "n/a",
             "Acc. drop (R - NR)": _stat(_paired(r, nr)), "KD - NR": _stat(_paired(kd, nr)),
             "Distil. gain (KD - R)": _stat(_paired(kd, r)),
-            "KD from WRN-16x4 - NR": _stat(_paired(kd16, nr)) if net == "wrn16x1" else "n/a",
+            "KD from WRN-16x2 - NR": _stat(_paired(kd16, nr)) if net == "wrn16x1" else "n/a",
         }
         for column in COLUMNS:
             assert re.sub(r"\*", "", row[column]) == expected[column], (label, column)
