@@ -162,6 +162,11 @@ class Distiller(keras.Model):
         """The trainable variables of the methods' parts (trained with the student)."""
         return [v for term in self.distillation_losses for v in term.trainable_variables]
 
+    @property
+    def trained_variables(self):
+        """What a training step updates, in its order: the student's trainable variables, then the parts'."""
+        return self.student.trainable_variables + self.adapter_variables
+
     def _weights(self):
         """`(ce_weight, [weight_i * factor_i])` as tensors of the current values."""
         if self.coupled:
@@ -213,7 +218,7 @@ class Distiller(keras.Model):
         x, indices, y = _unpack(data, self.distillation_losses)
         global_batch, x = _tf_global_batch(tf, x)
         teacher_outputs = self._views.teacher(x, training=False)  # outside the tape
-        variables = self.student.trainable_variables + self.adapter_variables
+        variables = self.trained_variables
         with tf.GradientTape() as tape:
             student_outputs = self._views.student(x, training=True)
             per_example = self._objective(y, student_outputs, teacher_outputs, training=True, indices=indices)

@@ -248,6 +248,30 @@ def test_build_run_model_builds_the_method(tmp_path):
     assert plain.alpha == pytest.approx(0.9) and plain.term_weights == []
 
 
+@pytest.mark.parametrize("settings", [{"distill": False}, {"method": "fitnets", "hint_tap": "stage1"}],
+                         ids=["baseline", "fitnets"])
+def test_a_run_traces_its_training_step_once(settings):
+    """The optimizer is built with the model, over what the step updates (the adapters too): a momentum buffer
+    created inside the first traced step would make TensorFlow trace the step a second time."""
+    from kdkeras.training import build_run_model, make_run_data
+
+    run = {"model": "wrn10x1_R_g2", "dataset": "synthetic"} if "distill" in settings else \
+        {**KD_RUN, **settings}
+    config = config_lib.resolve({**run, "train_size": 16, "test_size": 16, "batch_size": 8, "epochs": 2})
+    data = make_run_data(config)
+    teacher = build_model("wrn10x1_R_g2", num_classes=data.info.num_classes, input_shape=data.info.image_shape)
+    model, student = build_run_model(config, data, teacher if config.distill else None)
+    assert model.optimizer.built
+    updated = model.trained_variables if config.distill else student.trainable_variables
+    assert len(model.optimizer.variables) == 1 + len(updated)  # the step counter, one momentum buffer each
+    traced = []
+    step = model.train_step
+    model.train_step = lambda batch: (traced.append(1), step(batch))[1]
+    model.fit(data.train_epochs(0, 2), epochs=2, steps_per_epoch=data.steps_per_epoch, shuffle=False, verbose=0)
+    assert len(traced) == 1
+    assert int(model.optimizer.iterations.numpy()) == 2 * data.steps_per_epoch
+
+
 def test_method_is_a_grid_axis(tmp_path):
     spec = grid.GridSpec(name="methods", net="wrn10x1", dataset="synthetic", settings={"epochs": 1},
                          halves={"left": {"students": ["NR_g2"], "teachers": ["R_g2"]}},

@@ -283,6 +283,9 @@ def build_run_model(config, data, teacher=None, strategy=None):
                 steps_per_execution=steps_per_execution,
                 jit_compile=config.jit_compile,
             )
+        # The optimizer's variables (momentum buffers) exist before fit: created inside the first traced step,
+        # they would make TensorFlow trace the training step twice. Built over what the step updates, in its order.
+        model.optimizer.build(model.trained_variables if config.distill else model.trainable_weights)
     return model, student
 
 

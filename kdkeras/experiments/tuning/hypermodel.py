@@ -103,10 +103,9 @@ class KDHyperModel(keras_tuner.HyperModel):
         # Fresh pipelines for every build: a reused dataset would continue its
         # shuffle where the previous trial left it.
         self._data = (config.seed, make_run_data(config))
-        model, student = build_run_model(config, self._data[1], self.teacher)
-        # Built now, so that loading a checkpoint (Hyperband continuing a
-        # trial) restores the momentum buffers too.
-        model.optimizer.build(student.trainable_variables + list(getattr(model, "adapter_variables", None) or []))
+        # Its optimizer is built, so loading a checkpoint (Hyperband continuing a trial) restores the momentum
+        # buffers too.
+        model, _ = build_run_model(config, self._data[1], self.teacher)
         return model
 
     def fit(self, hp, model, *args, **kwargs):
