@@ -202,7 +202,14 @@ class Distiller(keras.Model):
         return self.student(x, training=training)
 
     def fit(self, *args, callbacks=None, **kwargs):
-        """`keras.Model.fit`, plus the per-epoch warm-up and schedules of the methods that have them."""
+        """`keras.Model.fit`, plus the per-epoch warm-up and schedules of the methods that have them.
+
+        The optimizer is built first, over :attr:`trained_variables`: built inside the first traced step (Keras's
+        default without a distribution strategy), its momentum buffers would make TensorFlow trace the step twice.
+        """
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trained_variables)
         if any(t.warmup_epochs or t.has_epoch_state for t in self.distillation_losses):
             warmup = TermWarmup()  # first, so the other callbacks see this epoch's factors
             if isinstance(callbacks, keras.callbacks.CallbackList):

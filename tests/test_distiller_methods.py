@@ -272,6 +272,25 @@ def test_a_run_traces_its_training_step_once(settings):
     assert int(model.optimizer.iterations.numpy()) == 2 * data.steps_per_epoch
 
 
+def test_a_distiller_built_in_user_code_traces_its_training_step_once():
+    """The Python API (README): a Distiller compiled with an unbuilt optimizer builds it in ``fit``."""
+    from kdkeras.optimizers import PyTorchSGD
+
+    student = build_model("wrn10x1_NR_g2", num_classes=10, input_shape=(32, 32, 3))
+    teacher = build_model("wrn10x1_R_g2", num_classes=10, input_shape=(32, 32, 3))
+    distiller = Distiller(student, teacher)
+    distiller.compile(optimizer=PyTorchSGD(0.1, momentum=0.9))
+    assert not distiller.optimizer.built
+    traced = []
+    step = distiller.train_step
+    distiller.train_step = lambda batch: (traced.append(1), step(batch))[1]
+    x = np.random.default_rng(0).random((16, 32, 32, 3), dtype=np.float32)
+    y = np.arange(16) % 10
+    distiller.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    # the step counter, the learning rate (a float here, not a schedule), one momentum buffer each
+    assert len(traced) == 1 and len(distiller.optimizer.variables) == 2 + len(student.trainable_variables)
+
+
 def test_method_is_a_grid_axis(tmp_path):
     spec = grid.GridSpec(name="methods", net="wrn10x1", dataset="synthetic", settings={"epochs": 1},
                          halves={"left": {"students": ["NR_g2"], "teachers": ["R_g2"]}},
