@@ -195,7 +195,7 @@ class Distiller(keras.Model):
         """Re-runs `compile` when a saved distiller is loaded (Keras skips models that override `compile`)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
-            self.optimizer.build(self.trainable_variables)  # before its weights load
+            self.optimizer.build(self.trained_variables)  # before its weights load, as fit builds it
 
     def call(self, x, training=False):
         """Student logits `(batch, num_classes)` for images `x`."""
