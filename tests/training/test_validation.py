@@ -274,6 +274,40 @@ def test_export_of_a_partial_suite_writes_its_tables_and_skips_unfinished_runs(s
     assert kd and all(r["n"] == "1" for r in kd)  # the tables count the finished seed only
 
 
+def test_export_again_removes_what_the_config_no_longer_writes_and_nothing_else(suite, tmp_path):
+    name, specs, logdir, _ = suite
+    destination = tmp_path / "published"
+    first = [os.path.relpath(p, destination) for p in grid.export(name, specs, logdir, str(destination),
+                                                                  log=lambda *_: None)]
+    other = destination / "other_suite" / "summary.md"  # another config's export into the same folder
+    other.parent.mkdir()
+    other.write_text("another config's table")
+    runs = _results(specs, logdir)
+    dropped = {os.path.relpath(d, logdir) for (g, _, _), (d, _) in runs.items() if g == "tiny_val_nodrop"}
+    kept = {os.path.relpath(d, logdir) for (g, _, _), (d, _) in runs.items() if g == "tiny_val"}
+    assert dropped and kept and all((destination / path / "results.json").exists() for path in dropped | kept)
+
+    # The same config without its dropout-0 grid, exported again into the same folder.
+    messages = []
+    copied = grid.export(name, specs[:1], logdir, str(destination), log=messages.append)
+    assert all(not (destination / path).exists() for path in dropped)  # the run folders go, emptied
+    assert not (destination / "tiny_val_nodrop").exists()
+    assert all((destination / path / "results.json").exists() for path in kept)
+    assert (destination / "tiny_val" / "table.md").exists() and other.read_text() == "another config's table"
+    gone = [p for p in first if p.split(os.sep)[0] == "tiny_val_nodrop" or os.path.dirname(p) in dropped]
+    assert len(gone) > 3 * len(dropped)  # each run's files and the grid's tables
+    assert "tiny_val_nodrop" in messages[-1] and f"removed {len(gone)} files" in messages[-1], messages
+    listed = (destination / name / "exported.txt").read_text().split()
+    assert sorted(listed) == sorted(os.path.relpath(p, destination) for p in copied)
+    assert os.path.exists(os.path.join(logdir, next(iter(dropped)), "results.json"))  # the log folder keeps all
+
+    # A manifest never reaches outside the destination.
+    (destination / name / "exported.txt").write_text("../outside.txt\n" + "\n".join(listed) + "\n")
+    (tmp_path / "outside.txt").write_text("not the export's")
+    grid.export(name, specs[:1], logdir, str(destination), log=lambda *_: None)
+    assert (tmp_path / "outside.txt").exists()
+
+
 def _suite_path(logdir):
     return os.path.join(os.path.dirname(logdir), "suite.yaml")
 
