@@ -23,6 +23,7 @@ import dataclasses
 import datetime
 import functools
 import json
+import logging
 import os
 import socket
 import threading
@@ -74,9 +75,25 @@ def set_lease_seconds(seconds: float) -> None:
     os.environ[LEASE_ENV] = repr(float(seconds))
 
 
+class _QuietTimeouts(logging.Filter):
+    """Drops ``flufl.lock``'s own "timed out" error: a claim another process won is an answer, not an error.
+
+    :func:`try_claim` reports that outcome itself (the grid says which
+    process holds the run); ``flufl.lock``'s other records pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "timed out"
+
+
+_QUIET_TIMEOUTS = _QuietTimeouts()
+
+
 def _lock(run_dir: str):
     from flufl.lock import Lock
 
+    if _QUIET_TIMEOUTS not in logging.getLogger("flufl.lock").filters:
+        logging.getLogger("flufl.lock").addFilter(_QUIET_TIMEOUTS)
     return Lock(lock_path(run_dir), lifetime=datetime.timedelta(seconds=lease_seconds()))
 
 

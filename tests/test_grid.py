@@ -93,6 +93,23 @@ def test_claims(tmp_path):
     claims.release(run_dir)
 
 
+def test_a_claim_lost_to_another_process_logs_no_error(tmp_path, monkeypatch, caplog):
+    """Two grids that reach a stale claim at once: the one that loses says so, and logs no ``timed out`` error."""
+    from flufl.lock import Lock
+
+    run_dir = str(tmp_path / "logs" / "synthetic" / "x-s0")
+    os.makedirs(os.path.dirname(run_dir))
+    winner = Lock(claims.lock_path(run_dir))  # the other process's lock, taken between owner() and lock()
+    winner.lock()
+    monkeypatch.setattr(claims, "owner", lambda _: None)  # it had not taken it yet when this one looked
+    try:
+        with caplog.at_level("DEBUG"):
+            assert not claims.try_claim(run_dir)
+    finally:
+        winner.unlock()
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")], caplog.records
+
+
 def test_a_finished_run_loses_the_claim_its_dead_owner_left(tmp_path):
     """Killed between writing results.json and releasing its claim: the next pass removes the claim."""
     cell = _cell(tmp_path)
