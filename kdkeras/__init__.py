@@ -54,7 +54,7 @@ _EXPORTS = {
 _SUBMODULES = ("callbacks", "cli", "config", "data", "distiller", "layers", "losses", "models",
                "optimizers", "paper", "profiling", "recipes", "training", "tuning", "analysis", "grid",
                "tables", "io_utils", "batchnorm", "errors", "claims", "commands", "hparams", "initializers",
-               "methods", "plotting", "host", "experiments", "runtime", "throughput", "gpu_check")
+               "methods", "plotting", "host", "experiments", "runtime", "throughput", "gpu_check", "choices")
 
 __all__ = sorted(_EXPORTS)
 

@@ -1,7 +1,10 @@
 """Shared plumbing of the command-line scripts in ``scripts/``.
 
-Importing this module first keeps TensorFlow's start-up logging quiet.
-:func:`run` wraps ``absl.app.run`` so that user mistakes
+Importing this module first keeps TensorFlow's start-up logging quiet: it
+sets ``TF_CPP_MIN_LOG_LEVEL`` and mutes the native stderr while TensorFlow
+is first imported, wherever a command first needs it (its flags, ``--help``
+and a mistake in them are answered without TensorFlow). :func:`run` wraps
+``absl.app.run`` so that user mistakes
 (:class:`kdkeras.errors.UsageError`: bad names, bad settings, missing files
 or data) end with one line on stderr and exit code 2, not a traceback. Any
 other exception is an internal error: it ends with a short traceback, its
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import importlib.abc
 import logging
 import os
 import re
@@ -31,33 +35,76 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
-def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow with the native stderr muted (set ``KDKERAS_DEBUG=1`` to see it).
+class _MutedStderr:
+    """Points file descriptor 2 at /dev/null until the block ends (nothing when there is no descriptor 2)."""
+
+    def __enter__(self):
+        try:
+            sys.stderr.flush()
+            self.saved, self.devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        except OSError:  # no file descriptor 2 to mute
+            self.saved = None
+            return self
+        os.dup2(self.devnull, 2)
+        return self
+
+    def __exit__(self, *_):
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+            os.close(self.devnull)
+
+
+class _QuietTensorFlowLoader(importlib.abc.Loader):
+    """TensorFlow's own loader, run with the native stderr muted, then the GPU driver probe, muted too."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader  # the real loader, for whoever reads it later
+        with _MutedStderr():
+            self.loader.exec_module(module)
+            module.config.list_physical_devices("GPU")  # the driver probe, which logs its failure
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Mutes TensorFlow's native start-up lines wherever a command first imports it (set ``KDKERAS_DEBUG=1`` to
+    see them).
 
     Importing TensorFlow writes a dozen native log lines to stderr before its
     logging is set up, whatever ``TF_CPP_MIN_LOG_LEVEL`` says (CPU features,
     oneDNN, "could not find cuda drivers", a failed ``cuInit`` on machines
     without a GPU). A failed import still raises, and its traceback is shown.
     """
-    if os.environ.get("KDKERAS_DEBUG") or "tensorflow" in sys.modules:
-        return
-    try:
-        sys.stderr.flush()
-        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except OSError:  # no file descriptor 2 to mute
-        return
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow
 
-        tensorflow.config.list_physical_devices("GPU")  # the driver probe, which logs its failure
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow" or os.environ.get(_DEBUG_VARIABLE):
+            return None
+        if self in sys.meta_path:  # once
+            sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _QuietTensorFlowLoader(spec.loader)
+                return spec
+        return None
 
 
-_import_tensorflow_quietly()
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow (quietly: :class:`_QuietTensorFlowImport`) unless it is imported already."""
+    if "tensorflow" not in sys.modules:
+        import tensorflow  # noqa: F401
+
+
+# TensorFlow is imported where a command first needs it, not here: a command's flags, its --help and a mistake
+# in them need no TensorFlow, and are answered at once. Wherever it is imported first, it is quiet.
+if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+    sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 #: Exit code of a user mistake (as argparse / absl use for bad flags).
 USAGE_EXIT_CODE = 2

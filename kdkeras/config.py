@@ -34,8 +34,8 @@ import yaml
 
 from kdkeras import recipes
 from kdkeras.errors import MissingFileError, UsageError
+from kdkeras.choices import DEFAULT_ANNEAL_FRACTION, PLAIN_MODES
 from kdkeras.methods import list_methods, setting
-from kdkeras.models.plain import DEFAULT_ANNEAL_FRACTION, PLAIN_MODES
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "none")
 

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import math
 
-import keras
-
 from kdkeras.errors import UsageError
 
 #: Learning-rate schedules: ``step`` (multiply by ``lr_gamma`` at each of
@@ -183,6 +181,8 @@ def make_lr_schedule(lr, schedule, milestones, gamma, steps_per_epoch):
     Returns:
         A float (constant) or a ``keras.optimizers.schedules.LearningRateSchedule``.
     """
+    import keras  # here, not at the top: configs and flags read this module without Keras
+
     if schedule == "constant":
         return float(lr)
     if schedule == "step":

@@ -11,7 +11,7 @@ PACKAGE = os.path.join(ROOT, "kdkeras")
 
 #: Layers, lowest first: a module may import its own layer and the ones below, never above.
 LAYERS = (
-    ("kdkeras.errors", "kdkeras.host", "kdkeras.io_utils", "kdkeras.plotting", "kdkeras.paper", "kdkeras.tables", "kdkeras.claims",
+    ("kdkeras.errors", "kdkeras.choices", "kdkeras.host", "kdkeras.io_utils", "kdkeras.plotting", "kdkeras.paper", "kdkeras.tables", "kdkeras.claims",
      "kdkeras.models.registry"),
     ("kdkeras.layers", "kdkeras.initializers", "kdkeras.losses", "kdkeras.optimizers", "kdkeras.profiling",
      "kdkeras.models", "kdkeras.data", "kdkeras.methods"),

@@ -26,8 +26,10 @@ import importlib
 import pkgutil
 
 from kdkeras.errors import UsageError
-from kdkeras.methods.base import (EMBEDDING, LOGITS, DistillationTerm, FeatureMethod, Method, Setting,
-                                  declared_settings, setting)
+from kdkeras.methods._settings import Setting, declared_settings, setting
+
+#: What this package re-exports from :mod:`kdkeras.methods.base`, imported (with Keras) when first used.
+_BASE_NAMES = ("EMBEDDING", "LOGITS", "DistillationTerm", "FeatureMethod", "Method")
 
 #: Modules of this package that hold no method.
 _NOT_METHODS = frozenset({"base"})
@@ -40,7 +42,9 @@ _registry: dict | None = None
 
 
 def _discover() -> dict:
-    """``{name: Method subclass}`` of every method module in this package, in listing order."""
+    """``{name: Method subclass}`` of every method module in this package, in listing order (imports them)."""
+    from kdkeras.methods.base import Method
+
     global _registry
     if _registry is None:
         found = {}
@@ -60,17 +64,37 @@ def _discover() -> dict:
     return _registry
 
 
+def _declarations() -> dict:
+    """``{name: {"paper", "default_weight", "settings": [Setting, ...]}}`` of every method, in listing order.
+
+    Read from the manifest while it matches this package's files (no Keras
+    import: :mod:`kdkeras.methods._manifest`), else from the method classes.
+    """
+    from kdkeras.methods import _manifest
+
+    found = _manifest.load() if _registry is None else None
+    if found is not None:
+        return found
+    return {name: {"paper": c.paper, "default_weight": c.default_weight, "settings": declared_settings(c)}
+            for name, c in _discover().items()}
+
+
 def list_methods() -> list[str]:
     """The names of every registered method (the ``--method`` choices), e.g. ``['kd', 'dkd', ...]``."""
-    return list(_discover())
+    return list(_declarations())
+
+
+def _check_name(name: str) -> None:
+    """A one-line error naming the choices unless ``name`` is a registered method."""
+    names = list_methods()
+    if name not in names:
+        raise UsageError(f"Unknown method '{name}'. Valid choices: {', '.join(names)}.")
 
 
 def get(name: str) -> type:
     """The :class:`Method` subclass named ``name``; a one-line error naming the choices otherwise."""
-    methods = _discover()
-    if name not in methods:
-        raise UsageError(f"Unknown method '{name}'. Valid choices: {', '.join(methods)}.")
-    return methods[name]
+    _check_name(name)
+    return _discover()[name]
 
 
 def parse(text) -> tuple[str, ...]:
@@ -80,7 +104,7 @@ def parse(text) -> tuple[str, ...]:
                          f"Received: method={text!r}.")
     names = tuple(part.strip() for part in text.split(COMBINE))
     for name in names:
-        get(name)
+        _check_name(name)
     if len(set(names)) != len(names):
         raise UsageError(f"method names a method twice. Received: method={text!r}.")
     return names
@@ -88,18 +112,22 @@ def parse(text) -> tuple[str, ...]:
 
 def weight_setting(method_class) -> Setting | None:
     """The ``--<method>_weight`` setting of a method (KD has none: its weight is ``--alpha``)."""
-    if method_class.method == "kd":
+    return _weight_setting(method_class.method, method_class.paper, method_class.default_weight)
+
+
+def _weight_setting(name: str, paper: str, default_weight) -> Setting | None:
+    if name == "kd":
         return None
-    return Setting(method=method_class.method, field="weight", flag=f"{method_class.method}_weight", type=float,
-                   default=method_class.default_weight, help="weight of the method's term", minimum=0.0,
-                   source=method_class.paper)
+    return Setting(method=name, field="weight", flag=f"{name}_weight", type=float, default=default_weight,
+                   help="weight of the method's term", minimum=0.0, source=paper)
 
 
 def settings_of(name: str) -> list[Setting]:
     """Every setting of method ``name``: its declared ones, then its weight."""
-    method_class = get(name)
-    weight = weight_setting(method_class)
-    return declared_settings(method_class) + ([weight] if weight else [])
+    _check_name(name)
+    entry = _declarations()[name]
+    weight = _weight_setting(name, entry["paper"], entry["default_weight"])
+    return list(entry["settings"]) + ([weight] if weight else [])
 
 
 def all_settings() -> list[Setting]:
@@ -196,24 +224,20 @@ def docs_table() -> str:
 
 
 def __getattr__(name):
-    """Any method's class by its class name (``from kdkeras.methods import RKD``)."""
+    """Any method's class by its class name (``from kdkeras.methods import RKD``), the base's names and
+    ``TERMS`` (``{name: Method subclass}``, the old name of the registry): imported when first asked for."""
+    if name.startswith("_"):  # a submodule not imported yet (``from kdkeras.methods import _manifest``)
+        raise AttributeError(f"module 'kdkeras.methods' has no attribute {name!r}")
+    if name in _BASE_NAMES:
+        from kdkeras.methods import base
+
+        return getattr(base, name)
+    if name == "TERMS":
+        return dict(_discover())
     for method_class in _discover().values():
         if method_class.__name__ == name:
             return method_class
     raise AttributeError(f"module 'kdkeras.methods' has no attribute {name!r}")
-
-
-def _terms():
-    return dict(_discover())
-
-
-from kdkeras.methods.at import AT  # noqa: E402  (the first four, importable as before)
-from kdkeras.methods.dkd import DKD  # noqa: E402
-from kdkeras.methods.fitnets import FitNets  # noqa: E402
-from kdkeras.methods.kd import KD  # noqa: E402
-
-#: ``{name: Method subclass}`` of every registered method (the old name of the registry).
-TERMS = _terms()
 
 __all__ = ["AT", "COMBINE", "DKD", "EMBEDDING", "KD", "LOGITS", "TERMS", "DistillationTerm", "FeatureMethod",
            "FitNets", "Method", "Objective", "Setting", "all_settings", "check_run_settings", "docs_table", "get",

@@ -56,18 +56,15 @@ import keras
 import numpy as np
 from keras import ops
 
+from kdkeras.choices import DEFAULT_ANNEAL_FRACTION, PLAIN_MODES  # noqa: F401  (--plain's choices, its default)
 from kdkeras.errors import UsageError
 from kdkeras.initializers import dirac_kernel
 from kdkeras.layers import FastBatchNormalization, GroupedConv2D, nested_layers
 from kdkeras.models.blocks import BN_KWARGS
 from kdkeras.models.registry import ModelSpec, build_model, net_entry, parse_model_name
 
-#: The choices of ``--plain``; ``none`` trains the named network as it is.
-PLAIN_MODES = ("none", "repvgg", "diracnet", "anneal")
 #: The families whose networks :func:`build_plain` and :func:`fold` handle (see the module docstring).
 PLAIN_FAMILIES = ("wrn", "resnet18", "cifar_resnet")
-#: ``--anneal_fraction`` when not given: the skips are gone from the middle of training on.
-DEFAULT_ANNEAL_FRACTION = 0.5
 #: DiracNets' initial ``a`` and ``b`` (the authors' ``diracconv.py``, ``DiracConv.init_params``).
 DIRAC_ALPHA_INIT, DIRAC_BETA_INIT = 1.0, 0.1
 #: PyTorch's ``F.normalize`` floor on a filter's norm (a zero filter stays zero).

@@ -1,0 +1,89 @@
+"""The methods' names and settings without importing them: ``manifest.json``, a checked cache.
+
+A command defines one flag per method setting, and a config checks them, before
+any model is built. Reading the settings from the method classes means importing
+every method module, and with them Keras and TensorFlow (seconds), only to print
+``--help`` or a one-line error. ``manifest.json`` holds what the flags and the
+checks need (each method's name, paper, default weight and declared settings),
+with the SHA-256 of every file of this package it was read from. It is used only
+while those hashes match the files; after any change to a method (or a new
+one) the methods are imported as before, so the manifest can be stale but never
+wrong. ``tests/test_methods_manifest.py`` fails while it is stale; rewrite it with
+
+    python -m kdkeras.methods
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import pkgutil
+
+from kdkeras.methods._settings import Setting
+
+#: The manifest, beside this file.
+PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "manifest.json")
+#: What the manifest records of each method class, beside its declared settings.
+ATTRIBUTES = ("paper", "default_weight")
+
+
+def source_hashes() -> dict:
+    """``{file name: SHA-256}`` of every Python file of the methods package (the manifest's sources)."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    names = sorted(f"{info.name}.py" for info in pkgutil.iter_modules([folder]))
+    out = {}
+    for name in names:
+        with open(os.path.join(folder, name), "rb") as f:
+            out[name] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def build(classes: dict) -> dict:
+    """The manifest of ``{name: Method subclass}`` (the registry, in listing order)."""
+    from kdkeras.methods._settings import declared_settings
+
+    methods = {}
+    for name, method_class in classes.items():
+        settings = [{**vars(s), "type": s.type.__name__,
+                     "choices": list(s.choices) if s.choices is not None else None,
+                     "default": list(s.default) if isinstance(s.default, tuple) else s.default}
+                    for s in declared_settings(method_class)]
+        methods[name] = {**{key: getattr(method_class, key) for key in ATTRIBUTES}, "settings": settings}
+    return {"sources": source_hashes(), "methods": methods}
+
+
+_TYPES = {"float": float, "int": int, "str": str, "bool": bool, "tuple": tuple}
+
+
+def _setting(entry: dict) -> Setting:
+    return Setting(**{**entry, "type": _TYPES[entry["type"]],
+                      "choices": tuple(entry["choices"]) if entry["choices"] is not None else None,
+                      "default": tuple(entry["default"]) if isinstance(entry["default"], list) else entry["default"]})
+
+
+@functools.cache
+def load() -> dict | None:
+    """``{name: {"paper", "default_weight", "settings": [Setting, ...]}}`` in listing order, or ``None``.
+
+    ``None`` when there is no manifest, it cannot be read, or a file of the
+    package differs from the one it was read from: the caller imports the
+    methods instead.
+    """
+    try:
+        with open(PATH) as f:
+            manifest = json.load(f)
+        if manifest.get("sources") != source_hashes():
+            return None
+        return {name: {**{key: entry[key] for key in ATTRIBUTES}, "settings": [_setting(s) for s in entry["settings"]]}
+                for name, entry in manifest["methods"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write(classes: dict, path: str = PATH) -> None:
+    """Writes the manifest of ``{name: Method subclass}`` (``python -m kdkeras.methods`` writes the registry's)."""
+    from kdkeras.io_utils import atomic_write_text
+
+    atomic_write_text(path, json.dumps(build(classes), indent=1) + "\n")
