@@ -37,6 +37,7 @@ def test_the_wheel_ships_the_configs_the_command_and_the_type_marker(wheel):
                for p in glob.glob(os.path.join(ROOT, "kdkeras", "configs", "**", "*.yaml"), recursive=True)}
     assert shipped == in_tree and any(n.endswith("table3_wrn22x2.yaml") for n in shipped)
     assert "kdkeras/py.typed" in names
+    assert "kdkeras/methods/manifest.json" in names  # the methods' settings, read without Keras
     assert "kdkeras = kdkeras.commands:main" in entry_points
     assert not any(n.startswith(("scripts/", "tests/", "benchmarks/")) for n in names)
 
@@ -145,6 +146,10 @@ def test_the_installed_command_runs_without_the_source_tree(wheel, tmp_path):
     where = subprocess.run([str(bin_dir / "python"), "-c", "import kdkeras; print(kdkeras.__file__)"],
                            cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert where.stdout.strip().startswith(str(venv)), where  # the wheel's copy, not the checkout
+    manifest = subprocess.run([str(bin_dir / "python"), "-c", "from kdkeras.methods import _manifest; "
+                               "print(_manifest.load() is not None)"], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert manifest.stdout.strip() == "True", manifest  # the installed files match the shipped manifest
     assert "commands:" in kdkeras("--help") and "train" in kdkeras("--help")
     assert "wrn16x1_R_g2: 109,652 trainable parameters" in kdkeras("profile", "--model=wrn16x1_R_g2")
     plan = kdkeras("grid", "--table=3", "--dry_run")
