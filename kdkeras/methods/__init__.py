@@ -39,6 +39,8 @@ _FIRST = ("kd", "dkd", "fitnets", "at")
 COMBINE = "+"
 
 _registry: dict | None = None
+#: ``(registry, its declarations)``: what :func:`_declarations` read from the classes of that registry.
+_declared: tuple | None = None
 
 
 def _discover() -> dict:
@@ -72,11 +74,16 @@ def _declarations() -> dict:
     """
     from kdkeras.methods import _manifest
 
-    found = _manifest.load() if _registry is None else None
-    if found is not None:
-        return found
-    return {name: {"paper": c.paper, "default_weight": c.default_weight, "settings": declared_settings(c)}
-            for name, c in _discover().items()}
+    global _declared
+    if _registry is None:
+        found = _manifest.load()
+        if found is not None:
+            return found
+    registry = _discover()
+    if _declared is None or _declared[0] is not registry:
+        _declared = (registry, {name: {"paper": c.paper, "default_weight": c.default_weight,
+                                       "settings": declared_settings(c)} for name, c in registry.items()})
+    return _declared[1]
 
 
 def list_methods() -> list[str]:
