@@ -299,6 +299,9 @@ class Distiller(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        from kdkeras import methods
+
+        methods.import_all()  # the saved terms' classes, registered with Keras before they are deserialized
         config = dict(config)
         for key in ("student", "teacher"):
             config[key] = keras.saving.deserialize_keras_object(config[key])

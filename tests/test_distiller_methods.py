@@ -111,6 +111,24 @@ def test_bad_term_arguments():
         Distiller(student, teacher, distillation_losses=[FitNets("stage9")])
 
 
+def test_a_saved_distiller_loads_in_a_process_that_imported_no_method(tmp_path):
+    """``import kdkeras.methods`` imports no method module (their settings come from the manifest); loading a
+    saved distiller registers them with Keras first."""
+    import subprocess
+
+    student, teacher = _pair()
+    distiller = method_distiller(student, teacher, "dkd+at")
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    path = str(tmp_path / "distiller.keras")
+    distiller.save(path)
+    code = ("import sys, keras; from kdkeras import Distiller; assert 'kdkeras.methods.dkd' not in sys.modules; "
+            f"d = keras.saving.load_model({path!r}); print([type(t).__name__ for t in d.distillation_losses])")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "['DKD', 'AT']"
+
+
 def test_adapter_trains_and_student_is_saved_plain(tmp_path):
     student, teacher = _pair()
     distiller = method_distiller(student, teacher, "fitnets")

@@ -66,6 +66,16 @@ def _discover() -> dict:
     return _registry
 
 
+def import_all() -> None:
+    """Imports every method module, which registers its classes with Keras (to load a saved distiller).
+
+    Importing this package alone imports no method (their settings come from
+    the manifest); Keras deserializes a method's object only once its class is
+    registered.
+    """
+    _discover()
+
+
 def _declarations() -> dict:
     """``{name: {"paper", "default_weight", "settings": [Setting, ...]}}`` of every method, in listing order.
 
@@ -248,4 +258,4 @@ def __getattr__(name):
 
 __all__ = ["AT", "COMBINE", "DKD", "EMBEDDING", "KD", "LOGITS", "TERMS", "DistillationTerm", "FeatureMethod",
            "FitNets", "Method", "Objective", "Setting", "all_settings", "check_run_settings", "docs_table", "get",
-           "list_methods", "objective", "parse", "setting", "settings_of", "weight_setting"]
+           "import_all", "list_methods", "objective", "parse", "setting", "settings_of", "weight_setting"]
