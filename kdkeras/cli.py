@@ -39,13 +39,19 @@ class _MutedStderr:
     """Points file descriptor 2 at /dev/null until the block ends (nothing when there is no descriptor 2)."""
 
     def __enter__(self):
+        self.saved = None
         try:
             sys.stderr.flush()
-            self.saved, self.devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-        except OSError:  # no file descriptor 2 to mute
-            self.saved = None
+            devnull = os.open(os.devnull, os.O_WRONLY)
+        except (OSError, ValueError):  # nothing to point it at
             return self
-        os.dup2(self.devnull, 2)
+        try:
+            self.saved = os.dup(2)
+        except OSError:  # no file descriptor 2 to mute
+            os.close(devnull)
+            return self
+        self.devnull = devnull
+        os.dup2(devnull, 2)
         return self
 
     def __exit__(self, *_):
@@ -68,7 +74,10 @@ class _QuietTensorFlowLoader(importlib.abc.Loader):
         module.__loader__ = module.__spec__.loader = self.loader  # the real loader, for whoever reads it later
         with _MutedStderr():
             self.loader.exec_module(module)
-            module.config.list_physical_devices("GPU")  # the driver probe, which logs its failure
+            try:
+                module.config.list_physical_devices("GPU")  # the driver probe, which logs its failure
+            except Exception:  # noqa: BLE001  (a probe that fails must not fail the import; the run will say)
+                pass
 
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
@@ -81,12 +90,17 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     without a GPU). A failed import still raises, and its traceback is shown.
     """
 
+    #: Set at the first import of TensorFlow: the finder stays in ``sys.meta_path`` (removing it while another
+    #: thread walks that list could make that thread miss a finder) and answers nothing from then on.
+    done = False
+
     def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow" or os.environ.get(_DEBUG_VARIABLE):
+        if name != "tensorflow" or self.done or os.environ.get(_DEBUG_VARIABLE):
             return None
-        if self in sys.meta_path:  # once
-            sys.meta_path.remove(self)
-        for finder in sys.meta_path:
+        self.done = True
+        for finder in list(sys.meta_path):
+            if finder is self:
+                continue
             spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):

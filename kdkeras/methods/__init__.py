@@ -6,7 +6,17 @@ Each module here (other than :mod:`~kdkeras.methods.base`) defines one
 method's flags (``--dkd_beta``, ``--<method>_weight``), their validation, the
 run-identity fields, the HParams columns, docs/methods.md's table and
 :func:`list_methods`. Adding a method means adding its file, its tests and
-its docs line; nothing here changes.
+its docs line, then ``python -m kdkeras.methods`` (it rewrites
+``manifest.json``); nothing here changes.
+
+Importing this package imports no method module and no Keras: the flags and
+checks read the settings from ``manifest.json`` (:mod:`kdkeras.methods._manifest`).
+A method's class is imported when it is asked for (``methods.get("dkd")``,
+``from kdkeras.methods import DKD``); :func:`import_all` imports every one,
+which registers them with Keras, as loading a saved object that holds a
+method's term needs (a saved ``kdkeras.Distiller`` does it itself; call it
+before ``keras.saving.load_model`` of anything else that holds one, such as a
+``keras.distillation.Distiller``). A student's ``model.keras`` holds none.
 
 Methods combine: ``--method=kd+at`` trains on the KD term (weighted by
 ``--alpha``, the cross-entropy by ``1 - alpha``) plus AT (weighted by
@@ -91,7 +101,7 @@ def _declarations() -> dict:
             return found
     registry = _discover()
     if _declared is None or _declared[0] is not registry:
-        _declared = (registry, {name: {"paper": c.paper, "default_weight": c.default_weight,
+        _declared = (registry, {name: {"paper": c.paper, "default_weight": _manifest.default_weight(c),
                                        "settings": declared_settings(c)} for name, c in registry.items()})
     return _declared[1]
 
@@ -243,7 +253,9 @@ def docs_table() -> str:
 def __getattr__(name):
     """Any method's class by its class name (``from kdkeras.methods import RKD``), the base's names and
     ``TERMS`` (``{name: Method subclass}``, the old name of the registry): imported when first asked for."""
-    if name.startswith("_"):  # a submodule not imported yet (``from kdkeras.methods import _manifest``)
+    if name in {info.name for info in pkgutil.iter_modules(__path__)}:  # a module of the package (``methods.dkd``)
+        return importlib.import_module(f"{__name__}.{name}")
+    if name.startswith("_"):
         raise AttributeError(f"module 'kdkeras.methods' has no attribute {name!r}")
     if name in _BASE_NAMES:
         from kdkeras.methods import base

@@ -19,7 +19,6 @@ import functools
 import hashlib
 import json
 import os
-import pkgutil
 
 from kdkeras.methods._settings import Setting
 
@@ -30,9 +29,10 @@ ATTRIBUTES = ("paper", "default_weight")
 
 
 def source_hashes() -> dict:
-    """``{file name: SHA-256}`` of every Python file of the methods package (the manifest's sources)."""
+    """``{file name: SHA-256}`` of every Python file of the methods package, ``__init__.py`` (the registry's
+    order and filter) included: the manifest's sources."""
     folder = os.path.dirname(os.path.abspath(__file__))
-    names = sorted(f"{info.name}.py" for info in pkgutil.iter_modules([folder]))
+    names = sorted(name for name in os.listdir(folder) if name.endswith(".py"))
     out = {}
     for name in names:
         with open(os.path.join(folder, name), "rb") as f:
@@ -50,8 +50,15 @@ def build(classes: dict) -> dict:
                      "choices": list(s.choices) if s.choices is not None else None,
                      "default": list(s.default) if isinstance(s.default, tuple) else s.default}
                     for s in declared_settings(method_class)]
-        methods[name] = {**{key: getattr(method_class, key) for key in ATTRIBUTES}, "settings": settings}
+        methods[name] = {"paper": method_class.paper, "default_weight": default_weight(method_class),
+                         "settings": settings}
     return {"sources": source_hashes(), "methods": methods}
+
+
+def default_weight(method_class):
+    """A method's default weight as its ``--<method>_weight`` flag shows it; ``None`` for KD, which has no such
+    flag (``--alpha`` weights it, and its value lives outside this package, in kdkeras/losses.py)."""
+    return None if method_class.method == "kd" else method_class.default_weight
 
 
 _TYPES = {"float": float, "int": int, "str": str, "bool": bool, "tuple": tuple}
