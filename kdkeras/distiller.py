@@ -41,6 +41,7 @@ import numbers
 import keras
 from keras import ops
 
+from kdkeras import methods
 from kdkeras.errors import UsageError
 from kdkeras.losses import PAPER_ALPHA, PAPER_TEMPERATURE, check_temperature
 
@@ -299,8 +300,6 @@ class Distiller(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        from kdkeras import methods
-
         methods.import_all()  # the saved terms' classes, registered with Keras before they are deserialized
         config = dict(config)
         for key in ("student", "teacher"):
@@ -367,8 +366,6 @@ def distiller_for_run(student, teacher, config, *, temperature=None, alpha=None)
     `--method=kd` (the default) is the paper's `Distiller(student, teacher,
     temperature=T, alpha=alpha)`. `temperature` / `alpha`: a tuning trial's own.
     """
-    from kdkeras import methods
-
     plan = methods.objective(config, temperature=temperature, alpha=alpha)
     if [t.method for t in plan.terms] == ["kd"]:
         return Distiller(student, teacher, temperature=plan.terms[0].temperature, alpha=plan.alpha)
@@ -389,8 +386,6 @@ def method_distiller(student, teacher, method, *, temperature=PAPER_TEMPERATURE,
     """
     import types
 
-    from kdkeras import methods
-
     methods.check_run_settings(method, settings)
     if weight is not None and "kd" in methods.parse(method):
         raise UsageError("weight is not used by method=kd: its weight is alpha.")
@@ -405,8 +400,6 @@ def _variable(value, name):
 
 def _check_terms(distillation_losses, loss_weights, ce_weight, alpha):
     """`(methods, weights, ce_weight)`; with `alpha`, KD's weight is `None` and `ce_weight` is `None`."""
-    from kdkeras import methods
-
     if isinstance(distillation_losses, (methods.Method, str)):
         distillation_losses = [distillation_losses]
     terms = [methods.get(t)() if isinstance(t, str) else t for t in distillation_losses]
