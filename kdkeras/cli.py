@@ -109,12 +109,6 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         return None
 
 
-def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow (quietly: :class:`_QuietTensorFlowImport`) unless it is imported already."""
-    if "tensorflow" not in sys.modules:
-        import tensorflow  # noqa: F401
-
-
 # TensorFlow is imported where a command first needs it, not here: a command's flags, its --help and a mistake
 # in them need no TensorFlow, and are answered at once. Wherever it is imported first, it is quiet.
 if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):

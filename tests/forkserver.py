@@ -257,8 +257,6 @@ def serve():
     defined, environ = set(flags.FLAGS), dict(os.environ)
     for name in PRELOAD:
         importlib.import_module(name)
-        if name == "kdkeras.cli":  # TensorFlow first, with its start-up lines muted, as a command's run does
-            sys.modules[name]._import_tensorflow_quietly()
     _IMPORTS_SET.update({k: v for k, v in os.environ.items() if environ.get(k) != v})
     import tensorflow as tf
 

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 
-from kdkeras.methods._settings import Setting
+from kdkeras.methods._settings import Setting, declared_settings
 
 #: The manifest, beside this file.
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "manifest.json")
@@ -42,8 +42,6 @@ def source_hashes() -> dict:
 
 def build(classes: dict) -> dict:
     """The manifest of ``{name: Method subclass}`` (the registry, in listing order)."""
-    from kdkeras.methods._settings import declared_settings
-
     methods = {}
     for name, method_class in classes.items():
         settings = [{**vars(s), "type": s.type.__name__,
